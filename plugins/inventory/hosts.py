@@ -1,0 +1,111 @@
+# Copyright: Nixie developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+name: hosts
+short_description: Machines to provision, from a Nixie hosts.json
+version_added: 0.1.0
+author: Nixie developers (@nixie-provision)
+description:
+  - Reads a C(hosts.json) that maps each host name (its C(nixosConfigurations) attribute in the user's flake)
+    to its settings, for example V(nixie-01) to an object whose C(mac_address) is V(bc:24:11:d0:28:34).
+  - Each host joins the group named by O(group) and gets the host variables C(nixie_mac) (lower-case, colon
+    separated), C(nixie_flake_attr), C(nixie_disks_may_be_wiped) and, when set in the file, C(nixie_ip) (also used
+    as C(ansible_host)), C(nixie_interface), C(nixie_wol_broadcast) and C(nixie_wol_port). With O(flake) set, every
+    host also gets C(nixie_flake).
+  - Per host, C(hosts.json) accepts C(mac_address) (required), C(ip) (static IPv4 or IPv6 address), C(interface)
+    (the controller NIC facing the host), C(wol) (an object with C(broadcast) and C(port)), C(flake_attr) (when it
+    differs from the host name) and C(disks_may_be_wiped) (boolean, default V(false)).
+  - The whole file is checked before any host is added; every error names the file, the host and the field.
+  - Any other inventory that sets the same variables works the same for the rest of the collection.
+  - The configuration file name must end in C(nixie.yml) or C(nixie.yaml).
+extends_documentation_fragment:
+  - constructed
+options:
+  plugin:
+    description: The name of this plugin; it must always be set to V(nixie.provision.hosts).
+    required: true
+    type: str
+    choices: [nixie.provision.hosts]
+  path:
+    description:
+      - The C(hosts.json) file. A relative path is taken from the directory of the configuration file.
+    type: str
+    default: hosts.json
+  flake:
+    description:
+      - The flake holding the hosts' C(nixosConfigurations), such as V(./examples) or V(github:me/infra).
+      - A relative path is taken from the directory of the configuration file, so the inventory can be run from anywhere.
+      - Becomes the host variable C(nixie_flake).
+    type: str
+  group:
+    description: The group every host from the file joins.
+    type: str
+    default: nixie
+"""
+
+EXAMPLES = r"""
+# nixie.yml
+plugin: nixie.provision.hosts
+path: hosts.json
+flake: ./examples
+
+# Group hosts whose disks may be wiped, and give every host a MAC-derived alias.
+plugin: nixie.provision.hosts
+path: /srv/fleet/hosts.json
+flake: github:example/fleet
+groups:
+  wipeable: nixie_disks_may_be_wiped
+compose:
+  nixie_alias: "'node-' + nixie_mac | replace(':', '')"
+"""
+
+import os
+
+from ansible.errors import AnsibleParserError
+from ansible.plugins.inventory import BaseInventoryPlugin, Constructable
+
+from ansible_collections.nixie.provision.plugins.module_utils._errors import HostsFileError
+from ansible_collections.nixie.provision.plugins.module_utils._hosts import load_hosts
+
+
+class InventoryModule(BaseInventoryPlugin, Constructable):
+    NAME = "nixie.provision.hosts"
+
+    def verify_file(self, path):
+        return super().verify_file(path) and path.endswith(("nixie.yml", "nixie.yaml"))
+
+    def parse(self, inventory, loader, path, cache=True):
+        super().parse(inventory, loader, path, cache)
+        self._read_config_data(path)
+        config_dir = os.path.dirname(os.path.abspath(path))
+        hosts_path = os.path.join(config_dir, os.path.expanduser(self.get_option("path")))
+        try:
+            hosts = load_hosts(hosts_path)
+        except HostsFileError as exc:
+            raise AnsibleParserError(str(exc)) from exc
+        self._populate(hosts, self._flake_reference(config_dir))
+
+    def _flake_reference(self, config_dir):
+        flake = self.get_option("flake")
+        # A relative path only means something next to the config file; a flake URI (github:, path:, ...) stays as is.
+        if flake and (flake.startswith("./") or flake.startswith("../") or flake in (".", "..")):
+            return os.path.normpath(os.path.join(config_dir, flake))
+        return flake
+
+    def _populate(self, hosts, flake):
+        group = self.inventory.add_group(self.get_option("group"))
+        strict = self.get_option("strict")
+        for name, hostvars in hosts.items():
+            self.inventory.add_host(name, group=group)
+            if flake:
+                hostvars = dict(hostvars, nixie_flake=flake)
+            if "nixie_ip" in hostvars:
+                hostvars = dict(hostvars, ansible_host=hostvars["nixie_ip"])
+            for variable, value in hostvars.items():
+                self.inventory.set_variable(name, variable, value)
+            self._set_composite_vars(self.get_option("compose"), hostvars, name, strict=strict)
+            self._add_host_to_composed_groups(self.get_option("groups"), hostvars, name, strict=strict)
+            self._add_host_to_keyed_groups(self.get_option("keyed_groups"), hostvars, name, strict=strict)

@@ -1,0 +1,31 @@
+# Copyright: Nixie developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""MAC address handling shared by the inventory, Wake-on-LAN and the boot server.
+
+Private to the collection (leading underscore): no compatibility promise outside it.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Accept what people paste from switches, BMCs and `ip link`: colons, hyphens, Cisco dots or bare hex.
+_SEPARATED = re.compile(r"^[0-9a-f]{2}([:-])[0-9a-f]{2}(\1[0-9a-f]{2}){4}$")
+_CISCO = re.compile(r"^[0-9a-f]{4}\.[0-9a-f]{4}\.[0-9a-f]{4}$")
+_BARE = re.compile(r"^[0-9a-f]{12}$")
+
+
+def normalize_mac(value):
+    """Return ``value`` as a lower-case, colon-separated MAC address; raise ValueError otherwise."""
+    if not isinstance(value, str):
+        raise ValueError("a MAC address must be a string, got %s" % type(value).__name__)
+    candidate = value.strip().lower()
+    if _SEPARATED.match(candidate) or _CISCO.match(candidate) or _BARE.match(candidate):
+        digits = re.sub(r"[^0-9a-f]", "", candidate)
+        return ":".join(digits[i:i + 2] for i in range(0, 12, 2))
+    raise ValueError("%r is not a MAC address (expected six hex pairs such as bc:24:11:d0:28:34)" % value)
+
+
+def mac_bytes(value):
+    """Return the six bytes of a MAC address given in any form normalize_mac accepts."""
+    return bytes.fromhex(normalize_mac(value).replace(":", ""))

@@ -1,0 +1,63 @@
+#!/bin/bash
+# Prepares a fresh Debian 12 machine (as root) for `make demo` and `make test`:
+# the Debian packages the lab and the tests drive, a venv with the Python requirements,
+# the collection path Ansible resolves `nixie.provision` through, and ansible-test's pip bootstrap.
+# Idempotent: a second run only checks.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+apt_packages=(
+  qemu-system-x86 qemu-utils ipxe-qemu ipxe ovmf seabios  # lab machines and their firmware
+  dnsmasq-base                                             # the lab's site DHCP server (no system service)
+  busybox-static cpio kmod xz-utils zstd                   # the lab's test installer initramfs
+  fdisk                                                    # partition tables on the lab's prefilled disks
+  iproute2 iptables tcpdump                                # namespaces, bridges, captures
+  tftp-hpa curl udhcpc openssh-client dropbear-bin         # real clients for protocol tests
+  nix-bin                                                  # builds the fixture installer flake
+  git make rsync python3-venv
+)
+missing=()
+for pkg in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  [ "$(id -u)" = 0 ] || { echo "bootstrap: installing ${missing[*]} needs root" >&2; exit 1; }
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ] || [ requirements-dev.txt -nt .venv/.installed ] || [ requirements.txt -nt .venv/.installed ]; then
+  "$python" -m venv .venv
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -r requirements-dev.txt
+  touch .venv/.installed
+fi
+
+# Ansible (and the tests) find the collection as ansible_collections/nixie/provision.
+mkdir -p .cache/collections/ansible_collections/nixie
+ln -sfn "$root" .cache/collections/ansible_collections/nixie/provision
+
+# ansible-test bootstraps pip in each sanity venv with a get-pip.py it downloads from a host this
+# network cannot reach; it takes a cached copy instead, so give it one that uses the bundled ensurepip.
+pip_ver=$(.venv/bin/python - <<'PY'
+import sys, types
+from ansible_test._internal.python_requirements import get_venv_packages
+print(get_venv_packages(types.SimpleNamespace(version="%d.%d" % sys.version_info[:2]))["pip"])
+PY
+)
+cache=~/.ansible/test/cache
+mkdir -p "$cache"
+cat > "$cache/get_pip_${pip_ver//./_}.py" <<'PY'
+"""Offline stand-in for get-pip.py: bootstrap pip from ensurepip, then install what was asked."""
+import ensurepip
+import subprocess
+import sys
+
+ensurepip.bootstrap()
+args = [a for a in sys.argv[1:] if a not in ("--no-setuptools", "--no-wheel")]
+if args:
+    subprocess.check_call([sys.executable, "-m", "pip", "install",
+                           "--cert", "/etc/ssl/certs/ca-certificates.crt"] + args)
+PY
