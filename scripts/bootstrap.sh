@@ -1,4 +1,4 @@
-#!/bin/bash
+#!/usr/bin/env bash
 # Prepares a fresh Debian 12 machine (as root) for `make demo` and `make test`:
 # the Debian packages the lab and the tests drive, a venv with the Python requirements,
 # the collection path Ansible resolves `nixie.provision` through, and ansible-test's pip bootstrap.

@@ -16,12 +16,16 @@ description:
   - Runs where the task runs; for machines on the controller's network, delegate it to V(localhost).
 requirements:
   - wakeonlan
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
 attributes:
   check_mode:
     support: full
     details: Reports the packet it would send, and sends nothing.
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 options:
   mac:
     description: MAC address of the machine to wake, in any common notation (colons, hyphens, dots or bare hex).
@@ -108,7 +112,9 @@ magic_packet:
   description: The UDP payload, as hex.
   returned: always
   type: str
-  sample: ffffffffffffbc2411d02834bc2411d02834bc2411d02834bc2411d02834bc2411d02834bc2411d02834bc2411d02834bc2411d02834bc2411d02834bc2411d02834bc2411d02834bc2411d02834bc2411d02834bc2411d02834bc2411d02834bc2411d02834
+  sample: >-
+    ffffffffffffbc2411d02834bc2411d02834bc2411d02834bc2411d02834bc2411d02834bc2411d02834bc2411d02834bc2411d02834
+    bc2411d02834bc2411d02834bc2411d02834bc2411d02834bc2411d02834bc2411d02834bc2411d02834bc2411d02834
 """
 
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib

@@ -39,10 +39,10 @@ def test_sends_count_magic_packets_byte_for_byte(receiver):
     assert result["packets_sent"] == 3
     assert result["source_address"] == "127.0.0.1"
     assert bytes.fromhex(result["magic_packet"]) == EXPECTED
-    for _ in range(3):
-        payload, (source, _port) = receiver.recvfrom(2048)
+    for dummy in range(3):
+        payload, sender = receiver.recvfrom(2048)
         assert payload == EXPECTED
-        assert source == "127.0.0.1"
+        assert sender[0] == "127.0.0.1"
     receiver.settimeout(0.3)
     with pytest.raises(socket.timeout):
         receiver.recvfrom(2048)
