@@ -4,15 +4,14 @@
 
 from __future__ import annotations
 
-import fcntl
 import ipaddress
 import socket
-import struct
 import time
 import traceback
 
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
 from ansible_collections.nixie.provision.plugins.module_utils._mac import normalize_mac
+from ansible_collections.nixie.provision.plugins.module_utils._netif import InterfaceError, interface_ipv4, require_interface
 
 try:
     import wakeonlan
@@ -21,9 +20,6 @@ except ImportError:
     WAKEONLAN_IMPORT_ERROR = traceback.format_exc()
 else:
     WAKEONLAN_IMPORT_ERROR = None
-
-# ioctl(2) request that reads an interface's primary IPv4 address (linux/sockios.h).
-_SIOCGIFADDR = 0x8915
 
 
 class WakeError(NixieError):
@@ -38,19 +34,6 @@ def magic_packet(mac):
         raise WakeError("mac: %s" % exc) from None
 
 
-def _interface_ipv4(name):
-    try:
-        socket.if_nametoindex(name)
-    except OSError:
-        raise WakeError("interface: no network interface named %r on this machine" % name) from None
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
-        try:
-            answer = fcntl.ioctl(probe.fileno(), _SIOCGIFADDR, struct.pack("256s", name.encode()[:15]))
-        except OSError:
-            raise WakeError("interface: %s has no IPv4 address to send from" % name) from None
-    return socket.inet_ntoa(answer[20:24])
-
-
 def resolve_route(destination, interface=None):
     """Return ``(address family, destination, source address or None)`` for sending to ``destination``.
 
@@ -62,19 +45,19 @@ def resolve_route(destination, interface=None):
         target = ipaddress.ip_address(destination.split("%")[0])
     except ValueError:
         raise WakeError("broadcast: %r is not an IPv4 or IPv6 address" % destination) from None
-    if target.version == 4:
-        if not interface:
-            return socket.AF_INET, destination, None
-        try:
-            return socket.AF_INET, destination, str(ipaddress.IPv4Address(interface))
-        except ValueError:
-            return socket.AF_INET, destination, _interface_ipv4(interface)
-    if interface and "%" not in destination and (target.is_link_local or target.is_multicast):
-        try:
-            socket.if_nametoindex(interface)
-        except OSError:
-            raise WakeError("interface: no network interface named %r on this machine" % interface) from None
-        destination = "%s%%%s" % (destination, interface)
+    try:
+        if target.version == 4:
+            if not interface:
+                return socket.AF_INET, destination, None
+            try:
+                return socket.AF_INET, destination, str(ipaddress.IPv4Address(interface))
+            except ValueError:
+                return socket.AF_INET, destination, interface_ipv4(interface)
+        if interface and "%" not in destination and (target.is_link_local or target.is_multicast):
+            require_interface(interface)
+            destination = "%s%%%s" % (destination, interface)
+    except InterfaceError as exc:
+        raise WakeError("interface: %s" % exc) from None
     return socket.AF_INET6, destination, None
 
 
