@@ -1,12 +1,10 @@
 """nixie.provision.wake, run as a real Ansible module; the packets are caught on real sockets."""
 
-import json
 import os
-import shutil
 import socket
-import subprocess
 
 import pytest
+from nixielab.ansiblerun import run_module as run_ansible_module
 
 MAC = "bc:24:11:d0:28:34"
 # The magic packet, written out independently of the code under test: 6 x 0xFF, then the MAC 16 times.
@@ -14,13 +12,7 @@ EXPECTED = b"\xff" * 6 + bytes.fromhex("bc2411d02834") * 16
 
 
 def run_module(args, wrapper=(), check=False):
-    """Run the module through `ansible localhost -m`, the way a playbook task would, and return its result."""
-    env = dict(os.environ, ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_INVENTORY_UNPARSED_WARNING="0", ANSIBLE_NOCOLOR="1")
-    command = list(wrapper) + [shutil.which("ansible"), "localhost", "--one-line", "-m", "nixie.provision.wake", "-a", json.dumps(args)]
-    done = subprocess.run(command + (["--check"] if check else []), env=env, capture_output=True, text=True, timeout=120, check=False)
-    # --one-line prints "localhost | STATUS => {result as JSON}", where a failure's STATUS is "FAILED!".
-    status, result = done.stdout.split("=>", 1)
-    return dict(json.loads(result), failed="FAILED!" in status)
+    return run_ansible_module("nixie.provision.wake", args, wrapper=wrapper, check=check)
 
 
 @pytest.fixture

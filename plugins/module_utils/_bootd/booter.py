@@ -1,0 +1,104 @@
+# Copyright: Nixie developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The boot policy: which file each DHCP client is told to boot.
+
+The ProxyDHCP code asks ``Booter.decide`` and never decides itself, so the policy can be tested, and
+replaced, without packets. The path of every machine is: firmware PXE -> iPXE binary (TFTP, or HTTP for
+UEFI HTTP boot) -> iPXE asks again -> its per-MAC script over HTTP. The HTTP side writes the script; an
+installed host's script tells iPXE to boot from disk, so installed hosts are still answered here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import (
+    ARCH_BIOS,
+    ARCH_UEFI_ARM64,
+    ARCH_UEFI_ARM64_HTTP,
+    ARCH_UEFI_X64,
+    ARCH_UEFI_X64_ALT,
+    ARCH_UEFI_X64_HTTP,
+    HTTP_CLIENT,
+    PXE_CLIENT,
+    BootSpec,
+)
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.ipxe import mac_path
+
+UNDIONLY_KPXE = "undionly.kpxe"
+IPXE_EFI = "ipxe.efi"
+IPXE_ARM64_EFI = "ipxe-arm64.efi"
+
+# Architecture code -> the iPXE build that runs there. The code names the CPU and firmware; whether the
+# client fetches over TFTP or HTTP follows from its option 60 (HTTPClient can only do HTTP). IA32 (6),
+# ARM32 (10) and x86 HTTP (15) are absent on purpose: Nixie ships no iPXE for them, and a wrong binary
+# hangs the machine where no answer lets its firmware fall through to the next boot entry.
+IPXE_BINARY_FOR_ARCH = {
+    ARCH_BIOS: UNDIONLY_KPXE,
+    ARCH_UEFI_X64: IPXE_EFI,
+    ARCH_UEFI_X64_ALT: IPXE_EFI,
+    ARCH_UEFI_X64_HTTP: IPXE_EFI,
+    ARCH_UEFI_ARM64: IPXE_ARM64_EFI,
+    ARCH_UEFI_ARM64_HTTP: IPXE_ARM64_EFI,
+}
+
+
+def script_path(mac):
+    """The HTTP path of a host's iPXE script: ``/boot/52-54-00-aa-00-01.ipxe`` (the route http.py serves)."""
+    return "/boot/%s.ipxe" % mac_path(mac)
+
+
+def ipxe_binary_path(name):
+    """The HTTP path under which UEFI HTTP-boot clients fetch an iPXE binary."""
+    return "/ipxe/%s" % name
+
+
+@dataclass(frozen=True)
+class Decision:
+    """``spec`` is the answer, or None for "stay silent"; ``reason`` says why in that case."""
+
+    spec: Optional[BootSpec]
+    reason: str = ""
+
+
+class Booter:
+    """Decides the boot file for known hosts.
+
+    ``hosts``: the Host values to boot; ``server``: the ServerAddress used in URLs; ``ipxe_binaries``: names
+    of the iPXE binaries the server actually has (e.g. ``{"undionly.kpxe", "ipxe.efi"}``), so a client is
+    never sent to a file that would 404.
+    """
+
+    def __init__(self, hosts, server, ipxe_binaries):
+        self.server = server
+        self._ipxe_binaries = frozenset(ipxe_binaries)
+        self._hosts = {}
+        for host in hosts:
+            if host.mac in self._hosts:
+                raise ValueError("hosts %r and %r share the MAC address %s" % (self._hosts[host.mac].name, host.name, host.mac))
+            self._hosts[host.mac] = host
+
+    def host(self, mac):
+        """The Host with this normalised MAC, or None."""
+        return self._hosts.get(mac)
+
+    def decide(self, mac, firmware):
+        """Return the Decision for the client with normalised ``mac`` and classified ``firmware``."""
+        host = self._hosts.get(mac)
+        if host is None:
+            # Other machines on the site network may PXE boot too; they belong to someone else.
+            return Decision(None, "unknown MAC address")
+        if firmware.is_ipxe:
+            # Checked before the architecture: QEMU's BIOS ROM already is iPXE (option 77 "iPXE" with
+            # arch 0), and answering it with undionly.kpxe again is an endless chainload loop.
+            return Decision(BootSpec(host, self.server.http_base + script_path(mac), PXE_CLIENT))
+        binary = IPXE_BINARY_FOR_ARCH.get(firmware.arch)
+        if binary is None:
+            return Decision(None, "no iPXE build for client architecture %d" % firmware.arch)
+        if binary not in self._ipxe_binaries:
+            return Decision(None, "client architecture %d needs %s, which the server does not have" % (firmware.arch, binary))
+        if firmware.vendor_class == HTTP_CLIENT:
+            # UEFI HTTP boot accepts only a URL, and only from an offer that echoes "HTTPClient".
+            return Decision(BootSpec(host, self.server.http_base + ipxe_binary_path(binary), HTTP_CLIENT))
+        return Decision(BootSpec(host, binary, PXE_CLIENT))

@@ -1,0 +1,306 @@
+# Copyright: Nixie developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""ProxyDHCP for IPv4, as pure functions: bytes in, decision and reply bytes out, no sockets.
+
+A ProxyDHCP server sits beside the site's DHCP server: the site server hands out addresses, the proxy
+only tells PXE firmware what to boot (PXE 2.1 spec; RFC 4578). Its offers therefore carry no address
+(``yiaddr`` 0.0.0.0), echo option 60, and name the boot file. The pipeline is
+``parse`` -> ``classify`` -> ``Booter.decide`` -> ``build_reply``; ``handle`` runs it for the socket layer.
+
+``parse`` is written by hand rather than with scapy: it sees every DHCP packet on the segment, most of
+them not for us, and a fixed header plus a TLV walk costs microseconds where scapy costs ~450 µs. Its
+only failure is ``MalformedPacket``. Replies are rare and built with scapy's BOOTP/DHCP layers.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import traceback
+from dataclasses import dataclass, field
+from typing import Mapping, Optional, Tuple
+
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import HTTP_CLIENT, PXE_CLIENT, Firmware
+
+try:
+    from scapy.layers.dhcp import BOOTP, DHCP
+except ImportError:
+    HAS_SCAPY = False
+    SCAPY_IMPORT_ERROR = traceback.format_exc()
+else:
+    HAS_SCAPY = True
+    SCAPY_IMPORT_ERROR = None
+
+DHCP_SERVER_PORT = 67
+DHCP_CLIENT_PORT = 68
+# PXE boot-server port: iPXE and EDK2 send a unicast DHCPREQUEST here after a proxy offer.
+PXE_PORT = 4011
+
+BOOTREQUEST = 1
+BOOTREPLY = 2
+DHCPDISCOVER = 1
+DHCPOFFER = 2
+DHCPREQUEST = 3
+DHCPACK = 5
+
+OPT_PAD = 0
+OPT_END = 255
+OPT_MESSAGE_TYPE = 53
+OPT_SERVER_ID = 54
+OPT_VENDOR_CLASS = 60
+OPT_TFTP_SERVER_NAME = 66
+OPT_BOOT_FILE = 67
+OPT_VENDOR_SPECIFIC = 43
+OPT_USER_CLASS = 77
+OPT_CLIENT_ARCH = 93
+OPT_CLIENT_UUID = 97
+OPT_IPXE_ENCAPSULATED = 175
+
+STEP_OFFER = "dhcp_offer"
+STEP_ACK = "dhcp_ack"
+STEP_IGNORED = "dhcp_ignored"
+
+MAGIC_COOKIE = b"\x63\x82\x53\x63"
+BROADCAST_FLAG = 0x8000
+ANY_ADDRESS = "0.0.0.0"
+LIMITED_BROADCAST = "255.255.255.255"
+HTYPE_ETHERNET = 1
+
+# op htype hlen hops xid secs flags ciaddr yiaddr siaddr giaddr chaddr sname file cookie: 240 bytes.
+_HEADER = struct.Struct("!BBBBIHH4s4s4s4s16s64s128s4s")
+
+# PXE option 43, sub-option 6 (PXE_DISCOVERY_CONTROL) = 8: "boot the file named in this offer; do not
+# multicast/broadcast for boot servers or show a menu". Without it, PXE ROMs go looking for a boot server.
+_PXE_DISCOVERY_CONTROL = bytes((6, 1, 8, OPT_END))
+# iPXE option 175, sub-option 176 (no-pxedhcp) = 1: iPXE stops waiting ~2 s for further ProxyDHCP offers.
+_IPXE_NO_PXEDHCP = bytes((176, 1, 1))
+# RFC 1542: BOOTP messages shorter than 300 bytes are dropped by some relays and old PXE ROMs.
+_MIN_BOOTP_LENGTH = 300
+
+
+class MalformedPacket(ValueError):
+    """The bytes are not a well-formed BOOTP/DHCP message; the only exception ``parse`` raises."""
+
+
+@dataclass(frozen=True)
+class Request:
+    """A parsed DHCP request. ``options`` maps option code to value (repeated options joined, RFC 3396).
+
+    ``source`` is the UDP (address, port) it came from and ``local_port`` the port it arrived on
+    (67 or 4011); both only decide where the reply goes.
+    """
+
+    xid: int
+    flags: int
+    ciaddr: str
+    giaddr: str
+    chaddr: bytes
+    mac: str
+    message_type: int
+    options: Mapping[int, bytes] = field(repr=False)
+    source: Optional[Tuple[str, int]] = None
+    local_port: int = DHCP_SERVER_PORT
+
+
+@dataclass(frozen=True)
+class Reply:
+    payload: bytes
+    destination: Tuple[str, int]
+    message_type: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What ``handle`` made of one datagram: an event for ``mac`` and, maybe, a reply to send."""
+
+    mac: str
+    step: str
+    reply: Optional[Reply]
+    fields: Mapping[str, object]
+
+
+def _options(data):
+    parts = {}
+    position = _HEADER.size
+    size = len(data)
+    while position < size:
+        code = data[position]
+        if code == OPT_PAD:
+            position += 1
+            continue
+        if code == OPT_END:
+            break
+        if position + 1 >= size:
+            raise MalformedPacket("option %d has no length byte" % code)
+        end = position + 2 + data[position + 1]
+        if end > size:
+            raise MalformedPacket("option %d runs past the end of the packet" % code)
+        # RFC 3396: an option that appears more than once is one long option, split. Joined once at the
+        # end, so a packet of thousands of 1-byte fragments costs linear, not quadratic, time.
+        parts.setdefault(code, []).append(data[position + 2:end])
+        position = end
+    return {code: b"".join(values) for code, values in parts.items()}
+
+
+def parse(data, source=None, local_port=DHCP_SERVER_PORT):
+    """Parse one UDP payload.
+
+    Returns a Request for a DHCP BOOTREQUEST from an Ethernet client, None for anything well-formed
+    that a ProxyDHCP server does not answer (replies, plain BOOTP, other hardware types), and raises
+    MalformedPacket for anything else.
+    """
+    if len(data) < _HEADER.size:
+        raise MalformedPacket("%d bytes is shorter than a DHCP header" % len(data))
+    op, htype, hlen, _hops, xid, _secs, flags, ciaddr, _yiaddr, _siaddr, giaddr, chaddr, _sname, _file, cookie = _HEADER.unpack_from(data)
+    if op != BOOTREQUEST or cookie != MAGIC_COOKIE or htype != HTYPE_ETHERNET or hlen != 6:
+        return None
+    options = _options(data)
+    message_type = options.get(OPT_MESSAGE_TYPE)
+    if message_type is None:
+        return None
+    if len(message_type) != 1:
+        raise MalformedPacket("option 53 (message type) has %d bytes instead of 1" % len(message_type))
+    return Request(
+        xid=xid,
+        flags=flags,
+        ciaddr=socket.inet_ntoa(ciaddr),
+        giaddr=socket.inet_ntoa(giaddr),
+        chaddr=chaddr,
+        mac=chaddr[:6].hex(":"),
+        message_type=message_type[0],
+        options=options,
+        source=source,
+        local_port=local_port,
+    )
+
+
+def _is_ipxe(options):
+    # iPXE sends user class "iPXE" (raw, not RFC 3004 length-prefixed) and its own option 175. Both are
+    # also sent by QEMU's BIOS network ROM, which *is* iPXE, so that ROM gets the script straight away.
+    return OPT_IPXE_ENCAPSULATED in options or b"iPXE" in options.get(OPT_USER_CLASS, b"")
+
+
+def classify(request):
+    """Return the client's Firmware, or None when it is not a PXE or UEFI HTTP boot client."""
+    vendor_class = request.options.get(OPT_VENDOR_CLASS, b"")
+    if vendor_class.startswith(b"PXEClient"):
+        kind = PXE_CLIENT
+    elif vendor_class.startswith(b"HTTPClient"):
+        kind = HTTP_CLIENT
+    else:
+        return None
+    arch_option = request.options.get(OPT_CLIENT_ARCH, b"")
+    if len(arch_option) >= 2:
+        # RFC 4578: a list of 16-bit codes, the first being the one the client prefers.
+        arch = int.from_bytes(arch_option[:2], "big")
+    else:
+        # Option 60 repeats it as "PXEClient:Arch:00007:UNDI:003000". With neither, the client predates
+        # option 93, which only x86 BIOS PXE ROMs do; dnsmasq assumes the same.
+        digits = vendor_class[len(kind) + 6:len(kind) + 11]
+        arch = int(digits) if vendor_class[len(kind):len(kind) + 6] == b":Arch:" and digits.isdigit() else 0
+    return Firmware(arch=arch, vendor_class=kind, is_ipxe=_is_ipxe(request.options))
+
+
+def expects_answer(request, server_ip):
+    """Whether a ProxyDHCP server at ``server_ip`` answers ``request`` at all (given a PXE client)."""
+    if request.local_port == PXE_PORT:
+        # Port 4011 only carries requests meant for us: the PXE boot-server request after a proxy offer.
+        return request.message_type == DHCPREQUEST
+    if request.message_type == DHCPDISCOVER:
+        return True
+    # A broadcast REQUEST naming another server (option 54) is the client accepting the site DHCP
+    # server's lease. An ACK from us with yiaddr 0.0.0.0 would race the real one, so only requests
+    # naming us are answered.
+    return request.message_type == DHCPREQUEST and request.options.get(OPT_SERVER_ID) == socket.inet_aton(server_ip)
+
+
+def reply_destination(request):
+    """Where the reply to ``request`` goes, as (address, port)."""
+    if request.local_port == PXE_PORT and request.source is not None:
+        return request.source
+    if request.giaddr != ANY_ADDRESS:
+        # Relayed (RFC 1542): the relay agent listens on the server port and forwards to the client.
+        return (request.giaddr, DHCP_SERVER_PORT)
+    if request.flags & BROADCAST_FLAG or request.ciaddr == ANY_ADDRESS:
+        # Without an address the client cannot receive unicast, and a proxy has no yiaddr to ARP for
+        # (which is how dnsmasq unicasts to iPXE, which leaves the broadcast flag clear).
+        return (LIMITED_BROADCAST, DHCP_CLIENT_PORT)
+    return (request.ciaddr, DHCP_CLIENT_PORT)
+
+
+def build_reply(request, spec, server):
+    """Build the proxy reply telling ``request``'s client to boot ``spec``; return a Reply.
+
+    A DISCOVER gets an OFFER, anything else an ACK. ``server`` is the ServerAddress: its IP becomes
+    siaddr, the server identifier and the TFTP server name.
+    """
+    message_type = DHCPOFFER if request.message_type == DHCPDISCOVER else DHCPACK
+    server_id = socket.inet_aton(server.ip)
+    boot_file = spec.boot_file.encode("ascii")
+    options = [
+        (OPT_MESSAGE_TYPE, bytes((message_type,))),
+        (OPT_SERVER_ID, server_id),
+        (OPT_VENDOR_CLASS, spec.vendor_class.encode("ascii")),
+        (OPT_TFTP_SERVER_NAME, server.ip.encode("ascii")),
+        (OPT_BOOT_FILE, boot_file),
+    ]
+    if spec.vendor_class == PXE_CLIENT:
+        options.append((OPT_VENDOR_SPECIFIC, _PXE_DISCOVERY_CONTROL))
+    uuid = request.options.get(OPT_CLIENT_UUID)
+    if uuid is not None and len(uuid) <= 255:
+        # PXE 2.1: a server answering a client that sent its UUID must send it back, or some ROMs
+        # discard the offer.
+        options.append((OPT_CLIENT_UUID, uuid))
+    if _is_ipxe(request.options):
+        options.append((OPT_IPXE_ENCAPSULATED, _IPXE_NO_PXEDHCP))
+    options.append("end")
+    packet = BOOTP(
+        op=BOOTREPLY,
+        htype=HTYPE_ETHERNET,
+        hlen=6,
+        xid=request.xid,
+        flags=request.flags & BROADCAST_FLAG,
+        # RFC 2131 table 3: an ACK repeats the client's ciaddr, an OFFER leaves it 0.
+        ciaddr=request.ciaddr if message_type == DHCPACK else ANY_ADDRESS,
+        yiaddr=ANY_ADDRESS,
+        siaddr=server.ip,
+        giaddr=request.giaddr,
+        chaddr=request.chaddr,
+        file=boot_file,
+    ) / DHCP(options=options)
+    payload = bytes(packet)
+    if len(payload) < _MIN_BOOTP_LENGTH:
+        payload += bytes(_MIN_BOOTP_LENGTH - len(payload))
+    return Reply(payload=payload, destination=reply_destination(request), message_type=message_type)
+
+
+def handle(data, source, local_port, booter):
+    """Run the whole ProxyDHCP pipeline on one datagram; return an Outcome, or None for nothing to report.
+
+    Nothing is reported for malformed packets, non-requests and non-PXE traffic from unknown MACs (the
+    site's ordinary DHCP chatter), nor for a client's REQUEST to the site server, which every boot sends.
+    """
+    try:
+        request = parse(data, source, local_port)
+    except MalformedPacket:
+        return None
+    if request is None:
+        return None
+    firmware = classify(request)
+    fields = {"xid": "%08x" % request.xid, "port": local_port}
+    if firmware is None:
+        if booter.host(request.mac) is None:
+            return None
+        # A known host doing plain DHCP: its OS or installer is up, or its firmware skipped network boot.
+        fields["reason"] = "not a PXE or HTTP boot request"
+        return Outcome(request.mac, STEP_IGNORED, None, fields)
+    if not expects_answer(request, booter.server.ip):
+        return None
+    fields.update(arch=firmware.arch, client=firmware.vendor_class, ipxe=firmware.is_ipxe)
+    decision = booter.decide(request.mac, firmware)
+    if decision.spec is None:
+        fields["reason"] = decision.reason
+        return Outcome(request.mac, STEP_IGNORED, None, fields)
+    reply = build_reply(request, decision.spec, booter.server)
+    fields.update(boot_file=decision.spec.boot_file, to="%s:%d" % reply.destination)
+    return Outcome(request.mac, STEP_ACK if reply.message_type == DHCPACK else STEP_OFFER, reply, fields)

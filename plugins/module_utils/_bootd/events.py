@@ -1,0 +1,82 @@
+# Copyright: Nixie developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Per-host boot progress: an append-only ``events.jsonl`` plus the latest state per MAC.
+
+Every part of the boot server (ProxyDHCP, TFTP in its own thread, HTTP) records here, so one file
+tells how far each machine got (offer, TFTP, script, kernel, initrd, phone-home) when a boot stalls,
+and ``snapshot()`` answers the controller's ``wait_for_agent`` polling.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+
+# Steps recorded across the boot server, in the order a healthy network boot produces them.
+STEPS = (
+    "dhcp_offer", "dhcp_ack", "tftp_start", "tftp_done", "script", "kernel", "initrd",
+    "phone_home", "refused", "boot_local",
+)
+
+EVENTS_FILE = "events.jsonl"
+
+
+class EventLog:
+    """Thread-safe event recorder writing one JSON object per line to ``<run_dir>/events.jsonl``."""
+
+    def __init__(self, run_dir, host_names=None, clock=time.time):
+        self.path = os.path.join(run_dir, EVENTS_FILE)
+        self._host_names = dict(host_names or {})
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last = {}
+        self._reports = {}
+        # Line-buffered append: each event reaches the file as a whole line even if the server dies
+        # right after, and a restarted server adds to the same history instead of truncating it.
+        self._file = open(self.path, "a", buffering=1, encoding="utf-8")
+
+    def record(self, mac, step, **fields):
+        """Append an event for ``mac`` (None when the sender is not known, e.g. a TFTP client by IP).
+
+        A ``phone_home`` event's ``report`` field is kept as the host's latest report.
+        """
+        if step not in STEPS:
+            raise ValueError("unknown event step %r" % (step,))
+        event = {"ts": self._clock(), "mac": mac, "host": self._host_names.get(mac), "step": step}
+        for key, value in fields.items():
+            if key not in event:
+                event[key] = value
+        line = json.dumps(event, sort_keys=True, default=str)
+        with self._lock:
+            self._file.write(line + "\n")
+            self._file.flush()
+            if mac is not None:
+                self._last[mac] = event
+                if step == "phone_home" and "report" in fields:
+                    self._reports[mac] = fields["report"]
+        return event
+
+    def snapshot(self):
+        """Return ``{"hosts": {mac: {"host", "last_event", "report"}}}`` for every MAC seen or known."""
+        with self._lock:
+            macs = sorted(set(self._host_names) | set(self._last))
+            return {
+                "hosts": {
+                    mac: {
+                        "host": self._host_names.get(mac),
+                        "last_event": self._last.get(mac),
+                        "report": self._reports.get(mac),
+                    }
+                    for mac in macs
+                }
+            }
+
+    def host(self, mac):
+        """Return one entry of ``snapshot()``, or None for a MAC neither known nor seen."""
+        return self.snapshot()["hosts"].get(mac)
+
+    def close(self):
+        with self._lock:
+            self._file.close()

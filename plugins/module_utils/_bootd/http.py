@@ -1,0 +1,357 @@
+# Copyright: Nixie developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The boot server's HTTP side: per-MAC iPXE scripts, kernel and initrd, iPXE binaries, the agent API.
+
+Routes (the contract the agent, iPXE and ``wait_for_agent`` rely on)::
+
+    GET  /boot/<mac-with-hyphens>.ipxe     script for a host in the run; 404 for any other MAC
+    GET  /files/<mac>/<signature>/kernel   installer kernel (sendfile, Content-Length, Range)
+    GET  /files/<mac>/<signature>/initrd   installer initrd
+    GET  /ipxe/<name>                      allow-listed iPXE binary, for UEFI HTTP boot
+    POST /api/v1/phone-home                agent report; Bearer token; answers the deployer's key
+    GET  /api/v1/authorized-keys           the deployer's key again, for a claimed token from its address
+    GET  /api/v1/events                    progress snapshot: loopback and the server's own addresses only
+    GET  /api/v1/hosts/<mac>               one host of that snapshot, same restriction
+
+Kernel and initrd URLs are signed per host (HMAC of the MAC under a key made for this run), as
+Pixiecore signs its URLs, rather than hidden behind one per-run secret path: a URL works only for a
+MAC in the run and names that MAC, so kernel/initrd downloads show up in that host's progress, and
+a URL seen on one host's console does not turn the server into a file server for the whole LAN
+beyond the lifetime of the run. Every dynamic path segment is matched against a pattern or an
+allow-list; nothing from a request is ever joined onto a file system path.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import hashlib
+import ipaddress
+import json
+import re
+import secrets
+import traceback
+from urllib.parse import urlsplit
+
+try:
+    from aiohttp import web
+except ImportError:
+    HAS_AIOHTTP = False
+    AIOHTTP_IMPORT_ERROR = traceback.format_exc()
+else:
+    HAS_AIOHTTP = True
+    AIOHTTP_IMPORT_ERROR = None
+
+from ansible_collections.nixie.provision.plugins.module_utils._mac import normalize_mac
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.ipxe import (
+    api_url, installer_script, local_boot_script, mac_path,
+)
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.tftp import find_ipxe_binaries
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.tokens import TokenRefused
+
+# A report is a few KB (keys, a dozen disks, os-release); anything near this is not our agent.
+API_BODY_LIMIT = 256 * 1024
+
+_HYPHEN_MAC = r"[0-9A-Fa-f]{2}(?:-[0-9A-Fa-f]{2}){5}"
+_SCRIPT_NAME = re.compile(r"^(%s)\.ipxe$" % _HYPHEN_MAC)
+_FILE_MAC = re.compile(r"^%s$" % _HYPHEN_MAC)
+_SIGNATURE = re.compile(r"^[0-9a-f]{32}$")
+_BEARER = re.compile(r"^Bearer ([A-Za-z0-9_-]{16,256})$")
+_KEY_TYPE = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com)$")
+_DISK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+_OS_RELEASE_KEY = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_LOOPBACK = ("127.0.0.1", "::1")
+
+
+class ReportError(ValueError):
+    """A phone-home body is not valid; the message starts with the offending field."""
+
+
+def _text(field, value, limit, allow_empty=True):
+    if not isinstance(value, str) or len(value) > limit or (not allow_empty and not value) or _CONTROL.search(value):
+        raise ReportError("%s: must be a single-line string of at most %d characters" % (field, limit))
+    return value
+
+
+def _list(field, value, limit):
+    if not isinstance(value, list) or len(value) > limit:
+        raise ReportError("%s: must be a list of at most %d items" % (field, limit))
+    return value
+
+
+def _ssh_public_key(field, line):
+    _text(field, line, 16384, allow_empty=False)
+    parts = line.split(None, 2)
+    if len(parts) < 2 or not _KEY_TYPE.match(parts[0]):
+        raise ReportError("%s: not an OpenSSH public key line ('<type> <base64> [comment]')" % field)
+    try:
+        blob = base64.b64decode(parts[1], validate=True)
+    except (binascii.Error, ValueError):
+        raise ReportError("%s: the key is not valid base64" % field) from None
+    # The key blob starts with its own type name; a mismatch means a mangled or spliced line.
+    name_length = int.from_bytes(blob[:4], "big")
+    if blob[4:4 + name_length] != parts[0].encode("ascii"):
+        raise ReportError("%s: the key data does not match its type %s" % (field, parts[0]))
+    return " ".join(parts)
+
+
+def _disk(field, disk):
+    if not isinstance(disk, dict):
+        raise ReportError("%s: must be an object" % field)
+    name = disk.get("name")
+    if not isinstance(name, str) or not _DISK_NAME.match(name):
+        raise ReportError("%s.name: must be a block device name such as sda or nvme0n1" % field)
+    size = disk.get("size_bytes")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise ReportError("%s.size_bytes: must be a non-negative integer" % field)
+    flags = {}
+    for flag in ("has_partitions", "has_filesystem"):
+        if not isinstance(disk.get(flag), bool):
+            raise ReportError("%s.%s: must be true or false" % (field, flag))
+        flags[flag] = disk[flag]
+    model = _text("%s.model" % field, disk.get("model", ""), 256)
+    return dict(name=name, size_bytes=size, model=model.strip(), **flags)
+
+
+def parse_report(body):
+    """Validate a phone-home body and return the normalized report; raise ReportError naming the field."""
+    if not isinstance(body, dict):
+        raise ReportError("body: must be a JSON object")
+    macs = []
+    for index, value in enumerate(_list("macs", body.get("macs"), 64)):
+        try:
+            mac = normalize_mac(value)
+        except ValueError:
+            raise ReportError("macs[%d]: not a MAC address" % index) from None
+        if mac not in macs:
+            macs.append(mac)
+    if not macs:
+        raise ReportError("macs: must list at least one MAC address")
+    try:
+        ip = str(ipaddress.ip_address(_text("ip", body.get("ip"), 64)))
+    except ValueError:
+        raise ReportError("ip: not an IPv4 or IPv6 address") from None
+    keys = [_ssh_public_key("ssh_host_keys[%d]" % i, line)
+            for i, line in enumerate(_list("ssh_host_keys", body.get("ssh_host_keys"), 32))]
+    disks = [_disk("disks[%d]" % i, disk) for i, disk in enumerate(_list("disks", body.get("disks"), 256))]
+    os_release = body.get("os_release")
+    if not isinstance(os_release, dict) or len(os_release) > 128:
+        raise ReportError("os_release: must be an object of at most 128 entries")
+    for key, value in os_release.items():
+        if not _OS_RELEASE_KEY.match(key):
+            raise ReportError("os_release: %r is not an os-release variable name" % key[:64])
+        _text("os_release.%s" % key, value, 1024)
+    return {"macs": macs, "ip": ip, "ssh_host_keys": keys, "disks": disks, "os_release": dict(os_release)}
+
+
+class BootState:
+    """What the HTTP side serves. ``hosts`` maps normalized MACs to ``model.Host`` (name, mac, installed).
+
+    ``base_urls`` are the server's advertised roots (``http://10.0.0.2:8080``, ``http://[fd5e::1]:8080``):
+    scripts point back at the one the client used, and their hosts count as the server's own addresses
+    for the events API, together with loopback and ``admin_addresses``.
+    """
+
+    def __init__(self, hosts, kernel, initrd, cmdline, ipxe_dir, authorized_key, tokens, events, base_urls,
+                 admin_addresses=(), url_key=None):
+        self.hosts = dict(hosts)
+        self.kernel = kernel
+        self.initrd = initrd
+        self.cmdline = cmdline
+        self.ipxe_binaries = find_ipxe_binaries(ipxe_dir)
+        self.authorized_key = authorized_key
+        self.tokens = tokens
+        self.events = events
+        self.base_urls = list(base_urls)
+        self.admin_addresses = set(_LOOPBACK) | {_canonical_ip(a) for a in admin_addresses}
+        self.admin_addresses |= {_canonical_ip(urlsplit(url).hostname) for url in self.base_urls}
+        self.url_key = url_key or secrets.token_bytes(32)
+
+    def file_signature(self, mac):
+        return hmac.new(self.url_key, mac.encode("ascii"), hashlib.sha256).hexdigest()[:32]
+
+    def file_url(self, base, mac, kind):
+        return "%s/files/%s/%s/%s" % (base, mac_path(mac), self.file_signature(mac), kind)
+
+
+def _canonical_ip(address):
+    parsed = ipaddress.ip_address(address)
+    # A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d; compare them as the IPv4 they are.
+    if parsed.version == 6 and parsed.ipv4_mapped is not None:
+        parsed = parsed.ipv4_mapped
+    return str(parsed)
+
+
+def _empty(status):
+    return web.Response(status=status)
+
+
+class _Handlers:
+    def __init__(self, state):
+        self.state = state
+
+    def _client(self, request):
+        return _canonical_ip(request.remote)
+
+    def refuse(self, request, status, reason, mac=None, **fields):
+        self.state.events.record(mac, "refused", ip=self._client(request), method=request.method,
+                                 path=request.path[:256], status=status, reason=reason, **fields)
+        return _empty(status)
+
+    def _base_for(self, request):
+        # Point the script's URLs at the address the client reached us on (it routes there), but only
+        # if that is one we advertise: the Host header is the client's to choose.
+        for base in self.state.base_urls:
+            if urlsplit(base).netloc.lower() == request.host.lower():
+                return base
+        return self.state.base_urls[0]
+
+    async def boot_script(self, request):
+        match = _SCRIPT_NAME.match(request.match_info["name"])
+        mac = normalize_mac(match.group(1)) if match else None
+        host = self.state.hosts.get(mac)
+        if host is None:
+            return self.refuse(request, 404, "no host with this MAC in the run", requested=request.match_info["name"][:64])
+        if host.installed:
+            self.state.tokens.revoke(mac)
+            self.state.events.record(mac, "boot_local", ip=self._client(request))
+            return web.Response(text=local_boot_script(host.name), content_type="text/plain")
+        base = self._base_for(request)
+        script = installer_script(self.state.file_url(base, mac, "kernel"), self.state.file_url(base, mac, "initrd"),
+                                  self.state.cmdline, api_url(base), self.state.tokens.mint(mac))
+        self.state.events.record(mac, "script", ip=self._client(request))
+        return web.Response(text=script, content_type="text/plain")
+
+    async def boot_file(self, request):
+        kind = request.match_info["kind"]
+        path = {"kernel": self.state.kernel, "initrd": self.state.initrd}.get(kind)
+        mac_text, signature = request.match_info["mac"], request.match_info["signature"]
+        mac = normalize_mac(mac_text) if _FILE_MAC.match(mac_text) else None
+        if path is None or mac not in self.state.hosts or not _SIGNATURE.match(signature) \
+                or not hmac.compare_digest(signature, self.state.file_signature(mac)):
+            return self.refuse(request, 404, "unsigned or unknown file URL")
+        self.state.events.record(mac, kind, ip=self._client(request), range=request.headers.get("Range"))
+        return web.FileResponse(path)
+
+    async def ipxe_binary(self, request):
+        path = self.state.ipxe_binaries.get(request.match_info["name"])
+        if path is None:
+            return self.refuse(request, 404, "not an allow-listed iPXE binary")
+        return web.FileResponse(path)
+
+    def _bearer(self, request):
+        match = _BEARER.match(request.headers.get("Authorization", ""))
+        return match.group(1) if match else None
+
+    async def phone_home(self, request):
+        client = self._client(request)
+        token = self._bearer(request)
+        try:
+            if token is None:
+                raise TokenRefused("no bearer token")
+            self.state.tokens.check(token, client)
+        except TokenRefused as refused:
+            return self.refuse(request, 403, str(refused), refused.mac)
+        if request.content_length is not None and request.content_length > API_BODY_LIMIT:
+            return self.refuse(request, 413, "body larger than %d bytes" % API_BODY_LIMIT)
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return self.refuse(request, 413, "body larger than %d bytes" % API_BODY_LIMIT)
+        try:
+            # Replacement characters instead of a 400 for a disk model in some odd encoding: the agent
+            # builds JSON in shell and would only send the same bytes again.
+            report = parse_report(json.loads(raw.decode("utf-8", "replace")))
+        except ReportError as err:
+            self.refuse(request, 400, str(err))
+            return web.json_response({"error": str(err)}, status=400)
+        except ValueError:
+            self.refuse(request, 400, "body is not JSON")
+            return web.json_response({"error": "body: not valid JSON"}, status=400)
+        try:
+            mac = self.state.tokens.claim(token, report["macs"], client)
+        except TokenRefused as refused:
+            return self.refuse(request, 403, str(refused), refused.mac)
+        report["source_ip"] = client
+        self.state.events.record(mac, "phone_home", ip=client, report=report)
+        return self._key_answer()
+
+    async def authorized_keys(self, request):
+        token = self._bearer(request)
+        try:
+            if token is None:
+                raise TokenRefused("no bearer token")
+            self.state.tokens.holder(token, self._client(request))
+        except TokenRefused as refused:
+            return self.refuse(request, 403, str(refused), refused.mac)
+        return self._key_answer()
+
+    def _key_answer(self):
+        # Raw UTF-8 rather than \u escapes: the agent unescapes JSON in awk and a key comment may be non-ASCII.
+        body = json.dumps({"authorized_keys": self.state.authorized_key}, ensure_ascii=False)
+        return web.Response(text=body, content_type="application/json")
+
+    def _from_admin(self, request):
+        return self._client(request) in self.state.admin_addresses
+
+    async def events(self, request):
+        if not self._from_admin(request):
+            return self.refuse(request, 403, "events are for the controller only")
+        return web.json_response(self.state.events.snapshot())
+
+    async def host(self, request):
+        if not self._from_admin(request):
+            return self.refuse(request, 403, "events are for the controller only")
+        try:
+            entry = self.state.events.host(normalize_mac(request.match_info["mac"]))
+        except ValueError:
+            entry = None
+        if entry is None:
+            return _empty(404)
+        return web.json_response(entry)
+
+
+def make_app(state):
+    """Return the aiohttp application serving ``state`` (a BootState)."""
+    if not HAS_AIOHTTP:
+        raise RuntimeError("the aiohttp Python library is required:\n%s" % AIOHTTP_IMPORT_ERROR)
+    handlers = _Handlers(state)
+
+    @web.middleware
+    async def record_unrouted(request, handler):
+        try:
+            return await handler(request)
+        except web.HTTPException as err:
+            if err.status < 400:
+                raise
+            # No route matched (traversal attempts, scanners) or a file vanished: note it, say nothing more.
+            return handlers.refuse(request, err.status, err.reason)
+
+    app = web.Application(client_max_size=API_BODY_LIMIT, middlewares=[record_unrouted])
+    app.add_routes([
+        web.get("/boot/{name}", handlers.boot_script),
+        web.get("/files/{mac}/{signature}/{kind}", handlers.boot_file),
+        web.get("/ipxe/{name}", handlers.ipxe_binary),
+        web.post("/api/v1/phone-home", handlers.phone_home),
+        web.get("/api/v1/authorized-keys", handlers.authorized_keys),
+        web.get("/api/v1/events", handlers.events),
+        web.get("/api/v1/hosts/{mac}", handlers.host),
+    ])
+    return app
+
+
+async def start_http(app, host, port):
+    """Serve ``app`` on host:port (port 0 picks one); return the started AppRunner (``cleanup()`` stops it).
+
+    ``runner.addresses`` gives the bound (host, port).
+    """
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError:
+        await runner.cleanup()
+        raise
+    return runner

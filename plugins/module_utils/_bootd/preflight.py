@@ -1,0 +1,69 @@
+# Copyright: Nixie developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Checks before the boot server binds: privileges, and who already holds a port it needs."""
+
+from __future__ import annotations
+
+import os
+
+# Bit numbers in the capability sets (linux/capability.h).
+CAP_NET_BIND_SERVICE = 10
+CAP_NET_RAW = 13
+
+
+def effective_capabilities(status_path="/proc/self/status"):
+    """Return the set of effective capability numbers of this process."""
+    with open(status_path, encoding="utf-8") as handle:
+        for line in handle:
+            if line.startswith("CapEff:"):
+                mask = int(line.split()[1], 16)
+                return {bit for bit in range(64) if mask >> bit & 1}
+    return set()
+
+
+def missing_privileges():
+    """Return a sentence naming what is missing to serve DHCP and TFTP, or None when nothing is."""
+    missing = {CAP_NET_BIND_SERVICE: "CAP_NET_BIND_SERVICE (ports 67, 69 and 4011 are below 1024)",
+               CAP_NET_RAW: "CAP_NET_RAW (binding the DHCP socket to one interface)"}
+    for capability in effective_capabilities():
+        missing.pop(capability, None)
+    if not missing:
+        return None
+    return ("the boot server needs root or %s; run the play with become: true on the controller, "
+            "or grant the capabilities to the Python interpreter" % " and ".join(missing.values()))
+
+
+def _socket_inodes(protocol, port):
+    """Inodes of sockets bound to local ``port`` in /proc/net/<protocol>{,6}."""
+    inodes = set()
+    for table in (protocol, protocol + "6"):
+        try:
+            with open("/proc/net/%s" % table, encoding="utf-8") as handle:
+                next(handle)
+                for line in handle:
+                    fields = line.split()
+                    if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        inodes.add(fields[9])
+        except (OSError, StopIteration, IndexError, ValueError):
+            continue
+    return inodes
+
+
+def port_holder(protocol, port):
+    """Return ``"<name> (pid N)"`` for a process holding ``protocol`` (udp/tcp) ``port``, or None.
+
+    Only processes this user may inspect are found (all of them, as root), and only in this network namespace.
+    """
+    inodes = _socket_inodes(protocol, port)
+    if not inodes:
+        return None
+    targets = {"socket:[%s]" % inode for inode in inodes}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            for fd in os.listdir("/proc/%s/fd" % pid):
+                if os.readlink("/proc/%s/fd/%s" % (pid, fd)) in targets:
+                    with open("/proc/%s/comm" % pid, encoding="utf-8") as handle:
+                        return "%s (pid %s)" % (handle.read().strip(), pid)
+        except OSError:
+            continue
+    return "another process (not visible to this user)"

@@ -1,0 +1,125 @@
+# Copyright: Nixie developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""ProxyDHCP sockets: asyncio UDP endpoints on ports 67 and 4011 that hand every datagram to ``dhcp4``.
+
+All decisions live in ``dhcp4.handle`` and the Booter; this module only receives, sends and reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+
+from ansible_collections.nixie.provision.plugins.module_utils._bootd import dhcp4
+
+# Not exported by every Python build's socket module; 25 is its value on every Linux architecture.
+SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
+
+_LOG = logging.getLogger(__name__)
+
+_HINTS = {
+    errno.EACCES: "ports below 1024 need root or CAP_NET_BIND_SERVICE",
+    errno.EPERM: "binding to an interface needs root or CAP_NET_RAW (before Linux 5.7)",
+    errno.EADDRINUSE: "another DHCP or ProxyDHCP server (often dnsmasq) holds it",
+    errno.EADDRNOTAVAIL: "the address is not configured on this machine",
+    errno.ENODEV: "there is no such network interface",
+}
+
+
+class PortBindError(OSError):
+    """A ProxyDHCP port could not be opened; ``port``, ``interface`` and ``errno`` say which and why."""
+
+    def __init__(self, port, address, interface, cause):
+        reason = cause.strerror or str(cause)
+        hint = _HINTS.get(cause.errno)
+        message = "cannot listen on UDP port %d (%s, interface %s): %s" % (port, address, interface, reason)
+        super().__init__(cause.errno, message + ("; " + hint if hint else ""))
+        self.port = port
+        self.address = address
+        self.interface = interface
+
+
+def _open_socket(port, address, interface):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        # REUSEADDR: a restarted server must not wait for the old socket; the kernel still refuses a
+        # second bind unless the holder also set it.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        # Port 67 is bound to 0.0.0.0 because clients without an address broadcast to it; the device
+        # binding keeps us to the boot network and sends our broadcast replies out of that interface only.
+        sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, interface.encode())
+        sock.bind((address, port))
+    except OSError as exc:
+        sock.close()
+        raise PortBindError(port, address, interface, exc) from exc
+    sock.setblocking(False)
+    return sock
+
+
+class _Endpoint(asyncio.DatagramProtocol):
+    def __init__(self, port, booter, on_event):
+        self._port = port
+        self._booter = booter
+        self._on_event = on_event
+        self._transport = None
+
+    def connection_made(self, transport):
+        self._transport = transport
+
+    def datagram_received(self, data, addr):
+        outcome = dhcp4.handle(data, addr, self._port, self._booter)
+        if outcome is None:
+            return
+        if outcome.reply is not None:
+            # Reply before reporting: firmware retransmits after ~1 s, the event log can wait.
+            self._transport.sendto(outcome.reply.payload, outcome.reply.destination)
+        self._on_event(outcome.mac, outcome.step, **outcome.fields)
+
+    def error_received(self, exc):
+        # E.g. a relay address (giaddr) that is unreachable: one client's problem, not the server's.
+        _LOG.warning("ProxyDHCP port %d: send failed: %s", self._port, exc)
+
+
+class ProxyDHCP:
+    """The running ProxyDHCP endpoints; ``close()`` stops them."""
+
+    def __init__(self, transports):
+        self.transports = transports
+
+    def close(self):
+        for transport in self.transports:
+            transport.close()
+
+
+async def start_proxydhcp(interface, booter, on_event):
+    """Start ProxyDHCP on ``interface``; return a ProxyDHCP to close.
+
+    Listens on UDP 67 (0.0.0.0, bound to ``interface``) and UDP 4011 (``booter.server.ip``, which must be
+    an address of ``interface``). ``on_event(mac, step, **fields)`` is called for every offer, ack and
+    ignored PXE request (``dhcp4.STEP_*``). Raises PortBindError when either port cannot be opened.
+    """
+    if not dhcp4.HAS_SCAPY:
+        raise ImportError("ProxyDHCP needs scapy to build replies:\n" + dhcp4.SCAPY_IMPORT_ERROR)
+    loop = asyncio.get_running_loop()
+    sockets = []
+    try:
+        sockets.append((dhcp4.DHCP_SERVER_PORT, _open_socket(dhcp4.DHCP_SERVER_PORT, dhcp4.ANY_ADDRESS, interface)))
+        sockets.append((dhcp4.PXE_PORT, _open_socket(dhcp4.PXE_PORT, booter.server.ip, interface)))
+    except PortBindError:
+        for _port, sock in sockets:
+            sock.close()
+        raise
+    server = ProxyDHCP([])
+    try:
+        for port, sock in sockets:
+            transport, _protocol = await loop.create_datagram_endpoint(lambda port=port: _Endpoint(port, booter, on_event), sock=sock)
+            server.transports.append(transport)
+    except BaseException:
+        server.close()
+        for _port, sock in sockets:
+            sock.close()
+        raise
+    return server

@@ -1,0 +1,166 @@
+# Copyright: Nixie developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The boot server process: ProxyDHCP, TFTP and HTTP over one event log, started and stopped together.
+
+One asyncio loop runs ProxyDHCP and HTTP; TFTP runs in its own thread (see tftp.py). Start-up binds every
+socket before it reports ready, so a port that is taken fails the start instead of a boot later; the first
+part to fail stops the others. SIGTERM and SIGINT stop everything and release every port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import hashlib
+import json
+import os
+import signal
+
+from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
+from ansible_collections.nixie.provision.plugins.module_utils._bootd import daemon, dhcp4, preflight
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.booter import Booter
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.events import EventLog
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.http import BootState, make_app, start_http
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.ipxe import base_url
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host, ServerAddress
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.proxydhcp import PortBindError, start_proxydhcp
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.tftp import TftpServer, find_ipxe_binaries
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.tokens import TokenStore
+
+TFTP_PORT = 69
+CONFIG_FILE = "config.json"
+
+
+class ServerError(NixieError):
+    """The boot server cannot start with this configuration."""
+
+
+def config_digest(config):
+    """A stable digest of a configuration, to tell whether a running server serves the same one."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+
+
+def validate_config(config):
+    """Check what can be checked before forking; raise ServerError naming the problem."""
+    for key in ("kernel", "initrd"):
+        if not os.path.isfile(config[key]):
+            raise ServerError("%s: no such file: %s" % (key, config[key]))
+    binaries = find_ipxe_binaries(config["ipxe_dir"])
+    if not binaries:
+        raise ServerError("ipxe_dir: %s holds none of undionly.kpxe, ipxe.efi, snponly.efi, ipxe-arm64.efi "
+                          "(on Debian: apt install ipxe)" % config["ipxe_dir"])
+    hosts = [Host(**host) for host in config["hosts"]]
+    if not hosts:
+        raise ServerError("hosts: the boot server needs at least one host to answer")
+    return hosts, binaries
+
+
+def _tftp_client_mac(ip, arp_table="/proc/net/arp"):
+    """TFTP knows clients only by address; the kernel's ARP cache, filled by the DHCP exchange, knows the MAC."""
+    try:
+        with open(arp_table, encoding="utf-8") as handle:
+            next(handle)
+            for line in handle:
+                fields = line.split()
+                if fields[0] == ip and fields[3] != "00:00:00:00:00:00":
+                    return fields[3]
+    except (OSError, StopIteration, IndexError):
+        pass
+    return None
+
+
+def _refuse_shared_udp_ports(config):
+    """Fail when another process already serves DHCP, PXE or TFTP here.
+
+    Binding alone does not tell: dnsmasq and this server both set SO_REUSEADDR, and Linux then lets two UDP
+    sockets share port 67 and hands each broadcast to both, so two servers would answer every client.
+    """
+    for port in (dhcp4.DHCP_SERVER_PORT, dhcp4.PXE_PORT, TFTP_PORT):
+        holder = preflight.port_holder("udp", port)
+        if holder:
+            raise ServerError("cannot listen on UDP port %d (interface %s): held by %s; stop it, or run Nixie on "
+                              "another machine of the boot network" % (port, config["interface"], holder))
+
+
+def _explain_bind_failure(protocol, port, exc):
+    if exc.errno == errno.EADDRINUSE:
+        holder = preflight.port_holder(protocol, port)
+        if holder:
+            return "%s; held by %s" % (exc, holder)
+    return str(exc)
+
+
+async def _serve(config, ready):
+    hosts, binaries = validate_config(config)
+    run_dir = config["run_dir"]
+    address = ServerAddress(config["address"], config["http_port"])
+    events = EventLog(run_dir, {host.mac: host.name for host in hosts})
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+
+    def on_tftp_event(step, client_ip, **fields):
+        # Called from the TFTP thread; the event log is thread-safe.
+        events.record(_tftp_client_mac(client_ip), step, ip=client_ip, **fields)
+
+    state = BootState(
+        {host.mac: host for host in hosts}, config["kernel"], config["initrd"], config["cmdline"], config["ipxe_dir"],
+        config["authorized_key"], TokenStore(), events, [base_url(address.ip, address.http_port)],
+    )
+    runner = tftp = proxy = None
+    try:
+        try:
+            runner = await start_http(make_app(state), address.ip, address.http_port)
+        except OSError as exc:
+            raise ServerError("cannot listen on TCP port %d (%s): %s" % (
+                address.http_port, address.ip, _explain_bind_failure("tcp", address.http_port, exc))) from None
+        tftp = TftpServer(binaries, host=address.ip, port=TFTP_PORT, on_event=on_tftp_event)
+        try:
+            tftp.start()
+        except OSError as exc:
+            raise ServerError("cannot listen on UDP port %d (%s): %s" % (
+                TFTP_PORT, address.ip, _explain_bind_failure("udp", TFTP_PORT, exc))) from None
+        try:
+            proxy = await start_proxydhcp(config["interface"], Booter(hosts, address, binaries), events.record)
+        except PortBindError as exc:
+            raise ServerError(_explain_bind_failure("udp", exc.port, exc)) from None
+        ready({
+            "address": address.ip,
+            "http_port": address.http_port,
+            "http_url": base_url(address.ip, address.http_port),
+            "interface": config["interface"],
+            "ipxe_binaries": sorted(binaries),
+            "events_file": events.path,
+            "config_digest": config_digest(config),
+        })
+        await stopping.wait()
+    finally:
+        if proxy is not None:
+            proxy.close()
+        if tftp is not None:
+            tftp.stop()
+        if runner is not None:
+            await runner.cleanup()
+        events.close()
+
+
+def run(config, ready):
+    """Serve ``config`` until SIGTERM; ``ready(state)`` is called once every port is bound."""
+    asyncio.run(_serve(config, ready))
+
+
+def start(config, timeout=30.0):
+    """Start the boot server for ``config`` as a daemon; return its published state."""
+    validate_config(config)
+    problem = preflight.missing_privileges()
+    if problem:
+        raise ServerError(problem)
+    _refuse_shared_udp_ports(config)
+    os.makedirs(config["run_dir"], mode=0o700, exist_ok=True)
+    with open(os.path.join(config["run_dir"], CONFIG_FILE), "w", encoding="utf-8") as handle:
+        json.dump(config, handle, indent=2, sort_keys=True)
+    try:
+        return daemon.start_detached(config["run_dir"], lambda ready: run(config, ready), timeout)
+    except daemon.DaemonError as exc:
+        raise ServerError(str(exc), **exc.details) from None

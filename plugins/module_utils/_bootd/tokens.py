@@ -1,0 +1,120 @@
+# Copyright: Nixie developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""One-time agent tokens: the only thing that lets an installer's agent talk to the boot server.
+
+A token is minted when a host's iPXE script is served and travels to the installer on its kernel
+command line. The first phone-home that presents it *and* reports the host's MAC claims it; from then
+on it is bound to that MAC and to the source address of the claim, so a token copied off the wire or
+off the console cannot be replayed from another machine. Pure bookkeeping, no I/O, like Ironic's
+agent token (handed out once, required on every later call).
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import threading
+
+# secrets.token_urlsafe(32) gives 256 random bits as 43 characters from [A-Za-z0-9_-]: safe on a
+# kernel command line and in an iPXE script without quoting.
+TOKEN_BYTES = 32
+
+
+class TokenRefused(Exception):
+    """A token is not accepted; ``mac`` names the host it was issued for when that is known.
+
+    The reason is for the event log only: clients get a bare 403, whatever the reason.
+    """
+
+    def __init__(self, reason, mac=None):
+        super().__init__(reason)
+        self.mac = mac
+
+
+class _Grant:
+    __slots__ = ("token", "mac", "bound_ip")
+
+    def __init__(self, token, mac):
+        self.token = token.encode("ascii")
+        self.mac = mac
+        self.bound_ip = None
+
+
+def _as_bytes(token):
+    # hmac.compare_digest refuses non-ASCII str with TypeError; a forged token must be refused, not crash.
+    if isinstance(token, bytes):
+        return token
+    if isinstance(token, str):
+        return token.encode("utf-8", "surrogatepass")
+    return b""
+
+
+class TokenStore:
+    """Per-host tokens keyed by normalized MAC (lower case, colons); thread-safe."""
+
+    def __init__(self, token_bytes=TOKEN_BYTES):
+        if token_bytes < 16:
+            raise ValueError("agent tokens need at least 128 bits")
+        self._token_bytes = token_bytes
+        self._grants = {}
+        self._lock = threading.Lock()
+
+    def mint(self, mac):
+        """Return a fresh token for ``mac``; any earlier token of that MAC stops working."""
+        token = secrets.token_urlsafe(self._token_bytes)
+        with self._lock:
+            self._grants[mac] = _Grant(token, mac)
+        return token
+
+    def revoke(self, mac):
+        """Forget the token of ``mac`` (the host was installed or left the run)."""
+        with self._lock:
+            self._grants.pop(mac, None)
+
+    def _find(self, token):
+        # Compare against every grant without stopping at the first match, so the time taken does not
+        # tell an attacker how many leading characters were right nor which grant matched.
+        presented = _as_bytes(token)
+        found = None
+        for grant in self._grants.values():
+            if hmac.compare_digest(grant.token, presented):
+                found = grant
+        return found
+
+    def check(self, token, source_ip):
+        """Raise TokenRefused unless ``token`` is current and unclaimed, or claimed from ``source_ip``.
+
+        Lets the API refuse a stranger before reading the request body.
+        """
+        with self._lock:
+            self._usable(token, source_ip)
+
+    def claim(self, token, reported_macs, source_ip):
+        """Accept a phone-home and return the host's MAC; raise TokenRefused otherwise.
+
+        An unclaimed token is accepted once if ``reported_macs`` contains the host's MAC, and is then
+        bound to that MAC and ``source_ip``. A claimed one is accepted again only from the same address
+        with the same MAC (the agent re-reporting after a restart).
+        """
+        with self._lock:
+            grant = self._usable(token, source_ip)
+            if grant.mac not in reported_macs:
+                raise TokenRefused("the reported MACs do not include the MAC the token was issued for", grant.mac)
+            grant.bound_ip = source_ip
+            return grant.mac
+
+    def holder(self, token, source_ip):
+        """Return the MAC of a claimed token presented from its bound address; raise TokenRefused otherwise."""
+        with self._lock:
+            grant = self._usable(token, source_ip)
+            if grant.bound_ip is None:
+                raise TokenRefused("the token has not been claimed by a phone-home yet", grant.mac)
+            return grant.mac
+
+    def _usable(self, token, source_ip):
+        grant = self._find(token)
+        if grant is None:
+            raise TokenRefused("unknown, replaced or forged token")
+        if grant.bound_ip is not None and grant.bound_ip != source_ip:
+            raise TokenRefused("token already claimed from %s" % grant.bound_ip, grant.mac)
+        return grant

@@ -1,0 +1,271 @@
+#!/usr/bin/python
+# Copyright: Nixie developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: server
+short_description: Start, stop or query Nixie's transient network boot server
+version_added: 0.1.0
+author: Nixie developers (@nixie-provision)
+description:
+  - Runs the boot server for one provisioning run as a detached daemon on the machine the task runs on (the
+    controller, usually with C(delegate_to) V(localhost)). It serves ProxyDHCP on UDP 67 and 4011 beside the
+    site's own DHCP server (it never hands out addresses), TFTP on UDP 69 for the iPXE binaries only, and HTTP
+    on O(http_port) for the per-machine iPXE scripts, the kernel and initrd, and the agent API.
+  - It answers only the MAC addresses in O(hosts). A host marked C(installed) is told to boot from its local disk.
+  - Every step of every machine (DHCP offer, TFTP, script, kernel, initrd, phone-home) is appended as a JSON line
+    to C(events.jsonl) in O(run_dir), next to C(server.log), C(server.pid) and C(state.json).
+  - Needs root, or the capabilities C(CAP_NET_BIND_SERVICE) and C(CAP_NET_RAW); the module fails saying so otherwise.
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: full
+    details: Reports whether the server would be started, restarted or stopped, and does neither.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+    details: Linux only (it binds the DHCP socket to one interface).
+options:
+  state:
+    description:
+      - V(started) starts the server, or keeps the running one when its configuration is the same (restarting it
+        otherwise). V(stopped) stops it and leaves no process behind. V(status) only reports.
+    type: str
+    choices: [started, stopped, status]
+    default: started
+  run_dir:
+    description: Directory of this provisioning run; holds the server's pid, state, log and events.
+    type: path
+    required: true
+  interface:
+    description: The network interface facing the machines. Required with O(state=started).
+    type: str
+  address:
+    description: The server's address on O(interface), put into boot file URLs. Defaults to the interface's IPv4 address.
+    type: str
+  http_port:
+    description: TCP port of the HTTP server (scripts, kernel, initrd, agent API).
+    type: int
+    default: 8080
+  hosts:
+    description: The machines to answer. Required with O(state=started).
+    type: list
+    elements: dict
+    suboptions:
+      name:
+        description: Host name (inventory host and flake attribute).
+        type: str
+        required: true
+      mac:
+        description: MAC address of the NIC that network-boots.
+        type: str
+        required: true
+      installed:
+        description: Whether the host is already installed; its iPXE script then boots the local disk.
+        type: bool
+        default: false
+  kernel:
+    description: The installer's kernel. Required with O(state=started).
+    type: path
+  initrd:
+    description: The installer's initrd. Required with O(state=started).
+    type: path
+  cmdline:
+    description: The installer's kernel command line (such as V(init=/nix/store/...-nixos-system/init loglevel=4)).
+    type: str
+    default: ''
+  ipxe_dir:
+    description:
+      - Directory holding the iPXE binaries C(undionly.kpxe) (BIOS), C(ipxe.efi) (UEFI x64), C(snponly.efi) and
+        C(ipxe-arm64.efi); only these names are ever served. Debian's C(ipxe) package puts them in V(/usr/lib/ipxe).
+    type: path
+    default: /usr/lib/ipxe
+  authorized_key:
+    description:
+      - The deployer's SSH public key, handed to each machine's agent after it phoned home with its one-time token,
+        so the installer accepts SSH with this key and no password. Required with O(state=started).
+    type: str
+  startup_timeout:
+    description: Seconds to wait for the server to bind its ports.
+    type: int
+    default: 30
+"""
+
+EXAMPLES = r"""
+- name: Start the boot server for the machines in group nixie
+  nixie.provision.server:
+    run_dir: /var/tmp/nixie/run
+    interface: eno1
+    hosts:
+      - name: nixie-01
+        mac: bc:24:11:d0:28:34
+      - name: nixie-02
+        mac: bc:24:11:d0:28:35
+        installed: true
+    kernel: "{{ installer.kernel }}"
+    initrd: "{{ installer.initrd }}"
+    cmdline: "{{ installer.cmdline }}"
+    authorized_key: "{{ lookup('ansible.builtin.file', '~/.ssh/id_ed25519.pub') }}"
+  delegate_to: localhost
+  run_once: true
+
+- name: Stop it, whatever happened
+  nixie.provision.server:
+    run_dir: /var/tmp/nixie/run
+    state: stopped
+  delegate_to: localhost
+  run_once: true
+"""
+
+RETURN = r"""
+running:
+  description: Whether the server runs after the task.
+  returned: always
+  type: bool
+  sample: true
+pid:
+  description: Process id of the server.
+  returned: when running
+  type: int
+  sample: 4242
+address:
+  description: The address the server serves on.
+  returned: when running
+  type: str
+  sample: 10.0.0.1
+http_port:
+  description: The HTTP port.
+  returned: when running
+  type: int
+  sample: 8080
+http_url:
+  description: Base URL of the HTTP server, also used by M(nixie.provision.wait_for_agent).
+  returned: when running
+  type: str
+  sample: http://10.0.0.1:8080
+ipxe_binaries:
+  description: The iPXE binaries found in O(ipxe_dir) and served.
+  returned: when running
+  type: list
+  elements: str
+  sample: [ipxe.efi, undionly.kpxe]
+events_file:
+  description: The JSON-lines file with every boot step of every machine.
+  returned: when running
+  type: str
+  sample: /var/tmp/nixie/run/events.jsonl
+log_file:
+  description: The server's own log.
+  returned: always
+  type: str
+  sample: /var/tmp/nixie/run/server.log
+"""
+
+import os
+
+from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+
+from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
+from ansible_collections.nixie.provision.plugins.module_utils._netif import interface_ipv4
+from ansible_collections.nixie.provision.plugins.module_utils._bootd import daemon, dhcp4, http, server, tftp
+
+
+def _missing_library():
+    for name, error in (("scapy", dhcp4.SCAPY_IMPORT_ERROR), ("aiohttp", http.AIOHTTP_IMPORT_ERROR), ("tftpy", tftp.TFTPY_IMPORT_ERROR)):
+        if error:
+            return name, error
+    return None
+
+
+class ServerManager:
+    def __init__(self, module):
+        self.module = module
+        self.params = module.params
+        self.run_dir = os.path.abspath(self.params["run_dir"])
+
+    def _config(self):
+        params = self.params
+        return {
+            "run_dir": self.run_dir,
+            "interface": params["interface"],
+            "address": params["address"] or interface_ipv4(params["interface"]),
+            "http_port": params["http_port"],
+            "hosts": [{"name": h["name"], "mac": h["mac"], "installed": h["installed"]} for h in params["hosts"]],
+            "kernel": os.path.abspath(params["kernel"]),
+            "initrd": os.path.abspath(params["initrd"]),
+            "cmdline": params["cmdline"],
+            "ipxe_dir": params["ipxe_dir"],
+            "authorized_key": params["authorized_key"].strip(),
+        }
+
+    def _result(self, changed, state):
+        result = {"changed": changed, "running": state is not None, "log_file": os.path.join(self.run_dir, daemon.LOG_FILE)}
+        if state:
+            result.update({key: state[key] for key in ("pid", "address", "http_port", "http_url", "ipxe_binaries", "events_file")})
+        return result
+
+    def started(self):
+        config = self._config()
+        server.validate_config(config)
+        current = daemon.read_state(self.run_dir)
+        if current and current.get("config_digest") == server.config_digest(config):
+            return self._result(False, current)
+        if self.module.check_mode:
+            return self._result(True, current)
+        if current:
+            daemon.stop(self.run_dir)
+        return self._result(True, server.start(config, timeout=self.params["startup_timeout"]))
+
+    def stopped(self):
+        running = daemon.running_pid(self.run_dir) is not None
+        if running and not self.module.check_mode:
+            daemon.stop(self.run_dir)
+            return self._result(True, None)
+        return self._result(running, daemon.read_state(self.run_dir) if self.module.check_mode else None)
+
+    def status(self):
+        return self._result(False, daemon.read_state(self.run_dir))
+
+    def run(self):
+        return getattr(self, self.params["state"])()
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=dict(
+            state=dict(type="str", choices=["started", "stopped", "status"], default="started"),
+            run_dir=dict(type="path", required=True),
+            interface=dict(type="str"),
+            address=dict(type="str"),
+            http_port=dict(type="int", default=8080),
+            hosts=dict(type="list", elements="dict", options=dict(
+                name=dict(type="str", required=True),
+                mac=dict(type="str", required=True),
+                installed=dict(type="bool", default=False),
+            )),
+            kernel=dict(type="path"),
+            initrd=dict(type="path"),
+            cmdline=dict(type="str", default=""),
+            ipxe_dir=dict(type="path", default="/usr/lib/ipxe"),
+            authorized_key=dict(type="str", no_log=False),
+            startup_timeout=dict(type="int", default=30),
+        ),
+        required_if=[("state", "started", ("interface", "hosts", "kernel", "initrd", "authorized_key"))],
+        supports_check_mode=True,
+    )
+    missing = _missing_library()
+    if missing:
+        module.fail_json(msg=missing_required_lib(missing[0]), exception=missing[1])
+    try:
+        result = ServerManager(module).run()
+    except (NixieError, ValueError) as exc:
+        module.fail_json(msg=str(exc), **getattr(exc, "details", {}))
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+# Copyright: Nixie developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: wait_for_agent
+short_description: Wait until a machine's installer phones home, and learn its address
+version_added: 0.1.0
+author: Nixie developers (@nixie-provision)
+description:
+  - Polls the boot server started by M(nixie.provision.server) until the nixie agent of the inventory host
+    (found by its MAC address) has phoned home, showing the host's current boot step as it changes.
+  - Sets the host's C(ansible_host) to the address the agent reported, so later tasks reach the installer over SSH.
+  - A host that does not phone home within O(timeout) fails alone, with its last boot step.
+  - Runs on the controller (it is an action plugin); it does not connect to the host.
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+attributes:
+  check_mode:
+    support: none
+    details: Skipped in check mode, where no boot server runs to wait for.
+  diff_mode:
+    support: none
+  platform:
+    platforms: posix
+options:
+  run_dir:
+    description: The run directory given to M(nixie.provision.server); its C(state.json) tells where the server listens.
+    type: path
+    required: true
+  mac:
+    description: MAC address of the host's boot NIC. Defaults to the host variable C(nixie_mac).
+    type: str
+  timeout:
+    description: Seconds to wait for the phone-home.
+    type: int
+    default: 600
+  poll_interval:
+    description: Seconds between two polls of the server (at most 1).
+    type: float
+    default: 1.0
+"""
+
+EXAMPLES = r"""
+- name: Wait for each machine's installer and take its address
+  nixie.provision.wait_for_agent:
+    run_dir: /var/tmp/nixie/run
+    timeout: 900
+
+- name: Reach the installer with the learned address
+  ansible.builtin.command: uname -a
+  changed_when: false
+"""
+
+RETURN = r"""
+ansible_facts:
+  description: Facts about the host, from its agent's report.
+  returned: success
+  type: dict
+  contains:
+    ansible_host:
+      description: The address the agent uses, which Ansible then connects to.
+      type: str
+      sample: 10.0.0.123
+    nixie_agent:
+      description: The agent's whole report (C(macs), C(ip), C(ssh_host_keys), C(disks), C(os_release), C(source_ip)).
+      type: dict
+      sample: {"ip": "10.0.0.123", "macs": ["bc:24:11:d0:28:34"], "disks": [], "ssh_host_keys": [], "os_release": {}}
+    nixie_known_hosts:
+      description: The host's SSH host keys as C(known_hosts) lines for its address.
+      type: list
+      elements: str
+      sample: ["10.0.0.123 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI..."]
+elapsed:
+  description: Seconds waited.
+  returned: always
+  type: float
+  sample: 23.4
+last_event:
+  description: The host's last recorded boot step.
+  returned: always
+  type: dict
+  sample: {"step": "phone_home", "ts": 1764300000.1, "ip": "10.0.0.123"}
+"""

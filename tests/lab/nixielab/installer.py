@@ -1,0 +1,253 @@
+"""The lab's test installer: Debian's kernel plus a small busybox initramfs with an SSH server.
+
+It stands in for the NixOS netboot installer in lab tests that are about the flow (network boot,
+agent phone-home, SSH) rather than NixOS itself, and boots in seconds under TCG. The kernel comes
+from the current `linux-image-amd64` dependency (resolved, never pinned: Debian retires ABI
+numbers), extracted, not installed. The initramfs is written by this module as a newc cpio archive
+with root-owned entries, so building it needs no root and no `cpio` binary, and is reproducible.
+Both are cached under `.cache/lab-installer/`, keyed on the kernel version and a hash of every
+file that goes into the archive.
+
+Linux unpacks several concatenated (compressed) cpio archives in a row, later files winning, so
+`append_cpio` adds files (an agent hook, an authorized_keys) to a built initrd without rebuilding it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import os
+import re
+import shutil
+import stat
+import subprocess
+import tempfile
+from pathlib import Path
+
+from .processes import REPO_ROOT, LabError, run_checked
+
+CACHE_ROOT = REPO_ROOT / ".cache" / "lab-installer"
+FILES = Path(__file__).resolve().parent / "files"
+NIC_MODULES = ("e1000", "virtio_net", "virtio_pci")
+KERNEL_CMDLINE = "console=ttyS0"
+BUSYBOX = Path("/bin/busybox")
+DROPBEAR = (Path("/usr/sbin/dropbear"), Path("/usr/bin/dropbearkey"))
+HOOKS_DIR = "etc/nixie/hooks.d"
+CPIO_ALIGNMENT = 4
+NEWC_MAGIC = b"070701"
+NEWC_HEADER_SIZE = 110  # the magic and 13 eight-digit hex fields
+ETC_FILES = {
+    "etc/passwd": "root:x:0:0:root:/root:/bin/sh\n",
+    "etc/group": "root:x:0:\n",
+    "etc/shells": "/bin/sh\n",  # dropbear refuses users whose shell is not listed here
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Installer:
+    """A built test installer: boot `kernel` with `initrd` and a command line including `cmdline`."""
+
+    kernel: Path
+    initrd: Path
+    kernel_version: str
+    cmdline: str = KERNEL_CMDLINE
+
+
+@dataclasses.dataclass(frozen=True)
+class CpioEntry:
+    """One archive member. `path` has no leading '/'; `data` is a file's content or a symlink's target."""
+
+    path: str
+    mode: int  # with the file type bits (stat.S_IFREG | 0o755, ...)
+    data: bytes = b""
+    device: tuple[int, int] = (0, 0)
+
+
+def build_installer(modules: tuple[str, ...] = NIC_MODULES, cache_root: Path = CACHE_ROOT) -> Installer:
+    """Build (or take from the cache) the test installer with kernel `modules` (and their dependencies) in its initramfs."""
+    version = kernel_version()
+    tree = kernel_tree(version, cache_root)
+    entries = base_entries(tree, version, modules)
+    digest = hashlib.sha256(version.encode())
+    for entry in entries:
+        digest.update(repr((entry.path, entry.mode, entry.device, hashlib.sha256(entry.data).hexdigest())).encode())
+    target = cache_root / ("%s-%s" % (version, digest.hexdigest()[:16]))
+    if not (target / "initrd.gz").exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=cache_root) as scratch:
+            built = Path(scratch) / "installer"
+            built.mkdir()
+            shutil.copyfile(tree / "boot" / ("vmlinuz-%s" % version), built / "vmlinuz")
+            (built / "initrd.gz").write_bytes(cpio_archive(entries))
+            _publish(built, target)
+    return Installer(kernel=target / "vmlinuz", initrd=target / "initrd.gz", kernel_version=version)
+
+
+def append_cpio(base_initrd: Path, files: dict[str, Path | str | bytes], out: Path) -> Path:
+    """Write to `out` the gzip initrd `base_initrd` followed by a cpio segment holding `files`.
+
+    `files` maps absolute paths in the initramfs to a source file (copied with its permission bits)
+    or to bytes (mode 0644). Parent directories the base lacks are added (mode 0755); those it has
+    are left out, because the kernel would reset their modes to the new entry's. Returns `out`.
+    """
+    base = Path(base_initrd).read_bytes()
+    existing = cpio_members(base)
+    entries = []
+    for destination, source in files.items():
+        path = destination.lstrip("/")
+        if isinstance(source, bytes):
+            entries.append(CpioEntry(path, stat.S_IFREG | 0o644, source))
+        else:
+            entries.append(_file_entry(path, Path(source)))
+    entries = [entry for entry in _with_parents(entries) if not (stat.S_ISDIR(entry.mode) and entry.path in existing)]
+    # The kernel skips zero bytes between archives; padding keeps every segment 4-byte aligned.
+    padding = b"\0" * (-len(base) % CPIO_ALIGNMENT)
+    Path(out).write_bytes(base + padding + cpio_archive(entries))
+    return Path(out)
+
+
+def cpio_members(initrd: bytes) -> dict[str, int]:
+    """Path to mode of every member of a gzip-compressed newc initrd, all its concatenated segments included."""
+    archive = gzip.decompress(initrd)
+    members, offset = {}, 0
+    while offset + NEWC_HEADER_SIZE <= len(archive):
+        if archive[offset:offset + 6] != NEWC_MAGIC:
+            offset += CPIO_ALIGNMENT  # zero padding between two archives
+            continue
+        mode, size, name_size = (int(archive[offset + start:offset + start + 8], 16) for start in (14, 54, 94))
+        name = archive[offset + NEWC_HEADER_SIZE:offset + NEWC_HEADER_SIZE + name_size - 1].decode()
+        if name != "TRAILER!!!":
+            members[name] = mode
+        offset = _aligned(_aligned(offset + NEWC_HEADER_SIZE + name_size) + size)
+    return members
+
+
+def kernel_version() -> str:
+    """The kernel release (e.g. 6.1.0-56-amd64) that Debian's linux-image-amd64 currently depends on."""
+    def resolve():
+        result = subprocess.run(["apt-cache", "depends", "linux-image-amd64"], capture_output=True, text=True, check=False)
+        return re.search(r"Depends: linux-image-(\S+)", result.stdout)
+
+    match = resolve()
+    if match is None:  # no package lists yet on a fresh machine
+        run_checked(["apt-get", "update", "-q"])
+        match = resolve()
+    if match is None:
+        raise LabError("apt-cache knows no linux-image-amd64 dependency; is a Debian amd64 repository configured?")
+    return match.group(1)
+
+
+def kernel_tree(version: str, cache_root: Path = CACHE_ROOT) -> Path:
+    """The extracted (not installed) linux-image package of `version`, with a depmod index."""
+    tree = cache_root / ("kernel-%s" % version)
+    if tree.exists():
+        return tree
+    cache_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=cache_root) as scratch:
+        download = ["apt-get", "download", "-q", "-o", "APT::Sandbox::User=root", "linux-image-%s" % version]
+        try:
+            run_checked(download, cwd=scratch)
+        except LabError:  # the mirror has moved on since the package lists were fetched
+            run_checked(["apt-get", "update", "-q"])
+            run_checked(download, cwd=scratch)
+        package = next(Path(scratch).glob("linux-image-*.deb"))
+        extracted = Path(scratch) / "tree"
+        run_checked(["dpkg-deb", "-x", str(package), str(extracted)])
+        run_checked(["depmod", "-b", str(extracted), version])
+        _publish(extracted, tree)
+    return tree
+
+
+def module_load_order(tree: Path, version: str, modules: tuple[str, ...]) -> list[Path]:
+    """Module files for `modules` and their dependencies, dependencies first, each once (built-ins skipped)."""
+    ordered: list[Path] = []
+    for module in modules:
+        shown = run_checked(["modprobe", "-d", str(tree), "-S", version, "--show-depends", module]).stdout
+        for line in shown.splitlines():
+            words = line.split()
+            if words and words[0] == "insmod" and Path(words[1]) not in ordered:
+                ordered.append(Path(words[1]))
+    return ordered
+
+
+def base_entries(tree: Path, version: str, modules: tuple[str, ...]) -> list[CpioEntry]:
+    """Every member of the test installer's initramfs."""
+    entries = []
+    add = entries.append
+    for directory, mode in (("proc", 0o555), ("sys", 0o555), ("dev", 0o755), ("run", 0o755), ("tmp", 0o1777),
+                            ("root", 0o700), ("root/.ssh", 0o700), ("etc/dropbear", 0o700), (HOOKS_DIR, 0o755)):
+        add(CpioEntry(directory, stat.S_IFDIR | mode))
+    # The kernel opens /dev/console for /init before anything is mounted: without the node, no console output.
+    add(CpioEntry("dev/console", stat.S_IFCHR | 0o600, device=(5, 1)))
+    add(_file_entry("bin/busybox", BUSYBOX))
+    for applet in run_checked([str(BUSYBOX), "--list-full"]).stdout.split():
+        if applet != "bin/busybox":
+            add(CpioEntry(applet, stat.S_IFLNK | 0o777, b"/bin/busybox"))
+    for binary in DROPBEAR:
+        add(_file_entry(str(binary).lstrip("/"), binary))
+        for library in _shared_libraries(binary):
+            add(_file_entry(str(library).lstrip("/"), library))
+    load_order = module_load_order(tree, version, modules)
+    for module in load_order:
+        add(_file_entry("lib/modules/%s" % module.name, module))
+    add(CpioEntry("etc/nixielab/modules", stat.S_IFREG | 0o644, "".join(m.name + "\n" for m in load_order).encode()))
+    # Executable whatever the checkout's file modes are.
+    add(CpioEntry("etc/nixielab/udhcpc-script", stat.S_IFREG | 0o755, (FILES / "udhcpc-script").read_bytes()))
+    add(CpioEntry("init", stat.S_IFREG | 0o755, (FILES / "init").read_bytes()))
+    for path, text in ETC_FILES.items():
+        add(CpioEntry(path, stat.S_IFREG | 0o644, text.encode()))
+    return _with_parents(entries)
+
+
+def cpio_archive(entries: list[CpioEntry]) -> bytes:
+    """A gzip-compressed newc cpio archive of `entries`, every member owned by root, timestamps zeroed."""
+    archive = bytearray()
+    for inode, entry in enumerate([*entries, CpioEntry("TRAILER!!!", 0)], start=1):
+        name = entry.path.encode() + b"\0"
+        # newc header fields: ino, mode, uid, gid, nlink, mtime, filesize, devmajor, devminor, rdevmajor, rdevminor,
+        # namesize, check. nlink stays 1 for files, or the kernel would try to hard-link equal inode numbers.
+        fields = (inode, entry.mode, 0, 0, 2 if stat.S_ISDIR(entry.mode) else 1, 0, len(entry.data), 0, 0, *entry.device, len(name), 0)
+        archive += NEWC_MAGIC + b"".join(b"%08X" % field for field in fields) + name
+        archive += b"\0" * (_aligned(len(archive)) - len(archive))
+        archive += entry.data
+        archive += b"\0" * (_aligned(len(archive)) - len(archive))
+    return gzip.compress(bytes(archive), compresslevel=6, mtime=0)
+
+
+def _with_parents(entries: list[CpioEntry]) -> list[CpioEntry]:
+    """`entries` with the directories above each added (mode 0755) before it, unless listed earlier; later entries win."""
+    complete: dict[str, CpioEntry] = {}
+    for entry in entries:
+        for parent in reversed(Path(entry.path).parents[:-1]):  # outermost first, without "."
+            complete.setdefault(str(parent), CpioEntry(str(parent), stat.S_IFDIR | 0o755))
+        complete[entry.path] = entry
+    return list(complete.values())
+
+
+def _aligned(offset: int) -> int:
+    return offset + (-offset % CPIO_ALIGNMENT)
+
+
+def _file_entry(path: str, source: Path) -> CpioEntry:
+    return CpioEntry(path, stat.S_IFREG | stat.S_IMODE(source.stat().st_mode), source.read_bytes())
+
+
+def _shared_libraries(binary: Path) -> list[Path]:
+    """The shared libraries `binary` loads, and the dynamic loader, as ldd lists them."""
+    libraries = []
+    for line in run_checked(["ldd", str(binary)]).stdout.splitlines():
+        # "libz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
+        match = re.search(r"(/\S+) \(0x", line)
+        if match:
+            libraries.append(Path(match.group(1)))
+    return libraries
+
+
+def _publish(built: Path, target: Path) -> None:
+    """Move a finished build into the cache in one step; a concurrent build of the same thing may have won."""
+    try:
+        os.rename(built, target)
+    except OSError:
+        if not target.exists():
+            raise

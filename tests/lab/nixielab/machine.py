@@ -1,0 +1,284 @@
+"""A lab machine: a QEMU/TCG virtual machine with real firmware, booting from the network first.
+
+A Machine is a description plus files in its own directory (disk, UEFI variables, serial log,
+pidfile, monitor socket), so any process can ask whether it runs, read its console or stop it,
+whoever started it: tests start machines through the power daemon, never directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from .processes import LabError, ProcessTracker, in_netns, run_checked, start_time, stop_pid, wait_gone
+
+FIRMWARES = ("bios", "uefi")
+# e1000 and virtio carry QEMU's iPXE option ROM (ipxe-qemu); "virtio-native" drops the ROM so that
+# OVMF's own EDK2 PXE client runs instead, the lab's stand-in for a vendor PXE ROM.
+NICS = {"e1000": "e1000", "virtio": "virtio-net-pci", "virtio-native": "virtio-net-pci,romfile="}
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+MAC_PATTERN = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
+NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
+PREFILL_LABEL = "nixielab-data"
+PREFILL_SIZE_MIB = 64
+# The kernel refuses unix socket paths longer than this (sun_path incl. the terminating NUL).
+UNIX_PATH_MAX = 107
+
+
+@dataclasses.dataclass
+class Machine:  # pylint: disable=too-many-instance-attributes  # one field per QEMU knob, on purpose
+    """One lab machine. `directory` holds its files; `tracker_dir` is where its QEMU process is recorded."""
+
+    name: str
+    mac: str
+    tap: str
+    netns: str
+    directory: Path
+    tracker_dir: Path
+    firmware: str = "bios"
+    nic: str = "e1000"
+    memory_mib: int = 1024
+    disk_size: str = "2G"
+    prefill: bool = False
+    no_reboot: bool = False
+    kernel: Path | None = None
+    initrd: Path | None = None
+    append: str | None = None
+
+    def __post_init__(self):
+        self.mac = self.mac.lower()
+        self.directory = Path(self.directory)
+        self.tracker_dir = Path(self.tracker_dir)
+        self.kernel = Path(self.kernel) if self.kernel else None
+        self.initrd = Path(self.initrd) if self.initrd else None
+        if not NAME_PATTERN.match(self.name):
+            raise LabError("machine name %r: use lower-case letters, digits and '-', at most 31 characters" % self.name)
+        if not MAC_PATTERN.match(self.mac):
+            raise LabError("machine %s: MAC %r is not six colon-separated hex bytes" % (self.name, self.mac))
+        if self.firmware not in FIRMWARES:
+            raise LabError("machine %s: firmware %r is not one of %s" % (self.name, self.firmware, ", ".join(FIRMWARES)))
+        if self.nic not in NICS:
+            raise LabError("machine %s: nic %r is not one of %s" % (self.name, self.nic, ", ".join(NICS)))
+        if self.firmware == "bios" and self.nic == "virtio-native" and self.kernel is None:
+            raise LabError("machine %s: SeaBIOS cannot network-boot without an option ROM; use nic e1000 or virtio" % self.name)
+        if len(str(self.monitor_path)) > UNIX_PATH_MAX:
+            raise LabError("machine %s: monitor socket path %s is too long for a unix socket" % (self.name, self.monitor_path))
+        self._process: subprocess.Popen | None = None
+
+    # Files
+    @property
+    def disk_path(self) -> Path:
+        return self.directory / "disk.qcow2"
+
+    @property
+    def vars_path(self) -> Path:
+        """The machine's own UEFI variable store (its NVRAM): OVMF writes boot entries into it."""
+        return self.directory / "OVMF_VARS.fd"
+
+    @property
+    def serial_path(self) -> Path:
+        return self.directory / "serial.log"
+
+    @property
+    def qemu_log_path(self) -> Path:
+        return self.directory / "qemu.log"
+
+    @property
+    def pid_path(self) -> Path:
+        return self.directory / "qemu.pid"
+
+    @property
+    def monitor_path(self) -> Path:
+        return self.directory / "monitor.sock"
+
+    # Configuration round trip, for the power daemon's config file
+    def to_config(self) -> dict:
+        return {key: str(value) if isinstance(value, Path) else value for key, value in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Machine":
+        return cls(**config)
+
+    # Lifecycle
+    def prepare(self) -> None:
+        """Create the disk and the UEFI variable store unless they exist (they persist across power cycles)."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if not self.disk_path.exists():
+            if self.prefill:
+                self._create_prefilled_disk()
+            else:
+                run_checked(["qemu-img", "create", "-q", "-f", "qcow2", str(self.disk_path), self.disk_size])
+        if self.firmware == "uefi" and not self.vars_path.exists():
+            shutil.copyfile(OVMF_VARS, self.vars_path)
+
+    def qemu_argv(self) -> list[str]:
+        """QEMU's command line."""
+        nic = "%s,netdev=net0,mac=%s,bootindex=1" % (NICS[self.nic], self.mac)
+        argv = [
+            "qemu-system-x86_64", "-name", "%s,process=nxl-%s" % (self.name, self.name),
+            "-accel", "tcg",  # /dev/kvm is absent or unusable where the lab runs
+            "-machine", "q35", "-m", str(self.memory_mib), "-smp", "1",
+            "-nodefaults", "-display", "none",  # no stray default NIC, CD-ROM or floppy to boot from
+            "-chardev", "file,id=serial0,path=%s" % self.serial_path, "-serial", "chardev:serial0",
+            "-monitor", "unix:%s,server=on,wait=off" % self.monitor_path,
+            "-pidfile", str(self.pid_path),
+            "-netdev", "tap,id=net0,ifname=%s,script=no,downscript=no" % self.tap, "-device", nic,
+            # bootindex orders the firmware's boot list: the network first, then the disk, as a
+            # machine set up for network provisioning is.
+            "-drive", "if=none,id=disk0,format=qcow2,file=%s" % self.disk_path,
+            "-device", "virtio-blk-pci,drive=disk0,bootindex=2",
+        ]
+        if self.firmware == "uefi":
+            argv += ["-drive", "if=pflash,format=raw,unit=0,readonly=on,file=%s" % OVMF_CODE,
+                     "-drive", "if=pflash,format=raw,unit=1,file=%s" % self.vars_path]
+        if self.no_reboot:
+            argv.append("-no-reboot")
+        if self.kernel is not None:
+            argv += ["-kernel", str(self.kernel), "-initrd", str(self.initrd), "-append", self.append or ""]
+        return argv
+
+    def start(self) -> None:
+        """Power the machine on (start QEMU in the lab namespace); an error if it already runs."""
+        if self.running:
+            raise LabError("machine %s is already running" % self.name)
+        self.prepare()
+        for stale in (self.pid_path, self.monitor_path):
+            stale.unlink(missing_ok=True)
+        with open(self.qemu_log_path, "ab") as qemu_log:
+            self._process = ProcessTracker(self.tracker_dir).spawn(
+                "qemu-%s" % self.name, in_netns(self.netns, self.qemu_argv()),
+                stdin=subprocess.DEVNULL, stdout=qemu_log, stderr=subprocess.STDOUT)
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the running QEMU process, None when the machine is off."""
+        if self._process is not None:
+            return self._process.pid if self._process.poll() is None else None
+        try:
+            pid = int(self.pid_path.read_text(encoding="ascii").strip())
+        except (OSError, ValueError):
+            return None
+        return pid if start_time(pid) is not None and "qemu" in _cmdline(pid) else None
+
+    @property
+    def running(self) -> bool:
+        return self.pid is not None
+
+    def reap(self) -> int | None:
+        """For the process that started QEMU: its exit status once it has exited, else None."""
+        if self._process is None or self._process.poll() is None:
+            return None
+        ProcessTracker(self.tracker_dir).forget(self._process.pid)
+        status, self._process = self._process.returncode, None
+        return status
+
+    def monitor(self, command: str, timeout: float = 5.0) -> str:
+        """Run a QEMU monitor (HMP) command and return its output."""
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+            connection.settimeout(timeout)
+            connection.connect(str(self.monitor_path))
+            _read_until_prompt(connection)
+            connection.sendall(command.encode() + b"\n")
+            return _command_output(_read_until_prompt(connection))
+
+    def powerdown(self) -> None:
+        """Press the power button (ACPI): the guest decides how to shut down."""
+        self.monitor("system_powerdown")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Pull the plug: quit QEMU through its monitor, or kill it if the monitor does not answer."""
+        pid = self.pid
+        if pid is None:
+            self.reap()
+            return
+        started = start_time(pid)
+        try:
+            self.monitor("quit", timeout)
+        except OSError:
+            pass  # monitor not up yet or gone: the signals below do the job
+        if started is not None and not wait_gone(pid, started, timeout):
+            stop_pid(pid, started)
+        if self._process is not None:
+            self._process.wait(timeout)
+            self.reap()
+
+    # Console
+    def serial_text(self) -> str:
+        try:
+            return self.serial_path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_for_serial(self, pattern: str, timeout: float) -> re.Match:
+        """Wait until the serial console (of this power-on) matches the regular expression `pattern`."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while (match := regex.search(self.serial_text())) is None:
+            if time.monotonic() > deadline:
+                tail = self.serial_text()[-1500:]
+                raise LabError("machine %s: no %r on the serial console within %.0f s (running: %s); last output:\n%s"
+                               % (self.name, pattern, timeout, self.running, tail))
+            time.sleep(0.2)
+        return match
+
+    # Disk
+    def disk_sha256(self) -> str:
+        """SHA-256 of the disk as the guest sees it (raw bytes), for data-safety checks; the machine must be off."""
+        if self.running:
+            raise LabError("machine %s: stop it before reading its disk" % self.name)
+        digest = hashlib.sha256()
+        with tempfile.TemporaryDirectory(dir=self.directory) as scratch:
+            raw = Path(scratch) / "disk.raw"
+            run_checked(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(self.disk_path), str(raw)])
+            with open(raw, "rb") as image:
+                while chunk := image.read(1 << 20):
+                    digest.update(chunk)
+        return digest.hexdigest()
+
+    def _create_prefilled_disk(self) -> None:
+        """A disk that looks used: a GPT with one ext4 partition holding a file of random data."""
+        with tempfile.TemporaryDirectory(dir=self.directory) as scratch:
+            raw = Path(scratch) / "disk.raw"
+            content = Path(scratch) / "content"
+            content.mkdir()
+            (content / "NIXIELAB-DATA").write_bytes(("machine %s\n" % self.name).encode() + os.urandom(1 << 20))
+            run_checked(["qemu-img", "create", "-q", "-f", "raw", str(raw), self.disk_size])
+            run_checked(["sfdisk", "--quiet", str(raw)],
+                 input="label: gpt\nstart=2048, size=%dMiB, type=linux, name=%s\n" % (PREFILL_SIZE_MIB, PREFILL_LABEL))
+            # The partition starts at sector 2048 (1 MiB); mke2fs writes straight into the image there.
+            run_checked(["mke2fs", "-q", "-F", "-t", "ext4", "-L", PREFILL_LABEL, "-d", str(content),
+                  "-E", "offset=%d" % (2048 * 512), str(raw), "%dM" % PREFILL_SIZE_MIB])
+            run_checked(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(self.disk_path)])
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path("/proc/%d/cmdline" % pid).read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _read_until_prompt(connection: socket.socket) -> str:
+    """Read HMP output up to its next "(qemu) " prompt, or until QEMU closes the connection (after quit)."""
+    received = b""
+    while not received.endswith(b"(qemu) "):
+        chunk = connection.recv(4096)
+        if not chunk:
+            break
+        received += chunk
+    return received.decode(errors="replace")
+
+
+def _command_output(reply: str) -> str:
+    """What an HMP command printed: its reply minus the terminal echo of the command line and the next prompt."""
+    _echo, _, output = reply.partition("\r\n")
+    return output.removesuffix("(qemu) ").replace("\r\n", "\n")

@@ -1,0 +1,403 @@
+# Copyright: Nixie developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The boot server's HTTP side, against real sockets: aiohttp's test client and curl on loopback.
+
+Several loopback addresses (127.0.0.x all reach `lo`) stand in for different machines: curl's
+``--interface`` picks the source address the server sees.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import threading
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.events import EventLog
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.http import (
+    API_BODY_LIMIT,
+    BootState,
+    make_app,
+    start_http,
+)
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.tokens import TokenStore
+
+MAC = "52:54:00:aa:00:01"
+INSTALLED_MAC = "52:54:00:aa:00:02"
+CMDLINE = "init=/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-installer/init loglevel=4"
+DEPLOYER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ7n8yY9tDm3rPsn0pO3m2b3QH7O0Y1pFq3u1cJ3B0Zx deployer@controller"
+
+
+def ssh_public_key(directory, name="host"):
+    path = os.path.join(str(directory), name)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "root@installer", "-f", path], check=True)
+    with open(path + ".pub", encoding="ascii") as handle:
+        return handle.read().strip()
+
+
+@pytest.fixture
+def files(tmp_path):
+    """Kernel, initrd and an iPXE directory that also holds things that must never be served."""
+    paths = {"kernel": tmp_path / "bzImage", "initrd": tmp_path / "initrd", "ipxe": tmp_path / "ipxe"}
+    paths["kernel"].write_bytes(os.urandom(3 * 1024 * 1024 + 17))
+    paths["initrd"].write_bytes(os.urandom(5 * 1024 * 1024 + 3))
+    paths["ipxe"].mkdir()
+    (paths["ipxe"] / "ipxe.efi").write_bytes(os.urandom(850528))
+    (paths["ipxe"] / "undionly.kpxe").write_bytes(os.urandom(74213))
+    (paths["ipxe"] / "secret.txt").write_bytes(b"NOT-FOR-CLIENTS")
+    (paths["ipxe"] / "passwd").symlink_to("/etc/passwd")
+    (paths["ipxe"] / "etc").symlink_to("/etc")
+    paths["run"] = tmp_path / "run"
+    paths["run"].mkdir()
+    return paths
+
+
+def make_state(files, base_urls=("http://127.0.0.1:8080",), admin_addresses=()):
+    hosts = {MAC: Host("nixie-01", MAC), INSTALLED_MAC: Host("nixie-02", INSTALLED_MAC, installed=True)}
+    events = EventLog(str(files["run"]), host_names={mac: host.name for mac, host in hosts.items()})
+    return BootState(hosts, str(files["kernel"]), str(files["initrd"]), CMDLINE, str(files["ipxe"]), DEPLOYER_KEY,
+                     TokenStore(), events, list(base_urls), admin_addresses=admin_addresses)
+
+
+def script_values(script):
+    kernel_line = next(line for line in script.splitlines() if line.startswith("kernel "))
+    words = kernel_line.split()
+    values = dict(word.split("=", 1) for word in words[2:] if "=" in word)
+    initrd_url = next(line for line in script.splitlines() if line.startswith("initrd ")).split()[-1]
+    return {"kernel": words[1], "initrd": initrd_url, "token": values["nixie.token"], "api": values["nixie.api"]}
+
+
+def report(key, macs=(MAC,), ip="127.0.0.1"):
+    return {
+        "macs": list(macs), "ip": ip, "ssh_host_keys": [key],
+        "disks": [{"name": "vda", "size_bytes": 8589934592, "model": "QEMU HARDDISK", "has_partitions": False,
+                   "has_filesystem": False}],
+        "os_release": {"ID": "nixos", "VARIANT_ID": "installer"},
+    }
+
+
+def path_of(url):
+    return "/" + url.split("/", 3)[3]
+
+
+# -- in process, aiohttp's test client ----------------------------------------------------------------
+
+def run_with_client(state, scenario):
+    async def main():
+        async with TestClient(TestServer(make_app(state), host="127.0.0.1")) as client:
+            return await scenario(client)
+    return asyncio.run(main())
+
+
+def test_script_kernel_initrd_and_phone_home_in_process(files, tmp_path):
+    state = make_state(files)
+    key = ssh_public_key(tmp_path)
+
+    async def scenario(client):
+        answer = await client.get("/boot/52-54-00-AA-00-01.ipxe")
+        assert answer.status == 200
+        script = await answer.text()
+        assert script.startswith("#!ipxe\n") and CMDLINE in script
+        values = script_values(script)
+        assert values["api"] == "http://127.0.0.1:8080/api/v1"
+        kernel = await client.get(path_of(values["kernel"]))
+        assert kernel.status == 200 and await kernel.read() == files["kernel"].read_bytes()
+        initrd = await client.head(path_of(values["initrd"]))
+        assert int(initrd.headers["Content-Length"]) == files["initrd"].stat().st_size
+        auth = {"Authorization": "Bearer " + values["token"]}
+        answer = await client.post("/api/v1/phone-home", json=report(key), headers=auth)
+        assert answer.status == 200
+        assert await answer.json() == {"authorized_keys": DEPLOYER_KEY}
+        again = await client.get("/api/v1/authorized-keys", headers=auth)
+        assert again.status == 200 and (await again.json())["authorized_keys"] == DEPLOYER_KEY
+        snapshot = await (await client.get("/api/v1/events")).json()
+        return snapshot, await (await client.get("/api/v1/hosts/52-54-00-aa-00-01")).json()
+
+    snapshot, host = run_with_client(state, scenario)
+    entry = snapshot["hosts"][MAC]
+    assert entry["host"] == "nixie-01" and entry["last_event"]["step"] == "phone_home"
+    assert entry["report"]["ssh_host_keys"] == [key] and entry["report"]["source_ip"] == "127.0.0.1"
+    assert host == entry
+    with open(state.events.path, encoding="utf-8") as handle:
+        steps = [json.loads(line)["step"] for line in handle]
+    assert steps == ["script", "kernel", "initrd", "phone_home"]
+
+
+def test_installed_host_gets_local_boot_and_no_token(files):
+    state = make_state(files)
+
+    async def scenario(client):
+        answer = await client.get("/boot/52-54-00-aa-00-02.ipxe")
+        return answer.status, await answer.text()
+
+    status, script = run_with_client(state, scenario)
+    assert status == 200 and "\nexit\n" in script and "nixie.token" not in script
+    assert state.events.host(INSTALLED_MAC)["last_event"]["step"] == "boot_local"
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"macs": "52:54:00:aa:00:01"}, "macs"),
+    ({"macs": ["not-a-mac"]}, "macs[0]"),
+    ({"ip": "300.1.1.1"}, "ip"),
+    ({"ip": 17}, "ip"),
+    ({"ssh_host_keys": ["ssh-ed25519 !!!notbase64"]}, "ssh_host_keys[0]"),
+    ({"ssh_host_keys": ["ssh-rsa AAAAC3NzaC1lZDI1NTE5AAAAIJ7n8yY9tDm3rPsn0pO3m2b3QH7O0Y1pFq3u1cJ3B0Zx"]}, "ssh_host_keys[0]"),
+    ({"ssh_host_keys": ["ssh-ed25519 AAAA x\nssh-ed25519 AAAA y"]}, "ssh_host_keys[0]"),
+    ({"disks": [{"name": "vda", "size_bytes": "8G", "model": "", "has_partitions": False, "has_filesystem": False}]},
+     "disks[0].size_bytes"),
+    ({"disks": [{"name": "vda", "size_bytes": True, "model": "", "has_partitions": False, "has_filesystem": False}]},
+     "disks[0].size_bytes"),
+    ({"disks": [{"name": "../sda", "size_bytes": 1, "model": "", "has_partitions": False, "has_filesystem": False}]},
+     "disks[0].name"),
+    ({"disks": [{"name": "vda", "size_bytes": 1, "model": "", "has_partitions": "no", "has_filesystem": False}]},
+     "disks[0].has_partitions"),
+    ({"os_release": ["ID=nixos"]}, "os_release"),
+    ({"os_release": {"ID": 1}}, "os_release.ID"),
+])
+def test_bad_report_field_is_named(files, tmp_path, body, field):
+    state = make_state(files)
+    key = ssh_public_key(tmp_path)
+
+    async def scenario(client):
+        script = await (await client.get("/boot/52-54-00-aa-00-01.ipxe")).text()
+        auth = {"Authorization": "Bearer " + script_values(script)["token"]}
+        answer = await client.post("/api/v1/phone-home", json=dict(report(key), **body), headers=auth)
+        return answer.status, await answer.json()
+
+    status, answer = run_with_client(state, scenario)
+    assert status == 400
+    assert answer["error"].startswith(field + ":")
+
+
+def test_non_json_body_is_400_but_only_with_a_valid_token(files):
+    state = make_state(files)
+
+    async def scenario(client):
+        script = await (await client.get("/boot/52-54-00-aa-00-01.ipxe")).text()
+        auth = {"Authorization": "Bearer " + script_values(script)["token"]}
+        good = await client.post("/api/v1/phone-home", data=b"{not json", headers=auth)
+        forged = await client.post("/api/v1/phone-home", data=b"{not json", headers={"Authorization": "Bearer " + "A" * 43})
+        return good.status, forged.status, await forged.read()
+
+    assert run_with_client(state, scenario) == (400, 403, b"")
+
+
+# -- a real server on loopback, driven by curl ---------------------------------------------------------
+
+class ServerThread:
+    """The app on a real socket, its event loop in a thread, so tests can run curl synchronously."""
+
+    def __init__(self, state, host="127.0.0.1"):
+        self.state = state
+        self.loop = asyncio.new_event_loop()
+        started = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(host, started), daemon=True)
+        self.thread.start()
+        assert started.wait(10)
+
+    def _run(self, host, started):
+        asyncio.set_event_loop(self.loop)
+        self.runner = self.loop.run_until_complete(start_http(make_app(self.state), host, 0))
+        self.host, self.port = self.runner.addresses[0][:2]
+        started.set()
+        self.loop.run_forever()
+        self.loop.run_until_complete(self.runner.cleanup())
+        self.loop.close()
+
+    @property
+    def base(self):
+        return "http://%s:%d" % (self.host, self.port)
+
+    def stop(self):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture
+def server(files):
+    state = make_state(files, base_urls=["http://127.0.0.2:0"])
+    running = ServerThread(state, host="127.0.0.2")
+    state.base_urls = [running.base]
+    yield running
+    running.stop()
+    state.events.close()
+
+
+def curl(*args, source="127.0.0.1"):
+    """Run curl; return (status, headers text, body bytes)."""
+    done = subprocess.run(["curl", "-sS", "--path-as-is", "--interface", source, "-D", "/dev/stderr", "-o", "-",
+                           "-w", "\n%{http_code}", *args], capture_output=True, timeout=60, check=True)
+    body, _, status = done.stdout.rpartition(b"\n")
+    return int(status), done.stderr.decode("latin-1"), body
+
+
+def header(headers, name):
+    for line in headers.splitlines():
+        if line.lower().startswith(name.lower() + ":"):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def fetch_script(server, mac="52-54-00-aa-00-01", source="127.0.0.1"):
+    status, _, body = curl(server.base + "/boot/%s.ipxe" % mac, source=source)
+    assert status == 200
+    return script_values(body.decode())
+
+
+def phone_home(server, token, body, source="127.0.0.1"):
+    payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+    done = subprocess.run(["curl", "-sS", "--interface", source, "-o", "-", "-w", "\n%{http_code}",
+                           "-H", "Authorization: Bearer " + token, "-H", "Content-Type: application/json",
+                           "--data-binary", "@-", server.base + "/api/v1/phone-home"],
+                          input=payload, capture_output=True, timeout=60, check=True)
+    answer, _, status = done.stdout.rpartition(b"\n")
+    return int(status), answer
+
+
+def test_curl_script_per_mac_and_404_for_unknown(server):
+    values = fetch_script(server)
+    assert values["kernel"].startswith(server.base + "/files/52-54-00-aa-00-01/")
+    assert values["api"] == server.base + "/api/v1"
+    status, headers, body = curl(server.base + "/boot/52-54-00-aa-00-99.ipxe")
+    assert (status, body) == (404, b"")
+    assert header(headers, "Content-Length") == "0"
+
+
+def test_curl_kernel_has_length_and_ranges(server, files):
+    values = fetch_script(server)
+    kernel = files["kernel"].read_bytes()
+    status, headers, body = curl(values["kernel"])
+    assert status == 200 and body == kernel
+    assert int(header(headers, "Content-Length")) == len(kernel)
+    assert header(headers, "Accept-Ranges") == "bytes"
+    status, headers, body = curl("-r", "1000-1999", values["kernel"])
+    assert status == 206 and body == kernel[1000:2000]
+    assert header(headers, "Content-Range") == "bytes 1000-1999/%d" % len(kernel)
+    status, _, body = curl("-r", "-100", values["initrd"])
+    assert status == 206 and body == files["initrd"].read_bytes()[-100:]
+    steps = [event["step"] for event in map(json.loads, open(server.state.events.path, encoding="utf-8"))]
+    assert steps.count("kernel") == 2 and steps.count("initrd") == 1
+
+
+def test_curl_files_need_a_valid_signature(server):
+    values = fetch_script(server)
+    base, _, kind = values["kernel"].rpartition("/")
+    prefix, _, signature = base.rpartition("/")
+    forged = "0" * 32 if signature != "0" * 32 else "1" * 32
+    for url in (prefix + "/" + forged + "/kernel",                                  # forged signature
+                prefix.replace("aa-00-01", "aa-00-02") + "/" + signature + "/kernel",  # another host's MAC
+                base + "/bzImage", base + "/../initrd.bak"):
+        status, _, body = curl(url)
+        assert status == 404 and body == b"", url
+
+
+def test_curl_ipxe_binary_over_http(server, files):
+    status, headers, body = curl(server.base + "/ipxe/ipxe.efi")
+    assert status == 200 and body == (files["ipxe"] / "ipxe.efi").read_bytes()
+    assert int(header(headers, "Content-Length")) == 850528
+
+
+def test_curl_phone_home_replay_forged_too_large(server, tmp_path):
+    key = ssh_public_key(tmp_path)
+    token = fetch_script(server)["token"]
+    status, answer = phone_home(server, token, report(key))
+    assert status == 200 and json.loads(answer) == {"authorized_keys": DEPLOYER_KEY}
+    # The agent restarting on the same machine may report again.
+    assert phone_home(server, token, report(key))[0] == 200
+    # The same token from another machine, a forged token, a token for another MAC: bare 403.
+    assert phone_home(server, token, report(key), source="127.0.0.3") == (403, b"")
+    assert phone_home(server, "A" * 43, report(key)) == (403, b"")
+    assert phone_home(server, token[:-2], report(key)) == (403, b"")
+    assert phone_home(server, token, report(key, macs=["52:54:00:aa:00:99"])) == (403, b"")
+    status, _, _ = curl("-H", "Authorization: Bearer " + token, server.base + "/api/v1/authorized-keys", source="127.0.0.3")
+    assert status == 403
+    status, _, body = curl("-H", "Authorization: Bearer " + token, server.base + "/api/v1/authorized-keys")
+    assert status == 200 and json.loads(body)["authorized_keys"] == DEPLOYER_KEY
+    # A fresh script (the host rebooted into the installer) replaces the token.
+    new_token = fetch_script(server)["token"]
+    assert phone_home(server, token, report(key)) == (403, b"")
+    oversized = json.dumps(dict(report(key), padding="x" * API_BODY_LIMIT)).encode()
+    assert phone_home(server, new_token, oversized)[0] == 413
+    status, answer = phone_home(server, new_token, dict(report(key), ip="not-an-ip"))
+    assert status == 400 and json.loads(answer)["error"].startswith("ip:")
+    refused = [e for e in map(json.loads, open(server.state.events.path, encoding="utf-8")) if e["step"] == "refused"]
+    assert any("already claimed" in event["reason"] and event["ip"] == "127.0.0.3" for event in refused)
+
+
+def test_events_only_for_loopback_and_own_addresses(server):
+    # 127.0.0.2 is the server's advertised address, 127.0.0.1 is loopback proper; 127.0.0.3 plays a LAN host.
+    for source in ("127.0.0.1", "127.0.0.2"):
+        status, _, body = curl(server.base + "/api/v1/events", source=source)
+        assert status == 200 and MAC in json.loads(body)["hosts"], source
+    for path in ("/api/v1/events", "/api/v1/hosts/52-54-00-aa-00-01"):
+        status, _, body = curl(server.base + path, source="127.0.0.3")
+        assert (status, body) == (403, b""), path
+
+
+TRAVERSALS = [
+    "/ipxe/../../../../etc/passwd",
+    "/ipxe/..%2f..%2f..%2f..%2fetc%2fpasswd",
+    "/ipxe/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+    "/ipxe/%2e%2e%2f%2e%2e%2fetc%2fpasswd",
+    "/ipxe/..%5c..%5c..%5cetc%5cpasswd",
+    "/ipxe/%252e%252e%252f%252e%252e%252fetc%252fpasswd",
+    "/ipxe/%2fetc%2fpasswd",
+    "/ipxe//etc/passwd",
+    "/ipxe/passwd",
+    "/ipxe/etc/passwd",
+    "/ipxe/etc%2fpasswd",
+    "/ipxe/secret.txt",
+    "/ipxe/ipxe.efi%00",
+    "/ipxe/secret.txt%00ipxe.efi",
+    "/ipxe/./ipxe.efi/..",
+    "/ipxe/ipxe.efi/..%2fsecret.txt",
+    "/ipxe/%c0%ae%c0%ae/%c0%ae%c0%ae/etc/passwd",
+    "/ipxe/%ef%bc%8e%ef%bc%8e%ef%bc%8fetc%ef%bc%8fpasswd",
+    "/ipxe/%e2%80%a4%e2%80%a4/etc/passwd",
+    "/ipxe/....//....//etc/passwd",
+    "/ipxe/" + "A" * 4000,
+    "/ipxe/" + "../" * 200 + "etc/passwd",
+    "/%2e%2e/%2e%2e/etc/passwd",
+    "/boot/..%2f..%2f..%2fetc%2fpasswd",
+    "/boot/52-54-00-aa-00-01.ipxe%00.txt",
+    "/boot/..%2f52-54-00-aa-00-01.ipxe",
+    "/files/../../../etc/passwd",
+    "/files/52-54-00-aa-00-01/%2e%2e/%2e%2e/etc/passwd",
+    "/files/52-54-00-aa-00-01/00000000000000000000000000000000/..%2f..%2fsecret.txt",
+    "/api/v1/hosts/..%2f..%2f..%2fetc%2fpasswd",
+]
+
+
+@pytest.mark.parametrize("path", TRAVERSALS)
+def test_curl_traversal_refused(server, path):
+    status, _, body = curl(server.base + path)
+    assert status in (400, 403, 404), (path, status)
+    assert b"root:" not in body and b"NOT-FOR-CLIENTS" not in body
+
+
+@pytest.mark.parametrize("raw_path", [
+    b"/ipxe/ipxe.efi\x00/../../etc/passwd",
+    b"/ipxe/..\\..\\..\\etc\\passwd",
+    b"/ipxe/\xc0\xae\xc0\xae/etc/passwd",
+    b"/ipxe/passwd\x00",
+    b"../../etc/passwd",
+])
+def test_raw_request_traversal_refused(server, raw_path):
+    """Bytes curl will not send: NUL, raw backslashes, invalid UTF-8, a path without a leading slash."""
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(b"GET " + raw_path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        answer = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    status = int(answer.split(b" ", 2)[1])
+    assert status in (400, 403, 404), (raw_path, answer[:200])
+    assert b"root:" not in answer and b"NOT-FOR-CLIENTS" not in answer

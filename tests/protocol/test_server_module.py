@@ -1,0 +1,144 @@
+"""nixie.provision.server run as an Ansible module in the lab's controller namespace: start, idempotence,
+restart on change, status, stop, and clear failures (port already held, missing files, no privileges)."""
+
+import os
+import subprocess
+
+import pytest
+from nixielab.ansiblerun import run_module
+from nixielab.net import LabNetwork
+
+from ansible_collections.nixie.provision.plugins.module_utils._bootd import daemon
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces and ports below 1024")
+
+HOSTS = [{"name": "nixie-01", "mac": "52:54:00:12:00:01"}, {"name": "nixie-02", "mac": "52:54:00:12:00:02", "installed": True}]
+
+
+@pytest.fixture(scope="module")
+def net():
+    with LabNetwork(tag="srvmod", site_dhcp=False) as lab:
+        yield lab
+
+
+@pytest.fixture
+def boot_files(tmp_path):
+    kernel = tmp_path / "bzImage"
+    initrd = tmp_path / "initrd"
+    kernel.write_bytes(b"kernel" * 100)
+    initrd.write_bytes(b"initrd" * 100)
+    public_key = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOq3Ae8ciXvwSBoPHmIZVbHJU8KeUiJp6oNX8nn7UBsD deployer@test"
+    run_dir = tmp_path / "run"
+    yield {"kernel": str(kernel), "initrd": str(initrd), "cmdline": "init=/nix/store/x/init console=ttyS0",
+           "authorized_key": public_key, "interface": "nixie0", "hosts": HOSTS, "run_dir": str(run_dir)}
+    # Whatever a failed assertion left running must not outlive the test.
+    daemon.stop(str(run_dir))
+
+
+def listening(net, protocol):
+    """Local ports with a listening socket in the controller namespace."""
+    flag = "-lun" if protocol == "udp" else "-ltn"
+    shown = net.run_ctl(["ss", "-H", flag], capture_output=True, text=True, check=True).stdout.split("\n")
+    return {int(line.split()[3].rsplit(":", 1)[1]) for line in shown if line.strip()}
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open("/proc/%d/stat" % pid, encoding="ascii") as handle:
+        return handle.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_start_is_idempotent_restarts_on_change_and_stops_cleanly(net, boot_files):
+    started = run_module("nixie.provision.server", boot_files, netns=net.ctl_ns)
+    assert not started["failed"], started
+    assert started["changed"] is True and started["running"] is True
+    assert started["address"] == "10.213.0.1" and started["http_url"] == "http://10.213.0.1:8080"
+    assert {"ipxe.efi", "undionly.kpxe"} <= set(started["ipxe_binaries"])
+    pid = started["pid"]
+    assert alive(pid)
+    assert {67, 69, 4011} <= listening(net, "udp") and 8080 in listening(net, "tcp")
+
+    again = run_module("nixie.provision.server", boot_files, netns=net.ctl_ns)
+    assert again["changed"] is False and again["pid"] == pid, again
+
+    status = run_module("nixie.provision.server", {"run_dir": boot_files["run_dir"], "state": "status"}, netns=net.ctl_ns)
+    assert status["changed"] is False and status["running"] is True and status["pid"] == pid
+
+    would_stop = run_module("nixie.provision.server", {"run_dir": boot_files["run_dir"], "state": "stopped"}, netns=net.ctl_ns, check=True)
+    assert would_stop["changed"] is True and alive(pid)
+
+    changed_hosts = dict(boot_files, hosts=HOSTS[:1])
+    restarted = run_module("nixie.provision.server", changed_hosts, netns=net.ctl_ns)
+    assert restarted["changed"] is True and restarted["pid"] != pid, restarted
+    assert not alive(pid)
+
+    stopped = run_module("nixie.provision.server", {"run_dir": boot_files["run_dir"], "state": "stopped"}, netns=net.ctl_ns)
+    assert stopped["changed"] is True and stopped["running"] is False
+    assert not alive(restarted["pid"])
+    assert not {67, 69, 4011} & listening(net, "udp") and 8080 not in listening(net, "tcp")
+    assert not os.path.exists(os.path.join(boot_files["run_dir"], "server.pid"))
+
+    stopped_again = run_module("nixie.provision.server", {"run_dir": boot_files["run_dir"], "state": "stopped"}, netns=net.ctl_ns)
+    assert stopped_again["changed"] is False
+
+
+def test_check_mode_starts_nothing(net, boot_files):
+    result = run_module("nixie.provision.server", boot_files, netns=net.ctl_ns, check=True)
+    assert result["changed"] is True and result["running"] is False
+    assert 67 not in listening(net, "udp")
+
+
+def test_port_67_held_by_dnsmasq_names_the_holder(net, boot_files, tmp_path):
+    pid_file = tmp_path / "dnsmasq.pid"
+    net.run_ctl(["dnsmasq", "--port=0", "--interface=nixie0", "--bind-interfaces", "--dhcp-range=10.213.0.50,10.213.0.60",
+                 "--pid-file=%s" % pid_file, "--dhcp-leasefile=%s" % (tmp_path / "leases")], check=True)
+    dnsmasq_pid = int(pid_file.read_text())
+    try:
+        result = run_module("nixie.provision.server", boot_files, netns=net.ctl_ns)
+        run_module("nixie.provision.server", {"run_dir": boot_files["run_dir"], "state": "stopped"}, netns=net.ctl_ns)
+        assert result["failed"], result
+        assert "UDP port 67" in result["msg"]
+        assert "dnsmasq (pid %d)" % dnsmasq_pid in result["msg"]
+    finally:
+        os.kill(dnsmasq_pid, 15)
+    assert 4011 not in listening(net, "udp"), "a failed start must release what it bound"
+
+
+def test_http_port_held_names_the_holder(net, boot_files):
+    holder = net.popen_ctl(["python3", "-c", "import socket,time; s=socket.socket(); s.bind(('10.213.0.1', 8080)); s.listen(); time.sleep(60)"])
+    try:
+        for _ in range(50):
+            if 8080 in listening(net, "tcp"):
+                break
+            subprocess.run(["sleep", "0.1"], check=True)
+        result = run_module("nixie.provision.server", boot_files, netns=net.ctl_ns)
+        run_module("nixie.provision.server", {"run_dir": boot_files["run_dir"], "state": "stopped"}, netns=net.ctl_ns)
+        assert result["failed"], result
+        assert "TCP port 8080" in result["msg"] and "python3 (pid %d)" % holder.pid in result["msg"]
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"kernel": "/nonexistent/bzImage"}, "kernel: no such file: /nonexistent/bzImage"),
+    ({"ipxe_dir": "/tmp"}, "ipxe_dir: /tmp holds none of undionly.kpxe"),
+    ({"hosts": [{"name": "a", "mac": "zz"}]}, "'zz' is not a MAC address"),
+    ({"interface": "nope0"}, "no network interface named 'nope0'"),
+    ({"hosts": []}, "hosts: the boot server needs at least one host"),
+])
+def test_bad_configuration_fails_before_starting(net, boot_files, change, message):
+    result = run_module("nixie.provision.server", dict(boot_files, **change), netns=net.ctl_ns)
+    assert result["failed"] and message in result["msg"], result
+    assert 67 not in listening(net, "udp")
+
+
+def test_without_privileges_it_says_what_is_missing(net, boot_files):
+    # setpriv drops every capability while staying uid 0, as an unprivileged controller account would be.
+    result = run_module("nixie.provision.server", boot_files, netns=net.ctl_ns,
+                        wrapper=("setpriv", "--inh-caps=-all", "--bounding-set=-all", "--"))
+    assert result["failed"], result
+    assert "needs root or CAP_NET_BIND_SERVICE" in result["msg"] and "CAP_NET_RAW" in result["msg"]

@@ -1,0 +1,96 @@
+# Copyright: Nixie developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The per-host event log: one JSON line per event, the latest state per MAC, safe across threads."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.events import EventLog
+
+MAC = "52:54:00:aa:00:01"
+
+
+@pytest.fixture
+def log(tmp_path):
+    event_log = EventLog(str(tmp_path), host_names={MAC: "nixie-01"})
+    yield event_log
+    event_log.close()
+
+
+def lines(path):
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle]
+
+
+def test_each_event_is_one_flushed_json_line(log):
+    log.record(MAC, "script", ip="10.0.0.5")
+    # Read while the log is still open: the line must already be on disk.
+    (event,) = lines(log.path)
+    assert event["mac"] == MAC and event["host"] == "nixie-01" and event["step"] == "script"
+    assert event["ip"] == "10.0.0.5"
+    assert isinstance(event["ts"], float)
+
+
+def test_snapshot_keeps_last_event_and_report(log):
+    report = {"ip": "10.0.0.5", "macs": [MAC]}
+    log.record(MAC, "script")
+    log.record(MAC, "phone_home", report=report)
+    log.record(MAC, "refused", reason="replay")
+    entry = log.snapshot()["hosts"][MAC]
+    assert entry["host"] == "nixie-01"
+    assert entry["last_event"]["step"] == "refused"
+    assert entry["report"] == report
+    assert json.loads(json.dumps(log.snapshot())) == log.snapshot()
+
+
+def test_known_hosts_appear_before_any_event_and_unknown_senders_stay_out(log):
+    log.record(None, "tftp_start", ip="10.0.0.9", file="ipxe.efi")
+    assert log.snapshot() == {"hosts": {MAC: {"host": "nixie-01", "last_event": None, "report": None}}}
+    assert lines(log.path)[0]["mac"] is None
+    assert log.host("52:54:00:ff:ff:ff") is None
+
+
+def test_reserved_fields_cannot_be_overwritten(log):
+    event = log.record(MAC, "kernel", host="forged", ts=0.0, ip="10.0.0.5")
+    assert event["host"] == "nixie-01" and event["ts"] > 0 and event["ip"] == "10.0.0.5"
+
+
+def test_unknown_step_is_a_programming_error(log):
+    with pytest.raises(ValueError):
+        log.record(MAC, "kernal")
+
+
+def test_appends_to_an_existing_log(tmp_path):
+    first = EventLog(str(tmp_path))
+    first.record(MAC, "script")
+    first.close()
+    second = EventLog(str(tmp_path))
+    second.record(MAC, "kernel")
+    second.close()
+    assert [event["step"] for event in lines(second.path)] == ["script", "kernel"]
+
+
+def test_concurrent_writers_never_interleave_lines(log):
+    threads_count, per_thread = 8, 250
+    barrier = threading.Barrier(threads_count)
+
+    def writer(index):
+        barrier.wait()
+        for seq in range(per_thread):
+            log.record("52:54:00:aa:01:%02x" % index, "tftp_done", seq=seq, padding="x" * 2000)
+
+    threads = [threading.Thread(target=writer, args=(index,)) for index in range(threads_count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    events = lines(log.path)  # json.loads fails on any torn or interleaved line
+    assert len(events) == threads_count * per_thread
+    for index in range(threads_count):
+        mac = "52:54:00:aa:01:%02x" % index
+        assert [e["seq"] for e in events if e["mac"] == mac] == list(range(per_thread))
+        assert log.host(mac)["last_event"]["seq"] == per_thread - 1

@@ -1,0 +1,80 @@
+# Copyright: Nixie developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""iPXE script builders: installer and local-boot scripts, IPv4 and bracketed IPv6 URLs."""
+
+from __future__ import annotations
+
+import pytest
+
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.ipxe import (
+    api_url,
+    base_url,
+    installer_script,
+    local_boot_script,
+    mac_path,
+    url_host,
+)
+
+CMDLINE = "init=/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-installer/init loglevel=4 console=ttyS0,115200"
+TOKEN = "soVu51WQjsCTo25MXveoVTvgInCdsOKoTc-Ks1b8HQM"
+
+
+@pytest.mark.parametrize("address, expected", [
+    ("10.213.0.1", "http://10.213.0.1:8080"),
+    ("fd5e:213::1", "http://[fd5e:213::1]:8080"),
+    ("FD5E:0213:0:0::1", "http://[fd5e:213::1]:8080"),
+    ("::1", "http://[::1]:8080"),
+    ("boot.example", "http://boot.example:8080"),
+])
+def test_base_url_brackets_ipv6(address, expected):
+    assert base_url(address, 8080) == expected
+
+
+def test_url_host_leaves_ipv4_bare():
+    assert url_host("192.0.2.1") == "192.0.2.1"
+
+
+def installer(base):
+    return installer_script(base + "/files/m/s/kernel", base + "/files/m/s/initrd", CMDLINE, api_url(base), TOKEN)
+
+
+def test_installer_script_v4():
+    script = installer("http://10.213.0.1:8080")
+    assert script.splitlines() == [
+        "#!ipxe",
+        "kernel http://10.213.0.1:8080/files/m/s/kernel initrd=initrd " + CMDLINE
+        + " nixie.api=http://10.213.0.1:8080/api/v1 nixie.token=" + TOKEN,
+        "initrd --name initrd http://10.213.0.1:8080/files/m/s/initrd",
+        "boot",
+    ]
+
+
+def test_installer_script_v6_urls_are_bracketed():
+    script = installer(base_url("fd5e:213::1", 8080))
+    assert "kernel http://[fd5e:213::1]:8080/files/m/s/kernel " in script
+    assert "nixie.api=http://[fd5e:213::1]:8080/api/v1 " in script
+    assert "initrd --name initrd http://[fd5e:213::1]:8080/files/m/s/initrd\n" in script
+
+
+def test_initrd_parameter_is_not_doubled():
+    script = installer_script("k", "i", "initrd=initrd " + CMDLINE, "a", TOKEN)
+    assert script.count("initrd=initrd") == 1
+
+
+@pytest.mark.parametrize("cmdline", ["init=/x\nshell", "init=/x\r", "a\x00b"])
+def test_control_characters_cannot_inject_ipxe_commands(cmdline):
+    with pytest.raises(ValueError):
+        installer_script("k", "i", cmdline, "a", TOKEN)
+
+
+def test_installed_host_leaves_network_boot():
+    script = local_boot_script("nixie-01")
+    commands = [line for line in script.splitlines() if line and not line.startswith("#")]
+    assert script.startswith("#!ipxe\n")
+    assert commands == ["exit"]
+    assert "sanboot" in script and "UEFI" in script  # the why-not comment is in the script
+    assert "kernel" not in commands and "nixie.token" not in script
+
+
+def test_mac_path_uses_hyphens():
+    assert mac_path("52:54:00:aa:00:01") == "52-54-00-aa-00-01"
