@@ -90,7 +90,7 @@ class ActionModule(ActionBase):
             elapsed=round(time.monotonic() - started, 1),
             last_event=last,
             ansible_facts={
-                "ansible_host": address,
+                "nixie_ip": address,
                 "nixie_agent": report,
                 "nixie_known_hosts": ["%s %s" % (address, key) for key in report.get("ssh_host_keys", [])],
             },

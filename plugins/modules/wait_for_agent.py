@@ -11,7 +11,9 @@ author: Nixie developers (@nixie-provision)
 description:
   - Polls the boot server started by M(nixie.provision.server) until the nixie agent of the inventory host
     (found by its MAC address) has phoned home, showing the host's current boot step as it changes.
-  - Sets the host's C(ansible_host) to the address the agent reported, so later tasks reach the installer over SSH.
+  - Returns the address the agent reported as the fact C(nixie_ip). Ansible drops connection variables such as
+    C(ansible_host) from any module's facts, so follow this task with C(ansible.builtin.set_fact) of
+    C(ansible_host) to C(nixie_ip) (as the examples and the collection's playbooks do) to reach the installer over SSH.
   - A host that does not phone home within O(timeout) fails alone, with its last boot step.
   - Runs on the controller (it is an action plugin); it does not connect to the host.
 extends_documentation_fragment:
@@ -48,7 +50,11 @@ EXAMPLES = r"""
     run_dir: /var/tmp/nixie/run
     timeout: 900
 
-- name: Reach the installer with the learned address
+- name: Connect to the installer at the learned address
+  ansible.builtin.set_fact:
+    ansible_host: "{{ nixie_ip }}"
+
+- name: Reach the installer
   ansible.builtin.command: uname -a
   changed_when: false
 """
@@ -59,8 +65,8 @@ ansible_facts:
   returned: success
   type: dict
   contains:
-    ansible_host:
-      description: The address the agent uses, which Ansible then connects to.
+    nixie_ip:
+      description: The address the agent uses, to connect to.
       type: str
       sample: 10.0.0.123
     nixie_agent:

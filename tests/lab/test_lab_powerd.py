@@ -26,9 +26,10 @@ def test_every_transport_is_received_and_only_known_macs_start_machines(lab):
     assert not machine.running
     assert [record["label"] for record in lab.tracker.records()] == ["powerd", "site-dhcp"]
 
-    lab.send_wol(magic_packet(KNOWN, password=bytes.fromhex("a1b2c3d4e5f6")), via="ethernet")
+    # As ether-wake sends by default: a frame to the sleeping NIC's own MAC, which only a promiscuous listener sees.
+    lab.send_wol(magic_packet(KNOWN, password=bytes.fromhex("a1b2c3d4e5f6")), via="ethernet", destination=KNOWN)
     started = power.wait_for(lambda entry: entry.get("action") == "started", 10)
-    assert started == {**started, "via": "ethernet", "source": controller_mac, "destination": "broadcast",
+    assert started == {**started, "via": "ethernet", "source": controller_mac, "destination": "otherhost",
                        "mac": KNOWN, "password": "a1b2c3d4e5f6", "machine": "wol1"}
     assert machine.running and machine.pid == started["pid"]
 

@@ -39,6 +39,6 @@ def test_wake_playbook_powers_on_a_machine_that_asks_for_a_network_boot(lab, fir
     assert packets[0]["source"].startswith("10.213.0.1:")
     assert machine.running
 
-    # The site DHCP server hands out an address and nothing to boot.
+    # The site DHCP server hands out an address and nothing to boot (dnsmasq's own address in siaddr is no boot offer).
     assert boot_file(offers[0]) == b""
     assert PXE_OPTIONS.isdisjoint(dhcp_options(offers[0]))

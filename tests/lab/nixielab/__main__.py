@@ -3,8 +3,9 @@
 demo             builds the test installer, creates a lab with a SeaBIOS and an OVMF machine, powers
                  them on by running the collection's wake module through ansible-playbook in the
                  controller namespace, shows each firmware's PXE DHCPDISCOVER, and tears everything down.
-teardown         stops every process any lab recorded under .lab/, deletes every nxl-* namespace and
-                 the labs' run directories: the way back to a clean machine after a killed test run.
+teardown [--all] stops every process recorded under .lab/ by labs whose test run has died, deletes their
+                 nxl-* namespaces and run directories: the way back to a clean machine after a killed
+                 run. Labs of runs still going on are left alone unless --all is given.
 build-installer  builds (or finds in .cache/lab-installer/) the test installer and prints its paths.
 """
 
@@ -62,36 +63,49 @@ def demo() -> None:
     print("done: no namespace or process of the demo is left")
 
 
-def teardown() -> None:
-    for run_dir in sorted(STATE_ROOT.glob("*/")):
-        for stopped in ProcessTracker(run_dir / "pids").stop_all():
-            print("stopped %s (%s)" % (stopped, run_dir.name))
+def teardown(everything: bool = False) -> None:
+    """Stop what labs left behind: by default only labs whose owner (the test run that made them) has died."""
     namespaces = [line.split()[0] for line in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout.splitlines()]
+    for run_dir in sorted(path for path in STATE_ROOT.glob("*") if path.is_dir()):
+        tracker = ProcessTracker(run_dir / "pids")
+        owner = tracker.live_owner()
+        own_namespaces = [name for name in namespaces if name.startswith("%s%s-" % (NAMESPACE_PREFIX, run_dir.name))]
+        if owner is not None and not everything:
+            print("skipped lab %s: its owner, process %d, still runs (--all stops it too)" % (run_dir.name, owner))
+            namespaces = [name for name in namespaces if name not in own_namespaces]
+            continue
+        for stopped in tracker.stop_all():
+            print("stopped %s (lab %s)" % (stopped, run_dir.name))
+        shutil.rmtree(run_dir)
     for namespace in (name for name in namespaces if name.startswith(NAMESPACE_PREFIX)):
         # A process the records missed (its lab was killed mid-start) would keep the namespace alive.
-        pids = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True, check=False).stdout.split()
-        for pid in map(int, pids):
+        for pid in map(int, subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True, check=False).stdout.split()):
             started = start_time(pid)
             if started is not None:
                 stop_pid(pid, started)
                 print("stopped process %d left in %s" % (pid, namespace))
-        subprocess.run(["ip", "netns", "del", namespace], check=True)
+        subprocess.run(["ip", "netns", "del", namespace], capture_output=True, check=False)
         print("deleted namespace %s" % namespace)
-    if STATE_ROOT.exists():
-        shutil.rmtree(STATE_ROOT)
-        print("removed %s" % STATE_ROOT)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m nixielab", description=__doc__.split("\n", maxsplit=1)[0],
                                      epilog=__doc__.split("\n\n", maxsplit=1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=("demo", "teardown", "build-installer"))
-    command = parser.parse_args(argv).command
+    parser.add_argument("--all", action="store_true", help="teardown: also labs of test runs still going on")
+    args = parser.parse_args(argv)
+    command = args.command
     try:
-        {"demo": demo, "teardown": teardown, "build-installer": build_installer_command}[command]()
+        if command == "teardown":
+            teardown(everything=args.all)
+        else:
+            {"demo": demo, "build-installer": build_installer_command}[command]()
     except LabError as error:
         print("nixielab %s: %s" % (command, error), file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("nixielab %s: interrupted (what it had started is stopped)" % command, file=sys.stderr)
+        return 130
     return 0
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import subprocess
 import time
-from pathlib import Path
 
 from scapy.error import Scapy_Exception
 from scapy.layers.dhcp import BOOTP, DHCP, DHCPRevOptions

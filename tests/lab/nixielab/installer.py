@@ -36,6 +36,7 @@ DROPBEAR = (Path("/usr/sbin/dropbear"), Path("/usr/bin/dropbearkey"))
 HOOKS_DIR = "etc/nixie/hooks.d"
 CPIO_ALIGNMENT = 4
 NEWC_MAGIC = b"070701"
+NEWC_TRAILER = "TRAILER!!!"  # the member that ends an archive
 NEWC_HEADER_SIZE = 110  # the magic and 13 eight-digit hex fields
 ETC_FILES = {
     "etc/passwd": "root:x:0:0:root:/root:/bin/sh\n",
@@ -102,8 +103,7 @@ def append_cpio(base_initrd: Path, files: dict[str, Path | str | bytes], out: Pa
             entries.append(_file_entry(path, Path(source)))
     entries = [entry for entry in _with_parents(entries) if not (stat.S_ISDIR(entry.mode) and entry.path in existing)]
     # The kernel skips zero bytes between archives; padding keeps every segment 4-byte aligned.
-    padding = b"\0" * (-len(base) % CPIO_ALIGNMENT)
-    Path(out).write_bytes(base + padding + cpio_archive(entries))
+    Path(out).write_bytes(base + _padding(len(base)) + cpio_archive(entries))
     return Path(out)
 
 
@@ -117,7 +117,7 @@ def cpio_members(initrd: bytes) -> dict[str, int]:
             continue
         mode, size, name_size = (int(archive[offset + start:offset + start + 8], 16) for start in (14, 54, 94))
         name = archive[offset + NEWC_HEADER_SIZE:offset + NEWC_HEADER_SIZE + name_size - 1].decode()
-        if name != "TRAILER!!!":
+        if name != NEWC_TRAILER:
             members[name] = mode
         offset = _aligned(_aligned(offset + NEWC_HEADER_SIZE + name_size) + size)
     return members
@@ -203,15 +203,15 @@ def base_entries(tree: Path, version: str, modules: tuple[str, ...]) -> list[Cpi
 def cpio_archive(entries: list[CpioEntry]) -> bytes:
     """A gzip-compressed newc cpio archive of `entries`, every member owned by root, timestamps zeroed."""
     archive = bytearray()
-    for inode, entry in enumerate([*entries, CpioEntry("TRAILER!!!", 0)], start=1):
+    for inode, entry in enumerate([*entries, CpioEntry(NEWC_TRAILER, 0)], start=1):
         name = entry.path.encode() + b"\0"
         # newc header fields: ino, mode, uid, gid, nlink, mtime, filesize, devmajor, devminor, rdevmajor, rdevminor,
         # namesize, check. nlink stays 1 for files, or the kernel would try to hard-link equal inode numbers.
         fields = (inode, entry.mode, 0, 0, 2 if stat.S_ISDIR(entry.mode) else 1, 0, len(entry.data), 0, 0, *entry.device, len(name), 0)
         archive += NEWC_MAGIC + b"".join(b"%08X" % field for field in fields) + name
-        archive += b"\0" * (_aligned(len(archive)) - len(archive))
+        archive += _padding(len(archive))
         archive += entry.data
-        archive += b"\0" * (_aligned(len(archive)) - len(archive))
+        archive += _padding(len(archive))
     return gzip.compress(bytes(archive), compresslevel=6, mtime=0)
 
 
@@ -225,8 +225,13 @@ def _with_parents(entries: list[CpioEntry]) -> list[CpioEntry]:
     return list(complete.values())
 
 
+def _padding(length: int) -> bytes:
+    """The zero bytes that bring `length` to the next 4-byte boundary of the newc format."""
+    return b"\0" * (-length % CPIO_ALIGNMENT)
+
+
 def _aligned(offset: int) -> int:
-    return offset + (-offset % CPIO_ALIGNMENT)
+    return offset + len(_padding(offset))
 
 
 def _file_entry(path: str, source: Path) -> CpioEntry:

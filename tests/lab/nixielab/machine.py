@@ -2,7 +2,8 @@
 
 A Machine is a description plus files in its own directory (disk, UEFI variables, serial log,
 pidfile, monitor socket), so any process can ask whether it runs, read its console or stop it,
-whoever started it: tests start machines through the power daemon, never directly.
+whoever started it. Tests power machines on through the power daemon (Wake-on-LAN), as Nixie does;
+only tests that are not about power or network boot (the test installer's) start QEMU directly.
 """
 
 from __future__ import annotations
@@ -253,10 +254,10 @@ class Machine:  # pylint: disable=too-many-instance-attributes  # one field per 
             (content / "NIXIELAB-DATA").write_bytes(("machine %s\n" % self.name).encode() + os.urandom(1 << 20))
             run_checked(["qemu-img", "create", "-q", "-f", "raw", str(raw), self.disk_size])
             run_checked(["sfdisk", "--quiet", str(raw)],
-                 input="label: gpt\nstart=2048, size=%dMiB, type=linux, name=%s\n" % (PREFILL_SIZE_MIB, PREFILL_LABEL))
+                        input="label: gpt\nstart=2048, size=%dMiB, type=linux, name=%s\n" % (PREFILL_SIZE_MIB, PREFILL_LABEL))
             # The partition starts at sector 2048 (1 MiB); mke2fs writes straight into the image there.
             run_checked(["mke2fs", "-q", "-F", "-t", "ext4", "-L", PREFILL_LABEL, "-d", str(content),
-                  "-E", "offset=%d" % (2048 * 512), str(raw), "%dM" % PREFILL_SIZE_MIB])
+                         "-E", "offset=%d" % (2048 * 512), str(raw), "%dM" % PREFILL_SIZE_MIB])
             run_checked(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(self.disk_path)])
 
 
@@ -280,5 +281,5 @@ def _read_until_prompt(connection: socket.socket) -> str:
 
 def _command_output(reply: str) -> str:
     """What an HMP command printed: its reply minus the terminal echo of the command line and the next prompt."""
-    _echo, _, output = reply.partition("\r\n")
+    output = reply.partition("\r\n")[2]
     return output.removesuffix("(qemu) ").replace("\r\n", "\n")

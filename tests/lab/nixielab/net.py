@@ -132,7 +132,7 @@ class LabNetwork:  # pylint: disable=too-many-instance-attributes  # the lab's a
         raise_on_termination_signals()
         atexit.register(self.stop)
         shutil.rmtree(self.run_dir, ignore_errors=True)
-        self.run_dir.mkdir(parents=True)
+        self.tracker.claim()
         try:
             self._build_network()
             if self.site_dhcp:
@@ -149,7 +149,8 @@ class LabNetwork:  # pylint: disable=too-many-instance-attributes  # the lab's a
         """
         atexit.unregister(self.stop)
         problems = []
-        for service in (self.power_daemon, self.site_dhcp):
+        # The power daemon first (it powers off what it powered on), then machines a test started itself.
+        for service in (self.power_daemon, *self.machines, self.site_dhcp):
             if service is not None:
                 try:
                     service.stop()

@@ -71,7 +71,7 @@ class WakeReceiver:
         membership = struct.pack("iHH8s", socket.if_nametoindex(self.interface), PACKET_MR_PROMISC, 0, b"")
         ether.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, membership)
         self._sockets.append((ether, "ethernet"))
-        self._write({"event": "listening", "interface": self.interface, "sockets": [via for _, via in self._sockets],
+        self._write({"event": "listening", "interface": self.interface, "sockets": [entry[1] for entry in self._sockets],
                      "machines": sorted(self.machines)})
 
     def serve(self) -> None:
@@ -81,24 +81,26 @@ class WakeReceiver:
                 for sock, via in self._sockets:
                     selector.register(sock, selectors.EVENT_READ, via)
                 while True:
-                    for key, _ in selector.select(REAP_INTERVAL):
+                    for key, _events in selector.select(REAP_INTERVAL):
                         self._receive(key.fileobj, key.data)
                     self._reap()
         finally:
             for machine in self.machines.values():
                 machine.stop()
-            for sock, _ in self._sockets:
+            for sock, _via in self._sockets:
                 sock.close()
             self._write({"event": "stopped"})
             self._log.close()
 
     def _receive(self, sock: socket.socket, via: str) -> None:
         if via == "ethernet":
-            payload, (_, _, packet_type, _, source_mac) = sock.recvfrom(RECEIVE_SIZE)
+            # AF_PACKET address: interface, EtherType, packet type (host/broadcast/...), hardware type, source MAC
+            payload, address = sock.recvfrom(RECEIVE_SIZE)
+            packet_type, source_mac = address[2], address[4]
             source, destination = format_mac(source_mac), PACKET_TYPES.get(packet_type, str(packet_type))
             port = None
         else:
-            payload, ancillary, _, address = sock.recvmsg(RECEIVE_SIZE, socket.CMSG_SPACE(20))
+            payload, ancillary, _flags, address = sock.recvmsg(RECEIVE_SIZE, socket.CMSG_SPACE(20))
             source, port, destination = "%s:%d" % (_bracket(address[0]), address[1]), sock.getsockname()[1], _destination(ancillary)
         self.handle(payload, via=via, source=source, destination=destination, port=port)
 

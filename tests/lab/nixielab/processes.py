@@ -21,6 +21,7 @@ PACKAGE_PARENT = Path(__file__).resolve().parents[1]
 REPO_ROOT = PACKAGE_PARENT.parents[1]
 STATE_ROOT = REPO_ROOT / ".lab"
 NAMESPACE_PREFIX = "nxl-"
+OWNER_FILE = "owner"  # no .json: records are the *.json files
 
 
 class LabError(RuntimeError):
@@ -90,15 +91,32 @@ class ProcessTracker:
 
     Several OS processes may share one directory: the power daemon records the QEMU machines it
     starts in the directory of the lab that started the daemon, so stopping the lab stops them too.
+    The directory also names its owner (the process that created the lab), so that a teardown can
+    tell processes left behind by a dead test run from those of a run still going on.
     """
 
     def __init__(self, directory: Path):
         self.directory = Path(directory)
         self._children: dict[int, subprocess.Popen] = {}
 
+    def claim(self) -> None:
+        """Record the calling process as the owner, unless an owner is recorded already."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        owner = self.directory / OWNER_FILE
+        if not owner.exists():
+            owner.write_text("%d %s\n" % (os.getpid(), start_time(os.getpid())), encoding="ascii")
+
+    def live_owner(self) -> int | None:
+        """PID of the owner if it still runs, else None."""
+        try:
+            pid, started = (self.directory / OWNER_FILE).read_text(encoding="ascii").split()
+        except (OSError, ValueError):
+            return None
+        return int(pid) if str(start_time(int(pid))) == started else None
+
     def spawn(self, label: str, argv: list[str], **popen_kwargs) -> subprocess.Popen:
         """Start `argv` (subprocess.Popen keyword arguments allowed) and record it under `label`."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.claim()
         process = subprocess.Popen(argv, **popen_kwargs)  # pylint: disable=consider-using-with  # lives beyond this call
         started = start_time(process.pid)
         record = {"label": label, "pid": process.pid, "start_time": started, "argv": argv}

@@ -1,8 +1,10 @@
 """The lab's site DHCP server: the ordinary DHCP server a real network already has.
 
-It hands out addresses and nothing else (no boot file, no next-server options, no PXE menu), so
-everything a lab machine learns about network booting must come from Nixie's ProxyDHCP. It runs
-dnsmasq (from `dnsmasq-base`, which has no system service) in the lab namespace, bound to the bridge.
+It hands out addresses and nothing else (no boot file, no PXE options, no router), so everything a
+lab machine learns about network booting must come from Nixie's ProxyDHCP. Like the dnsmasq in
+many home routers, it does put its own address into the BOOTP next-server field (siaddr): a
+ProxyDHCP client must not take that for a TFTP server. It runs dnsmasq (from `dnsmasq-base`,
+which has no system service) in the lab namespace, bound to the bridge.
 """
 
 from __future__ import annotations
@@ -88,15 +90,6 @@ class SiteDhcp:
             # IPv4 lines: expiry, MAC, address, hostname, client id
             if len(fields) >= 3 and ":" in fields[1] and "." in fields[2]:
                 leases[fields[1].lower()] = ipaddress.IPv4Address(fields[2])
-        return leases
-
-    def leases6(self) -> dict[str, ipaddress.IPv6Address]:
-        """Current DHCPv6 leases, client DUID (hex, as dnsmasq writes it) to address."""
-        leases = {}
-        for fields in self._lease_lines():
-            # IPv6 lines (after dnsmasq's own "duid" line): expiry, IAID, address, hostname, client DUID
-            if len(fields) >= 5 and fields[0] != "duid" and ":" in fields[2]:
-                leases[fields[4].lower()] = ipaddress.IPv6Address(fields[2])
         return leases
 
     def wait_for_lease(self, mac: str, timeout: float) -> ipaddress.IPv4Address:

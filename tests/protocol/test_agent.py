@@ -1,0 +1,219 @@
+# Copyright: Nixie developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""agent/nixie-agent under busybox sh (busybox wget/ip and no blkid, as in the lab's initramfs), dash and bash
+(curl, iproute2, util-linux), reporting to the real HTTP server on 127.0.0.1.
+
+Only the inputs are faked, through the agent's environment overrides: the kernel command line, sysfs,
+/etc and /dev (regular files with real filesystem signatures), and the root of /root/.ssh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import socket
+import stat
+import subprocess
+import threading
+import time
+
+import pytest
+
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.events import EventLog
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.http import BootState, make_app, start_http
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.tokens import TokenStore
+
+AGENT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "agent", "nixie-agent")
+MAC = "52:54:00:aa:00:01"
+SECOND_MAC = "52:54:00:aa:00:0b"
+DEPLOYER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ7n8yY9tDm3rPsn0pO3m2b3QH7O0Y1pFq3u1cJ3B0Zx deployer@contrôleur"
+BUSYBOX_APPLETS = ("sh", "wget", "ip", "awk", "sed", "tr", "cat", "grep", "head", "mktemp", "rm", "mkdir", "chmod",
+                   "touch", "sleep", "dd", "od", "timeout")
+
+
+class ServerThread:
+    def __init__(self, state, port=0):
+        self.loop = asyncio.new_event_loop()
+        started = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(state, port, started), daemon=True)
+        self.thread.start()
+        assert started.wait(10)
+
+    def _run(self, state, port, started):
+        asyncio.set_event_loop(self.loop)
+        self.runner = self.loop.run_until_complete(start_http(make_app(state), "127.0.0.1", port))
+        self.port = self.runner.addresses[0][1]
+        started.set()
+        self.loop.run_forever()
+        self.loop.run_until_complete(self.runner.cleanup())
+        self.loop.close()
+
+    def stop(self):
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def write(path, content, mode="w"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, mode) as handle:
+        handle.write(content)
+
+
+@pytest.fixture
+def machine(tmp_path):
+    """A fake installer: two NICs plus lo and an InfiniBand port, two disks plus loop/sr, SSH and dropbear keys."""
+    sysfs, etc, dev = tmp_path / "sys", tmp_path / "etc", tmp_path / "dev"
+    for nic, address in (("lo", "00:00:00:00:00:00"), ("eth0", MAC), ("eth1", SECOND_MAC.upper()),
+                         ("ib0", "80:00:02:08:fe:80:00:00:00:00:00:00:00:02:c9:03:00:0a:0b:0c")):
+        write(sysfs / "class" / "net" / nic / "address", address + "\n")
+    write(sysfs / "block" / "vda" / "size", "16777216\n")
+    write(sysfs / "block" / "vda" / "device" / "model", "QEMU HARDDISK   \n")
+    write(sysfs / "block" / "vda" / "vda1" / "partition", "1\n")
+    write(sysfs / "block" / "vda" / "vda1" / "size", "2048\n")
+    write(sysfs / "block" / "vdb" / "size", "2097152\n")
+    write(sysfs / "block" / "loop0" / "size", "100\n")
+    write(sysfs / "block" / "sr0" / "size", "100\n")
+    dev.mkdir()
+    # vda1 carries a real ext4 signature; vda and vdb are blank.
+    write(dev / "vda1", b"\0" * (2 * 1024 * 1024), "wb")
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(dev / "vda1")], check=True, capture_output=True)
+    write(dev / "vda", b"\0" * 65536, "wb")
+    write(dev / "vdb", b"\0" * 65536, "wb")
+    (etc / "ssh").mkdir(parents=True)
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "root@installer",
+                    "-f", str(etc / "ssh" / "ssh_host_ed25519_key")], check=True)
+    (etc / "dropbear").mkdir()
+    subprocess.run(["dropbearkey", "-t", "ed25519", "-f", str(etc / "dropbear" / "dropbear_ed25519_host_key")],
+                   check=True, capture_output=True)
+    dropbear = subprocess.run(["dropbearkey", "-y", "-f", str(etc / "dropbear" / "dropbear_ed25519_host_key")],
+                              check=True, capture_output=True, text=True).stdout
+    write(etc / "os-release", 'NAME=NixOS\nID=nixos\nVARIANT_ID=installer\n# a comment\n'
+                              'PRETTY_NAME="NixOS 24.11 (Vicuña) \\"x\\" \\\\"\nBAD-KEY=1\nVERSION_ID=\'24.11\'\n')
+    return {
+        "sysfs": sysfs, "etc": etc, "dev": dev, "root": tmp_path / "root", "cmdline": tmp_path / "cmdline",
+        "ssh_key": (etc / "ssh" / "ssh_host_ed25519_key.pub").read_text().strip(),
+        "dropbear_key": next(line for line in dropbear.splitlines() if line.startswith("ssh-ed25519")),
+        "tmp": tmp_path,
+    }
+
+
+@pytest.fixture
+def state(tmp_path):
+    hosts = {MAC: Host("nixie-01", MAC)}
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    events = EventLog(str(run_dir), host_names={MAC: "nixie-01"})
+    kernel = tmp_path / "kernel"
+    kernel.write_bytes(b"k")
+    boot_state = BootState(hosts, str(kernel), str(kernel), "init=/x/init", str(tmp_path), DEPLOYER_KEY, TokenStore(),
+                           events, ["http://127.0.0.1:0"])
+    yield boot_state
+    events.close()
+
+
+def shell_command(shell, machine):
+    """The command line and PATH for running the agent under ``shell``."""
+    if shell == "busybox":
+        # Only busybox applets (and dropbearkey, as in the lab's installer): no curl, no iproute2.
+        bin_dir = machine["tmp"] / "busybox-bin"
+        bin_dir.mkdir(exist_ok=True)
+        for applet in BUSYBOX_APPLETS:
+            if not (bin_dir / applet).exists():
+                (bin_dir / applet).symlink_to(shutil.which("busybox"))
+        if not (bin_dir / "dropbearkey").exists():
+            (bin_dir / "dropbearkey").symlink_to(shutil.which("dropbearkey"))
+        return [shutil.which("busybox"), "sh", AGENT], str(bin_dir)
+    path = os.pathsep.join([os.path.dirname(shutil.which("curl")), "/usr/sbin", "/sbin", "/usr/bin", "/bin"])
+    return [shutil.which(shell), AGENT], path
+
+
+def start_agent(shell, machine, api, token):
+    write(machine["cmdline"], "BOOT_IMAGE=/bzImage init=/x/init nixie.api=%s nixie.token=%s quiet\n" % (api, token))
+    command, path = shell_command(shell, machine)
+    env = {"PATH": path, "NIXIE_CMDLINE": str(machine["cmdline"]), "NIXIE_ROOT": str(machine["root"]),
+           "NIXIE_SYSFS": str(machine["sysfs"]), "NIXIE_ETC": str(machine["etc"]), "NIXIE_DEV": str(machine["dev"])}
+    return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def check_report(state, machine):
+    entry = state.events.host(MAC)
+    assert entry["last_event"]["step"] == "phone_home"
+    report = entry["report"]
+    assert report["macs"] == [MAC, SECOND_MAC]
+    assert report["ip"] == "127.0.0.1" and report["source_ip"] == "127.0.0.1"
+    assert sorted(report["ssh_host_keys"]) == sorted([machine["ssh_key"], machine["dropbear_key"]])
+    assert report["disks"] == [
+        {"name": "vda", "size_bytes": 16777216 * 512, "model": "QEMU HARDDISK", "has_partitions": True, "has_filesystem": True},
+        {"name": "vdb", "size_bytes": 2097152 * 512, "model": "", "has_partitions": False, "has_filesystem": False},
+    ]
+    assert report["os_release"] == {"NAME": "NixOS", "ID": "nixos", "VARIANT_ID": "installer", "VERSION_ID": "24.11",
+                                    "PRETTY_NAME": 'NixOS 24.11 (Vicuña) \\"x\\" \\\\'}
+    keys = machine["root"] / "root" / ".ssh" / "authorized_keys"
+    assert keys.read_text(encoding="utf-8") == DEPLOYER_KEY + "\n"
+    assert stat.S_IMODE(keys.stat().st_mode) == 0o600
+    assert stat.S_IMODE(keys.parent.stat().st_mode) == 0o700
+
+
+@pytest.mark.parametrize("shell", ["busybox", "dash", "bash"])
+def test_agent_reports_and_installs_key(shell, machine, state):
+    server = ServerThread(state)
+    try:
+        state.base_urls = ["http://127.0.0.1:%d" % server.port]
+        token = state.tokens.mint(MAC)
+        agent = start_agent(shell, machine, "http://127.0.0.1:%d/api/v1" % server.port, token)
+        try:
+            out, err = agent.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            out, err = agent.communicate()
+        assert agent.returncode == 0, err
+        check_report(state, machine)
+        # A second run (systemd restarting it) re-reports from the same address and does not duplicate the key.
+        agent = start_agent(shell, machine, "http://127.0.0.1:%d/api/v1" % server.port, token)
+        assert agent.wait(timeout=60) == 0
+        check_report(state, machine)
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("shell", ["busybox", "bash"])
+def test_agent_retries_until_the_server_comes_up(shell, machine, state):
+    port = free_port()
+    token = state.tokens.mint(MAC)
+    started = time.monotonic()
+    agent = start_agent(shell, machine, "http://127.0.0.1:%d/api/v1" % port, token)
+    time.sleep(2.5)
+    assert agent.poll() is None, "the agent must keep trying while the server is down"
+    server = ServerThread(state, port=port)
+    try:
+        out, err = agent.communicate(timeout=30)
+        assert agent.returncode == 0, err
+        assert time.monotonic() - started >= 2.5
+        check_report(state, machine)
+    finally:
+        server.stop()
+
+
+def test_agent_without_nixie_parameters_exits_2(machine):
+    write(machine["cmdline"], "BOOT_IMAGE=/bzImage quiet\n")
+    command, path = shell_command("busybox", machine)
+    done = subprocess.run(command, env={"PATH": path, "NIXIE_CMDLINE": str(machine["cmdline"])},
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 2 and "not booted by Nixie" in done.stderr
+
+
+def test_agent_script_is_posix_sh_and_executable():
+    with open(AGENT, encoding="utf-8") as handle:
+        assert handle.readline() == "#!/bin/sh\n"
+    assert os.access(AGENT, os.X_OK)
+    if shutil.which("shellcheck"):
+        done = subprocess.run(["shellcheck", "-s", "sh", AGENT], capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stdout
