@@ -13,6 +13,7 @@ import asyncio
 import errno
 import hashlib
 import json
+import logging
 import os
 import signal
 
@@ -92,6 +93,9 @@ def _explain_bind_failure(protocol, port, exc):
 
 async def _serve(config, ready):
     hosts, binaries = validate_config(config)
+    # tftpy logs every malformed or refused packet at ERROR; tftp.py records those as events already, and a
+    # scanner on the boot network must not be able to fill server.log.
+    logging.getLogger("tftpy").setLevel(logging.CRITICAL)
     run_dir = config["run_dir"]
     address = ServerAddress(config["address"], config["http_port"])
     events = EventLog(run_dir, {host.mac: host.name for host in hosts})
