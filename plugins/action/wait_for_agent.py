@@ -46,7 +46,7 @@ class ActionModule(ActionBase):
         if self._task.check_mode:
             result.update(skipped=True, msg="check mode: no boot server runs to wait for")
             return result
-        _, args = self.validate_argument_spec(argument_spec=dict(
+        dummy, args = self.validate_argument_spec(argument_spec=dict(
             run_dir=dict(type="path", required=True),
             mac=dict(type="str"),
             timeout=dict(type="int", default=600),

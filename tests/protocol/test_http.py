@@ -233,7 +233,7 @@ def curl(*args, source="127.0.0.1"):
     """Run curl; return (status, headers text, body bytes)."""
     done = subprocess.run(["curl", "-sS", "--path-as-is", "--interface", source, "-D", "/dev/stderr", "-o", "-",
                            "-w", "\n%{http_code}", *args], capture_output=True, timeout=60, check=True)
-    body, _, status = done.stdout.rpartition(b"\n")
+    body, dummy, status = done.stdout.rpartition(b"\n")
     return int(status), done.stderr.decode("latin-1"), body
 
 
@@ -245,7 +245,7 @@ def header(headers, name):
 
 
 def fetch_script(server, mac="52-54-00-aa-00-01", source="127.0.0.1"):
-    status, _, body = curl(server.base + "/boot/%s.ipxe" % mac, source=source)
+    status, dummy, body = curl(server.base + "/boot/%s.ipxe" % mac, source=source)
     assert status == 200
     return script_values(body.decode())
 
@@ -256,7 +256,7 @@ def phone_home(server, token, body, source="127.0.0.1"):
                            "-H", "Authorization: Bearer " + token, "-H", "Content-Type: application/json",
                            "--data-binary", "@-", server.base + "/api/v1/phone-home"],
                           input=payload, capture_output=True, timeout=60, check=True)
-    answer, _, status = done.stdout.rpartition(b"\n")
+    answer, dummy, status = done.stdout.rpartition(b"\n")
     return int(status), answer
 
 
@@ -279,7 +279,7 @@ def test_curl_kernel_has_length_and_ranges(server, files):
     status, headers, body = curl("-r", "1000-1999", values["kernel"])
     assert status == 206 and body == kernel[1000:2000]
     assert header(headers, "Content-Range") == "bytes 1000-1999/%d" % len(kernel)
-    status, _, body = curl("-r", "-100", values["initrd"])
+    status, dummy, body = curl("-r", "-100", values["initrd"])
     assert status == 206 and body == files["initrd"].read_bytes()[-100:]
     steps = [event["step"] for event in map(json.loads, open(server.state.events.path, encoding="utf-8"))]
     assert steps.count("kernel") == 2 and steps.count("initrd") == 1
@@ -287,13 +287,13 @@ def test_curl_kernel_has_length_and_ranges(server, files):
 
 def test_curl_files_need_a_valid_signature(server):
     values = fetch_script(server)
-    base, _, kind = values["kernel"].rpartition("/")
-    prefix, _, signature = base.rpartition("/")
+    base, dummy, kind = values["kernel"].rpartition("/")
+    prefix, dummy, signature = base.rpartition("/")
     forged = "0" * 32 if signature != "0" * 32 else "1" * 32
     for url in (prefix + "/" + forged + "/kernel",                                  # forged signature
                 prefix.replace("aa-00-01", "aa-00-02") + "/" + signature + "/kernel",  # another host's MAC
                 base + "/bzImage", base + "/../initrd.bak"):
-        status, _, body = curl(url)
+        status, dummy, body = curl(url)
         assert status == 404 and body == b"", url
 
 
@@ -315,9 +315,9 @@ def test_curl_phone_home_replay_forged_too_large(server, tmp_path):
     assert phone_home(server, "A" * 43, report(key)) == (403, b"")
     assert phone_home(server, token[:-2], report(key)) == (403, b"")
     assert phone_home(server, token, report(key, macs=["52:54:00:aa:00:99"])) == (403, b"")
-    status, _, _ = curl("-H", "Authorization: Bearer " + token, server.base + "/api/v1/authorized-keys", source="127.0.0.3")
+    status, dummy, dummy = curl("-H", "Authorization: Bearer " + token, server.base + "/api/v1/authorized-keys", source="127.0.0.3")
     assert status == 403
-    status, _, body = curl("-H", "Authorization: Bearer " + token, server.base + "/api/v1/authorized-keys")
+    status, dummy, body = curl("-H", "Authorization: Bearer " + token, server.base + "/api/v1/authorized-keys")
     assert status == 200 and json.loads(body)["authorized_keys"] == DEPLOYER_KEY
     # A fresh script (the host rebooted into the installer) replaces the token.
     new_token = fetch_script(server)["token"]
@@ -333,10 +333,10 @@ def test_curl_phone_home_replay_forged_too_large(server, tmp_path):
 def test_events_only_for_loopback_and_own_addresses(server):
     # 127.0.0.2 is the server's advertised address, 127.0.0.1 is loopback proper; 127.0.0.3 plays a LAN host.
     for source in ("127.0.0.1", "127.0.0.2"):
-        status, _, body = curl(server.base + "/api/v1/events", source=source)
+        status, dummy, body = curl(server.base + "/api/v1/events", source=source)
         assert status == 200 and MAC in json.loads(body)["hosts"], source
     for path in ("/api/v1/events", "/api/v1/hosts/52-54-00-aa-00-01"):
-        status, _, body = curl(server.base + path, source="127.0.0.3")
+        status, dummy, body = curl(server.base + path, source="127.0.0.3")
         assert (status, body) == (403, b""), path
 
 
@@ -376,7 +376,7 @@ TRAVERSALS = [
 
 @pytest.mark.parametrize("path", TRAVERSALS)
 def test_curl_traversal_refused(server, path):
-    status, _, body = curl(server.base + path)
+    status, dummy, body = curl(server.base + path)
     assert status in (400, 403, 404), (path, status)
     assert b"root:" not in body and b"NOT-FOR-CLIENTS" not in body
 

@@ -67,13 +67,13 @@ def exchange(server, packet, wait=2.0):
         sock.settimeout(wait)
         sock.sendto(packet, server.address)
         try:
-            answer, _ = sock.recvfrom(70000)
+            answer, sender = sock.recvfrom(70000)
         except socket.timeout:
             return None
         opcode = struct.unpack("!H", answer[:2])[0]
         if opcode in (DATA, OACK):
             # Tell the server to stop this transfer at once rather than wait for its retries.
-            sock.sendto(struct.pack("!HH", ERROR, 0) + b"done\0", _)
+            sock.sendto(struct.pack("!HH", ERROR, 0) + b"done\0", sender)
         return opcode, answer[2:]
 
 
@@ -196,16 +196,16 @@ def mutations(seed, count):
     seeds = [rrq("ipxe.efi"), rrq("undionly.kpxe", options=[(b"blksize", b"1468"), (b"tsize", b"0")]),
              rrq("x", opcode=WRQ), struct.pack("!HH", ACK, 1), struct.pack("!HH", DATA, 1) + b"data",
              struct.pack("!HH", ERROR, 3) + b"oops\0", struct.pack("!H", OACK) + b"blksize\0" + b"9\0"]
-    for _ in range(count):
+    for dummy in range(count):
         packet = bytearray(rng.choice(seeds))
-        for _ in range(rng.randint(1, 4)):
+        for dummy in range(rng.randint(1, 4)):
             action = rng.randrange(5)
             if action == 0 and packet:
                 packet[rng.randrange(len(packet))] = rng.randrange(256)
             elif action == 1:
                 del packet[rng.randrange(len(packet) + 1):]
             elif action == 2:
-                packet[rng.randrange(len(packet) + 1):0] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
+                packet[rng.randrange(len(packet) + 1):0] = bytes(rng.randrange(256) for dummy in range(rng.randint(1, 8)))
             elif action == 3:
                 packet[0:2] = struct.pack("!H", rng.choice([0, 1, 2, 3, 4, 5, 6, 7, 255, 65535]))
             else:
@@ -232,7 +232,7 @@ def test_fuzz_packet_codec_100k():
 
 
 def test_server_survives_malformed_burst(server, tftp_dir, tmp_path):
-    senders = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(4)]
+    senders = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for dummy in range(4)]
     try:
         for index, packet in enumerate(mutations(2, 20_000)):
             senders[index % 4].sendto(packet, server.address)

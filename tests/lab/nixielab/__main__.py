@@ -1,8 +1,8 @@
 """Command line of the lab: `python -m nixielab demo | teardown | build-installer` (as root).
 
-demo             builds the test installer, creates a lab with a SeaBIOS and an OVMF machine, powers
-                 them on by running the collection's wake module through ansible-playbook in the
-                 controller namespace, shows each firmware's PXE DHCPDISCOVER, and tears everything down.
+demo             builds the test installer, creates a lab with a SeaBIOS and an OVMF machine, runs the
+                 collection's netboot playbook in the controller namespace (installer built by nix, boot
+                 server, Wake-on-LAN, netboot, phone-home), shows the facts and boot steps, tears down.
 teardown [--all] stops every process recorded under .lab/ by labs whose test run has died, deletes their
                  nxl-* namespaces and run directories: the way back to a clean machine after a killed
                  run. Labs of runs still going on are left alone unless --all is given.
@@ -20,8 +20,8 @@ import time
 from .installer import build_installer
 from .processes import NAMESPACE_PREFIX, STATE_ROOT, LabError, ProcessTracker, start_time, stop_pid
 
-DEMO_MACHINES = (("bios1", "52:54:00:21:30:01", "bios"), ("uefi1", "52:54:00:21:30:02", "uefi"))
-DISCOVER_TIMEOUT = 60
+DEMO_MACHINES = (("bios1", "52:54:00:21:30:01", "bios", "e1000"), ("uefi1", "52:54:00:21:30:02", "uefi", "virtio-native"))
+FIRMWARE_NAMES = {("bios", "e1000"): "SeaBIOS + QEMU's iPXE ROM", ("uefi", "virtio-native"): "OVMF, EDK2's own PXE client"}
 
 
 def build_installer_command() -> None:
@@ -30,35 +30,36 @@ def build_installer_command() -> None:
 
 
 def demo() -> None:
-    # Imported here: scapy (behind capture) takes a second to load, which teardown should not pay.
-    from .capture import Capture, client_arch, vendor_class  # pylint: disable=import-outside-toplevel
+    """The main job in the lab: the collection's netboot playbook powers two machines on by WoL, they netboot the
+    installer through Nixie's boot server, and their agents' addresses come back as facts."""
+    from . import netboot  # pylint: disable=import-outside-toplevel
     from .net import LabNetwork  # pylint: disable=import-outside-toplevel
-    from .playbook import WAKE_PLAYBOOK, run_playbook, write_inventory  # pylint: disable=import-outside-toplevel
 
     print("== test installer")
-    build_installer_command()
+    installer = build_installer()
+    print("  %s, %s" % (installer.kernel, installer.initrd))
     with LabNetwork("demo") as lab:
         print("\n== lab %s: namespaces %s and %s, run directory %s" % (lab.tag, lab.ctl_ns, lab.lab_ns, lab.run_dir))
-        for name, mac, firmware in DEMO_MACHINES:
-            lab.add_machine(name, mac, firmware=firmware)
-            print("  machine %-6s %s %s (off)" % (name, mac, "SeaBIOS + iPXE ROM" if firmware == "bios" else "OVMF"))
-        power = lab.start_power_daemon()
-        inventory = write_inventory(lab.run_dir, lab.machines)
-        with Capture(lab) as capture:
-            print("\n== ansible-playbook -i %s %s (in %s)" % (inventory.name, WAKE_PLAYBOOK.name, lab.ctl_ns))
-            started = time.monotonic()
-            print(run_playbook(lab, WAKE_PLAYBOOK, inventory).stdout.strip())
-            print("(%.1f s)" % (time.monotonic() - started))
-            print("\n== power daemon log")
-            for packet in power.packets():
-                print("  %(via)s from %(source)s to %(destination)s: magic packet for %(mac)s -> %(action)s" % packet)
-            print("\n== firmware network boot, seen on %s" % lab.bridge)
-            for machine in lab.machines:
-                discovers = capture.wait_for(lambda machine=machine: capture.pxe_discovers(machine.mac), DISCOVER_TIMEOUT,
-                                             "PXE DHCPDISCOVER from %s" % machine.name)
-                powered_on = next(packet["time"] for packet in power.packets(machine.mac) if packet["action"] == "started")
-                print("  %-6s DHCPDISCOVER %4.1f s after power-on: option 93 (arch) %d, option 60 %s"
-                      % (machine.name, float(discovers[0].time) - powered_on, client_arch(discovers[0]), vendor_class(discovers[0]).decode()))
+        for name, mac, firmware, nic in DEMO_MACHINES:
+            lab.add_machine(name, mac, firmware=firmware, nic=nic)
+            print("  machine %-6s %s %s (off)" % (name, mac, FIRMWARE_NAMES[firmware, nic]))
+        lab.start_power_daemon()
+        run = netboot.prepare(lab, installer, lab.machines, lab.run_dir / "netboot")
+        print("\n== ansible-playbook -i %s nixie.provision.netboot (in %s)" % (run.inventory, lab.ctl_ns))
+        started = time.monotonic()
+        print(netboot.run(lab, run).strip())
+        print("(%.1f s: nix build of the installer, boot server, Wake-on-LAN, two network boots, two phone-homes)"
+              % (time.monotonic() - started))
+        print("\n== facts")
+        for machine in lab.machines:
+            facts = run.facts(machine.name)
+            print("  %-6s nixie_ip=%s  host key %s" % (machine.name, facts["nixie_ip"], " ".join(facts["nixie_agent"]["ssh_host_keys"][0].split()[:2])))
+        print("\n== boot steps per machine (%s)" % (run.run_dir / "events.jsonl"))
+        first = {}
+        for event in run.events():
+            if event["mac"] in first or event["host"]:
+                first.setdefault(event["mac"], event["ts"])
+                print("  %-6s +%5.1f s  %s" % (event["host"], event["ts"] - first[event["mac"]], event["step"]))
         print("\n== tearing down lab %s" % lab.tag)
     print("done: no namespace or process of the demo is left")
 

@@ -131,7 +131,7 @@ class Machine:  # pylint: disable=too-many-instance-attributes  # one field per 
             "-nodefaults", "-display", "none",  # no stray default NIC, CD-ROM or floppy to boot from
             "-chardev", "file,id=serial0,path=%s" % self.serial_path, "-serial", "chardev:serial0",
             "-monitor", "unix:%s,server=on,wait=off" % self.monitor_path,
-            "-pidfile", str(self.pid_path),
+            "-pidfile", str(self.pid_path),  # for people and tools outside the lab; the lab uses its records
             "-netdev", "tap,id=net0,ifname=%s,script=no,downscript=no" % self.tap, "-device", nic,
             # bootindex orders the firmware's boot list: the network first, then the disk, as a
             # machine set up for network provisioning is.
@@ -156,7 +156,7 @@ class Machine:  # pylint: disable=too-many-instance-attributes  # one field per 
             stale.unlink(missing_ok=True)
         with open(self.qemu_log_path, "ab") as qemu_log:
             self._process = ProcessTracker(self.tracker_dir).spawn(
-                "qemu-%s" % self.name, in_netns(self.netns, self.qemu_argv()),
+                self._process_label, in_netns(self.netns, self.qemu_argv()),
                 stdin=subprocess.DEVNULL, stdout=qemu_log, stderr=subprocess.STDOUT)
 
     @property
@@ -164,11 +164,16 @@ class Machine:  # pylint: disable=too-many-instance-attributes  # one field per 
         """PID of the running QEMU process, None when the machine is off."""
         if self._process is not None:
             return self._process.pid if self._process.poll() is None else None
-        try:
-            pid = int(self.pid_path.read_text(encoding="ascii").strip())
-        except (OSError, ValueError):
-            return None
-        return pid if start_time(pid) is not None and "qemu" in _cmdline(pid) else None
+        # Started by another process (the power daemon): its record exists from the moment QEMU is
+        # spawned, unlike QEMU's pidfile, which appears only once QEMU has initialised.
+        for record in ProcessTracker(self.tracker_dir).records():
+            if record["label"] == self._process_label:
+                return record["pid"]
+        return None
+
+    @property
+    def _process_label(self) -> str:
+        return "qemu-%s" % self.name
 
     @property
     def running(self) -> bool:
@@ -259,13 +264,6 @@ class Machine:  # pylint: disable=too-many-instance-attributes  # one field per 
             run_checked(["mke2fs", "-q", "-F", "-t", "ext4", "-L", PREFILL_LABEL, "-d", str(content),
                          "-E", "offset=%d" % (2048 * 512), str(raw), "%dM" % PREFILL_SIZE_MIB])
             run_checked(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(self.disk_path)])
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path("/proc/%d/cmdline" % pid).read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
 
 
 def _read_until_prompt(connection: socket.socket) -> str:

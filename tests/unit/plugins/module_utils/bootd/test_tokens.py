@@ -22,7 +22,7 @@ def store():
 
 
 def test_minted_tokens_are_long_url_safe_and_unique(store):
-    minted = {store.mint(MAC) for _ in range(200)}
+    minted = {store.mint(MAC) for dummy in range(200)}
     assert len(minted) == 200
     for token in minted:
         assert len(token) >= 22  # 22 base64url characters carry 128 bits
