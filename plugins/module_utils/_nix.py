@@ -18,11 +18,11 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import time
 
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
+from ansible_collections.nixie.provision.plugins.module_utils._process import stop_process_group
 
 NIX_FEATURES = ["--extra-experimental-features", "nix-command flakes"]
 
@@ -179,7 +179,7 @@ class Nix:
         try:
             stdout, stderr = process.communicate(timeout=self._remaining())
         except subprocess.TimeoutExpired:
-            _stop(process)
+            stop_process_group(process)
             raise NixError("nix %s did not finish within the timeout: %s" % (subcommand, " ".join(command)))
         return process.returncode, stdout.decode("utf-8", "replace"), (stderr or b"").decode("utf-8", "replace")
 
@@ -221,17 +221,6 @@ class Nix:
 def _split_attribute(attribute):
     # The attributes this module passes are plain dotted names; quoting is only needed on the way back out.
     return attribute.split(".") if attribute else []
-
-
-def _stop(process):
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    except ProcessLookupError:
-        pass
 
 
 def toplevel_paths(nix, flake, hosts):

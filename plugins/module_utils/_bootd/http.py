@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import hmac
 import hashlib
 import ipaddress
@@ -313,6 +314,24 @@ class _Handlers:
         return web.json_response(entry)
 
 
+    async def mark_installed(self, request):
+        if not self._from_admin(request):
+            return self.refuse(request, 403, "only the controller marks hosts installed")
+        try:
+            mac = normalize_mac(request.match_info["mac"])
+        except ValueError:
+            mac = None
+        host = self.state.hosts.get(mac)
+        if host is None:
+            return _empty(404)
+        # From now on the host's script boots its disk: a machine that keeps the network first in its boot
+        # order must not fall back into the installer after the install's reboot.
+        self.state.hosts[mac] = dataclasses.replace(host, installed=True)
+        self.state.tokens.revoke(mac)
+        self.state.events.record(mac, "marked_installed", ip=self._client(request))
+        return web.json_response({"host": host.name, "mac": mac, "installed": True})
+
+
 def make_app(state):
     """Return the aiohttp application serving ``state`` (a BootState)."""
     if not HAS_AIOHTTP:
@@ -338,6 +357,7 @@ def make_app(state):
         web.get("/api/v1/authorized-keys", handlers.authorized_keys),
         web.get("/api/v1/events", handlers.events),
         web.get("/api/v1/hosts/{mac}", handlers.host),
+        web.post("/api/v1/hosts/{mac}/installed", handlers.mark_installed),
     ])
     return app
 

@@ -78,6 +78,7 @@ def teardown(everything: bool = False) -> None:
         for stopped in tracker.stop_all():
             print("stopped %s (lab %s)" % (stopped, run_dir.name))
         shutil.rmtree(run_dir)
+        print("removed %s" % run_dir)
     for namespace in (name for name in namespaces if name.startswith(NAMESPACE_PREFIX)):
         # A process the records missed (its lab was killed mid-start) would keep the namespace alive.
         for pid in map(int, subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True, check=False).stdout.split()):

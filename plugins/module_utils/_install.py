@@ -1,0 +1,134 @@
+# Copyright: Nixie developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Install one host with nixos-anywhere, safely.
+
+Before nixos-anywhere may touch the machine: its disks must be blank unless the user allowed wiping them,
+and the SSH host key answering at the target address must be the one the host's agent reported (nixos-anywhere
+itself turns host key checking off). The host's future SSH host key is generated here and handed over with
+``--extra-files``, so the installed system's key is known, and pinned, before it first boots.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import time
+
+from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
+from ansible_collections.nixie.provision.plugins.module_utils._process import stop_process_group
+
+LOG_TAIL_LINES = 20
+HOST_KEY_PATH = "etc/ssh/ssh_host_ed25519_key"
+
+
+class InstallError(NixieError):
+    """The host was not installed; the message says why and where the log is."""
+
+
+class UnsafeDisks(InstallError):
+    """The host's disks hold data and the user did not allow wiping them."""
+
+
+def _size(size_bytes):
+    return "%.1f GiB" % (size_bytes / 2.0 ** 30)
+
+
+def check_disks(name, disks, may_be_wiped):
+    """Raise UnsafeDisks unless every disk the agent reported is blank, or wiping was allowed for this host."""
+    if not disks:
+        raise UnsafeDisks("refusing to install %s: its agent reported no disk to install to" % name)
+    if may_be_wiped:
+        return
+    holding = []
+    for disk in disks:
+        contents = [what for what, present in (("partitions", disk.get("has_partitions")), ("a filesystem", disk.get("has_filesystem"))) if present]
+        if contents:
+            holding.append("%s (%s, %s) holds %s" % (disk.get("name"), _size(disk.get("size_bytes") or 0), disk.get("model") or "unknown model",
+                                                    " and ".join(contents)))
+    if holding:
+        raise UnsafeDisks("refusing to install %s: %s; nothing was written. Set \"disks_may_be_wiped\": true for %s in hosts.json "
+                          "(or nixie_disks_may_be_wiped for the host) to allow wiping" % (name, "; ".join(holding), name),
+                          disks=disks)
+
+
+def _key_identity(line):
+    """``(type, base64)`` of an OpenSSH public key line, with or without a leading host name."""
+    fields = line.split()
+    for index, field in enumerate(fields[:-1]):
+        if field.startswith(("ssh-", "ecdsa-", "sk-")):
+            return field, fields[index + 1]
+    return None
+
+
+def verify_host_key(target, reported_keys, timeout=10):
+    """Raise InstallError unless an SSH host key ``target`` answers with is one its agent reported.
+
+    A key answering that the agent never reported means another machine holds the address now: installing
+    there would wipe the wrong disks.
+    """
+    expected = {_key_identity(line) for line in reported_keys} - {None}
+    if not expected:
+        raise InstallError("the agent of %s reported no SSH host key to check it against" % target)
+    try:
+        scan = subprocess.run(["ssh-keyscan", "-T", str(timeout), target], capture_output=True, text=True, timeout=timeout + 5, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise InstallError("cannot scan the SSH host key of %s: %s" % (target, exc)) from None
+    offered = {_key_identity(line) for line in scan.stdout.splitlines() if line and not line.startswith("#")} - {None}
+    if not offered:
+        raise InstallError("%s offers no SSH host key (ssh-keyscan: %s)" % (target, scan.stderr.strip()[-300:] or "no answer"))
+    if not offered & expected or offered - expected:
+        raise InstallError("the SSH host key at %s is not the one its agent reported: another machine may hold the address; "
+                           "nothing was installed" % target, offered=sorted(" ".join(k) for k in offered))
+
+
+def ensure_host_key(extra_files, name):
+    """Create (once) the host's future ed25519 host key under ``extra_files``; return its public key line."""
+    private = os.path.join(extra_files, HOST_KEY_PATH)
+    if not os.path.exists(private):
+        os.makedirs(os.path.dirname(private), mode=0o755, exist_ok=True)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "root@%s" % name, "-f", private], check=True,
+                       capture_output=True)
+    with open(private + ".pub", encoding="utf-8") as handle:
+        return handle.read().strip()
+
+
+def nixos_anywhere_command(executable, flake, flake_attr, target, private_key, extra_files, substitute_on_destination, extra_args):
+    command = [
+        executable, "--flake", "%s#%s" % (flake, flake_attr), "--target-host", "root@%s" % target, "-i", private_key,
+        # kexec is skipped: the machine already runs the NixOS installer Nixie netbooted.
+        "--phases", "disko,install,reboot", "--extra-files", extra_files,
+    ]
+    if not substitute_on_destination:
+        command.append("--no-substitute-on-destination")
+    return command + list(extra_args)
+
+
+def _tail(path, lines=LOG_TAIL_LINES):
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        return "".join(handle.readlines()[-lines:])
+
+
+def run_logged(command, log_path, timeout):
+    """Run ``command`` with its output appended to ``log_path``; kill its whole process group at the deadline.
+
+    nixos-anywhere waits in unbounded loops (for SSH, for the reboot), so only a deadline ends a stuck install.
+    """
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    started = time.monotonic()
+    with open(log_path, "a", encoding="utf-8") as log:
+        log.write("\n=== %s: %s\n" % (time.strftime("%Y-%m-%d %H:%M:%S"), " ".join(command)))
+        log.flush()
+        try:
+            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        except OSError as exc:
+            raise InstallError("cannot run %s: %s" % (command[0], exc.strerror or exc), log=log_path) from None
+        try:
+            returncode = process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            stop_process_group(process)
+            raise InstallError("%s did not finish within %d s and was stopped; log: %s\n%s" % (
+                os.path.basename(command[0]), timeout, log_path, _tail(log_path)), log=log_path) from None
+    if returncode != 0:
+        raise InstallError("%s failed (exit %d); log: %s\n%s" % (os.path.basename(command[0]), returncode, log_path, _tail(log_path)),
+                           log=log_path, rc=returncode)
+    return time.monotonic() - started
