@@ -46,6 +46,9 @@ lab: bootstrap
 bench: bootstrap
 	python -m bench
 
+bench-smoke: bootstrap
+	python -m bench --smoke
+
 clean:
 	python -m nixielab teardown || true
 	rm -rf .cache .lab

@@ -315,6 +315,7 @@ class _Handlers:
 
 
     async def mark_installed(self, request):
+        """``POST {"installed": true|false}``: whether the host's script boots its disk or the installer."""
         if not self._from_admin(request):
             return self.refuse(request, 403, "only the controller marks hosts installed")
         try:
@@ -324,12 +325,18 @@ class _Handlers:
         host = self.state.hosts.get(mac)
         if host is None:
             return _empty(404)
-        # From now on the host's script boots its disk: a machine that keeps the network first in its boot
-        # order must not fall back into the installer after the install's reboot.
-        self.state.hosts[mac] = dataclasses.replace(host, installed=True)
+        try:
+            installed = json.loads((await request.read()) or b"{}").get("installed", True)
+        except (ValueError, AttributeError):
+            installed = None
+        if not isinstance(installed, bool):
+            return web.json_response({"error": "body: expected {\"installed\": true or false}"}, status=400)
+        # Marked before nixos-anywhere reboots the machine: one that keeps the network first in its boot order
+        # must then boot its new disk, not the installer again. A failed install marks it back.
+        self.state.hosts[mac] = dataclasses.replace(host, installed=installed)
         self.state.tokens.revoke(mac)
-        self.state.events.record(mac, "marked_installed", ip=self._client(request))
-        return web.json_response({"host": host.name, "mac": mac, "installed": True})
+        self.state.events.record(mac, "marked_installed" if installed else "marked_not_installed", ip=self._client(request))
+        return web.json_response({"host": host.name, "mac": mac, "installed": installed})
 
 
 def make_app(state):

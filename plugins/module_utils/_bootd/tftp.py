@@ -26,6 +26,7 @@ import os
 import select
 import shutil
 import socket
+import struct
 import tempfile
 import threading
 import time
@@ -35,7 +36,6 @@ try:
     from tftpy.TftpContexts import TftpContextServer
     from tftpy.TftpPacketFactory import TftpPacketFactory
     from tftpy.TftpPacketTypes import TftpPacketInitial
-    from tftpy.TftpShared import TftpTimeout, TftpTimeoutExpectACK
 except ImportError:
     HAS_TFTPY = False
     TFTPY_IMPORT_ERROR = traceback.format_exc()
@@ -48,8 +48,11 @@ IPXE_BINARIES = ("undionly.kpxe", "ipxe.efi", "snponly.efi", "ipxe-arm64.efi")
 
 # Largest datagram tftpy negotiates (blksize 65464 + headers fits): read whole packets, never truncate.
 _MAX_DATAGRAM = 65536
-# How often the loop looks at transfer timeouts when no packet arrives.
+# How often the loop looks at transfer timeouts, whether packets arrive or not.
 _TICK = 0.25
+# RFC 1350 opcodes of the data phase, and its header.
+_DATA, _ACK, _ERROR = 3, 4, 5
+_OPCODE_BLOCK = struct.Struct("!HH")
 
 _log = logging.getLogger(__name__)
 
@@ -92,7 +95,8 @@ class TftpServer:
         self._thread = None
         self._stopping = threading.Event()
         self._transfers = {}
-        self._transfer_by_sock = {}
+        self._poller = None
+        self._transfer_by_fd = {}
         self.malformed_packets = 0
 
     @property
@@ -130,19 +134,32 @@ class TftpServer:
     # -- the server thread ---------------------------------------------------------------------------
 
     def _serve(self):
+        # epoll itself rather than selectors: its per-event key objects cost as much as a packet here.
+        poller = select.epoll()
+        poller.register(self._sock.fileno(), select.EPOLLIN)
+        poller.register(self._wake_reader.fileno(), select.EPOLLIN)
+        self._poller = poller
+        request_fd = self._sock.fileno()
+        by_fd = self._transfer_by_fd
+        next_check = time.monotonic() + _TICK
         try:
             while not self._stopping.is_set():
-                watched = [self._sock, self._wake_reader] + list(self._transfer_by_sock)
-                ready = select.select(watched, [], [], _TICK)[0]
-                for sock in ready:
-                    if sock is self._sock:
+                ready = poller.poll(_TICK)
+                now = time.monotonic()
+                for fd, _mask in ready:
+                    transfer = by_fd.get(fd)
+                    if transfer is not None:
+                        self._on_transfer_packet(transfer, now)
+                    elif fd == request_fd:
                         self._on_request()
-                    elif sock in self._transfer_by_sock:
-                        self._on_transfer_packet(sock)
-                self._check_timeouts(time.time())
+                # Not after every packet: with 50 transfers that scan would cost more than the packets.
+                if now >= next_check:
+                    self._check_timeouts(now)
+                    next_check = now + _TICK
         finally:
             for key in list(self._transfers):
                 self._finish(key, "server stopped")
+            poller.close()
             self._sock.close()
             self._wake_reader.close()
             self._wake_writer.close()
@@ -186,63 +203,113 @@ class TftpServer:
             return
         if not isinstance(request, TftpPacketInitial):
             return
-        transfer = TftpContextServer(client_ip, client_port, self._timeout, self._empty_root,
-                                     self._open_binary, self._refuse_upload, retries=self._retries)
+        context = TftpContextServer(client_ip, client_port, self._timeout, self._empty_root,
+                                    self._open_binary, self._refuse_upload, retries=self._retries)
         try:
-            transfer.start(buffer)
+            context.start(buffer)
+            transfer = _Transfer(key, request.filename, context)
         except Exception as err:  # refused name or path, upload, bad option value: end this transfer only
-            transfer.end()
+            context.end()
             self._emit("refused", client_ip, file=request.filename, reason=str(err) or type(err).__name__)
             return
         self._transfers[key] = transfer
-        self._transfer_by_sock[transfer.sock] = key
-        self._emit("tftp_start", client_ip, file=request.filename, options=dict(transfer.options or {}))
+        self._transfer_by_fd[transfer.sock.fileno()] = transfer
+        self._poller.register(transfer.sock.fileno(), select.EPOLLIN)
+        self._emit("tftp_start", client_ip, file=request.filename, options=dict(context.options or {}))
 
-    def _on_transfer_packet(self, sock):
-        key = self._transfer_by_sock[sock]
-        transfer = self._transfers[key]
+    def _on_transfer_packet(self, transfer, now):
         try:
-            source = sock.recvfrom(_MAX_DATAGRAM, socket.MSG_PEEK)[1]
-        except OSError as err:
-            self._finish(key, str(err))
+            packet, source = transfer.sock.recvfrom(_MAX_DATAGRAM)
+        except BlockingIOError:
             return
-        if source != key:
-            # tftpy would act on a packet from anyone who learns the transfer's port: drop strangers'.
-            sock.recvfrom(_MAX_DATAGRAM)
+        except OSError as err:  # e.g. ICMP port unreachable: the client has gone
+            self._finish(transfer.key, str(err))
             return
-        transfer.timeout_expectACK = False
+        if source != transfer.key:
+            # The socket is connected, so the kernel drops strangers' datagrams; this catches any that
+            # arrived in the moment between tftpy's OACK and the connect.
+            return
         try:
-            transfer.cycle()
-        except TftpTimeoutExpectACK:
-            transfer.timeout_expectACK = True
+            opcode, block = _OPCODE_BLOCK.unpack_from(packet)
+        except struct.error:
+            self.malformed_packets += 1
             return
-        except Exception as err:  # peer error, malformed packet: this transfer ends, the server goes on
-            self._finish(key, str(err) or type(err).__name__)
-            return
-        if transfer.state is None:
-            self._finish(key, None)
+        if opcode == _ACK:
+            if transfer.acknowledged(block, now):
+                self._finish(transfer.key, None)
+        elif opcode == _ERROR:
+            message = packet[4:].split(b"\0", 1)[0].decode("ascii", "replace")
+            self._finish(transfer.key, "client error %d: %s" % (block, message))
 
     def _check_timeouts(self, now):
         for key, transfer in list(self._transfers.items()):
-            try:
-                transfer.checkTimeout(now)
+            if now - transfer.last_sent <= self._timeout:
                 continue
-            except TftpTimeout:
-                transfer.retry_count += 1
-            if transfer.retry_count >= transfer.retries:
+            transfer.retries += 1
+            if transfer.retries >= self._retries:
                 self._finish(key, "timed out")
-                continue
-            # Restart the clock, or a busy server would spend all retries of a stalled transfer at once.
-            transfer.last_update = now
-            try:
-                transfer.state.resendLast()
-            except Exception as err:
-                self._finish(key, str(err) or type(err).__name__)
+            else:
+                transfer.send(now)
 
     def _finish(self, key, error):
         transfer = self._transfers.pop(key)
-        del self._transfer_by_sock[transfer.sock]
-        transfer.end()
-        metrics = transfer.metrics
-        self._emit("tftp_done", key[0], file=transfer.file_to_transfer, ok=error is None, error=error,
-                   bytes=metrics.bytes, seconds=round(metrics.end_time - metrics.start_time, 6))
+        del self._transfer_by_fd[transfer.sock.fileno()]
+        self._poller.unregister(transfer.sock.fileno())
+        transfer.context.end()
+        self._emit("tftp_done", key[0], file=transfer.name, ok=error is None, error=error,
+                   bytes=transfer.bytes_sent, seconds=round(time.monotonic() - transfer.started, 6))
+
+
+class _Transfer:
+    """The data phase of one download that tftpy has accepted and started (with an OACK or DATA 1).
+
+    Blocks are counted from 0 (the OACK) without wrapping; the wire carries the count modulo 2^16, so
+    files beyond 65535 blocks work too. A duplicate ACK is ignored rather than answered, which avoids
+    the Sorcerer's Apprentice bug (RFC 1123 4.2.3.1); a lost packet is sent again by the timeout check.
+    """
+
+    __slots__ = ("key", "name", "context", "sock", "data", "blksize", "block", "last_block", "last_packet",
+                 "last_sent", "started", "retries")
+
+    def __init__(self, key, name, context):
+        self.key = key
+        self.name = name
+        self.context = context
+        self.sock = context.sock
+        self.sock.setblocking(False)
+        # Connected: the kernel drops other senders' datagrams, and send() needs no address lookup.
+        self.sock.connect(key)
+        context.fileobj.seek(0)
+        self.data = context.fileobj.read()
+        self.blksize = context.getBlocksize()
+        # tftpy sent block 0 (an OACK: the client asked for options) or block 1 (DATA, no options).
+        self.block = context.next_block
+        self.last_block = len(self.data) // self.blksize + 1
+        self.last_packet = context.last_pkt.buffer
+        self.started = self.last_sent = time.monotonic()
+        self.retries = 0
+
+    @property
+    def bytes_sent(self):
+        return min(len(self.data), self.block * self.blksize)
+
+    def acknowledged(self, block, now):
+        """Handle the client's ACK of ``block`` (16 bits) received at ``now``; True once the last block is acknowledged."""
+        if block != self.block & 0xFFFF:
+            return False
+        if self.block == self.last_block:
+            return True
+        self.block += 1
+        offset = (self.block - 1) * self.blksize
+        self.last_packet = _OPCODE_BLOCK.pack(_DATA, self.block & 0xFFFF) + self.data[offset:offset + self.blksize]
+        self.retries = 0
+        self.send(now)
+        return False
+
+    def send(self, now):
+        """Send the newest packet (again)."""
+        self.last_sent = now
+        try:
+            self.sock.send(self.last_packet)
+        except OSError:
+            pass  # a full buffer or an ICMP error is one lost packet: the timeout check sends it again

@@ -28,15 +28,18 @@ def write_inventory(directory: Path, machines: list[Machine]) -> Path:
 
 
 def run_playbook(lab: LabNetwork, playbook: Path, inventory: Path, extra_vars: dict | None = None,
-                 timeout: float = 180.0, environment: dict | None = None) -> subprocess.CompletedProcess:
-    """Run ansible-playbook in the controller namespace; LabError with its output when it fails."""
+                 timeout: float = 180.0, environment: dict | None = None, *, check: bool = True,
+                 limit: str | None = None) -> subprocess.CompletedProcess:
+    """Run ansible-playbook in the controller namespace; LabError with its output when it fails, unless `check` is false."""
     # The ansible-playbook next to this interpreter: the venv's, which has the collection's requirements.
     argv = [str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(inventory), str(playbook)]
     if extra_vars:
         argv += ["--extra-vars", json.dumps(extra_vars)]
+    if limit:
+        argv += ["--limit", limit]
     environment = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.environ.get("ANSIBLE_COLLECTIONS_PATH", str(COLLECTIONS_PATH)),
                        ANSIBLE_NOCOLOR="1", ANSIBLE_RETRY_FILES_ENABLED="0", **(environment or {}))
     result = lab.run_ctl(argv, env=environment, cwd=lab.run_dir, capture_output=True, text=True, timeout=timeout)
-    if result.returncode != 0:
+    if check and result.returncode != 0:
         raise LabError("ansible-playbook %s failed (exit %d):\n%s%s" % (playbook.name, result.returncode, result.stdout, result.stderr))
     return result
