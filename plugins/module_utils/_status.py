@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import os
+import re
 import shlex
 import signal
 import socket
@@ -45,6 +46,8 @@ REMOTE_SCRIPT = "; ".join((
 # The login shell may not be a POSIX shell (fish, nushell), so the script goes to sh explicitly.
 REMOTE_COMMAND = "sh -c %s" % shlex.quote(REMOTE_SCRIPT)
 
+_ESCAPED = re.compile(r"\\([$\"\\`])")
+
 ProbeOutput = collections.namedtuple("ProbeOutput", "os_release_text current_system nixie_boot")
 
 
@@ -64,13 +67,16 @@ def parse_os_release(text):
         key, value = line.split("=", 1)
         if not key.replace("_", "").isalnum():
             continue
-        try:
-            words = shlex.split(value)
-        except ValueError:
-            # An unbalanced quote: keep the raw text rather than lose the field.
-            words = [value]
-        fields[key] = " ".join(words)
+        fields[key] = _unquote(value)
     return fields
+
+
+def _unquote(value):
+    # os-release(5): a value may be in single or double quotes, and \$ \" \\ \` stand for the character.
+    # A value with an unbalanced quote is kept as it is rather than lost.
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        value = value[1:-1]
+    return _ESCAPED.sub(r"\1", value)
 
 
 def is_installer(os_release, nixie_boot=False):

@@ -168,7 +168,7 @@ def main():
         _install.verify_host_key(params["target"], report.get("ssh_host_keys") or [])
         seconds = _install.run_logged(command, log, params["timeout"])
     except _install.InstallError as exc:
-        module.fail_json(msg=str(exc), log=log, **exc.details)
+        module.fail_json(msg=str(exc), **dict({"log": log}, **exc.details))
     module.exit_json(changed=True, command=command, log=log, host_key=host_key, seconds=round(seconds, 1))
 
 

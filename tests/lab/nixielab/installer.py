@@ -30,9 +30,12 @@ from .processes import REPO_ROOT, LabError, run_checked
 CACHE_ROOT = REPO_ROOT / ".cache" / "lab-installer"
 FILES = Path(__file__).resolve().parent / "files"
 NIC_MODULES = ("e1000", "virtio_net", "virtio_pci")
+# virtio_blk: the machine's disk, which the agent reports and an installed system boots from (installed.py).
+MODULES = (*NIC_MODULES, "virtio_blk")
 KERNEL_CMDLINE = "console=ttyS0"
 BUSYBOX = Path("/bin/busybox")
-DROPBEAR = (Path("/usr/sbin/dropbear"), Path("/usr/bin/dropbearkey"))
+# dropbearconvert turns an installed host's injected OpenSSH host key into dropbear's format.
+DROPBEAR = (Path("/usr/sbin/dropbear"), Path("/usr/bin/dropbearkey"), Path("/usr/bin/dropbearconvert"))
 HOOKS_DIR = "etc/nixie/hooks.d"
 CPIO_ALIGNMENT = 4
 NEWC_MAGIC = b"070701"
@@ -42,6 +45,8 @@ ETC_FILES = {
     "etc/passwd": "root:x:0:0:root:/root:/bin/sh\n",
     "etc/group": "root:x:0:\n",
     "etc/shells": "/bin/sh\n",  # dropbear refuses users whose shell is not listed here
+    # What the NixOS netboot installer says of itself: agents report it, Nixie's status check reads it.
+    "etc/os-release": "NAME=NixOS\nID=nixos\nVARIANT_ID=installer\n",
 }
 
 
@@ -65,7 +70,7 @@ class CpioEntry:
     device: tuple[int, int] = (0, 0)
 
 
-def build_installer(modules: tuple[str, ...] = NIC_MODULES, cache_root: Path = CACHE_ROOT) -> Installer:
+def build_installer(modules: tuple[str, ...] = MODULES, cache_root: Path = CACHE_ROOT) -> Installer:
     """Build (or take from the cache) the test installer with kernel `modules` (and their dependencies) in its initramfs."""
     version = kernel_version()
     tree = kernel_tree(version, cache_root)

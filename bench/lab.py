@@ -1,0 +1,105 @@
+"""Two identical lab networks per measurement, one for Nixie and one for the reference tools.
+
+Each side gets its own nixielab.LabNetwork (controller namespace with ``nixie0`` 10.213.0.1, bridge, client
+namespaces), so both servers bind the same address and ports with the same files, never hear each other's
+DHCP, and can be measured in alternation without restarting anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import time
+from pathlib import Path
+
+from nixielab import LabNetwork
+
+SERVER_IP = "10.213.0.1"
+HTTP_PORT = 8080
+CLIENT_BASE = 50  # client namespaces get 10.213.0.50 and up (at most 150 of them); labs with clients run no site DHCP
+CLK_TCK = 100
+
+
+class Side:
+    """One lab (``name`` is "nixie" or "reference") with its client namespaces."""
+
+    def __init__(self, name, network):
+        self.name = name
+        self.lab = network
+        self.clients = []
+
+    def add_clients(self, count):
+        """Make sure ``count`` client namespaces exist, each with a static address; return them."""
+        while len(self.clients) < count:
+            index = len(self.clients)
+            client = self.lab.add_client("m%d" % index, "02:be:%02x:00:%02x:%02x" % (ord(self.name[0]), index >> 8, index & 0xFF))
+            client.address = "10.213.0.%d" % (CLIENT_BASE + index)
+            client.run(["ip", "addr", "add", client.address + "/24", "dev", client.iface], check=True)
+            self.clients.append(client)
+        return self.clients[:count]
+
+
+@contextlib.contextmanager
+def sides(**options):
+    """Yield (nixie, reference) Sides on fresh labs; ``options`` go to LabNetwork (site_dhcp, ipv6)."""
+    tag = secrets.token_hex(2)
+    with LabNetwork("bn-" + tag, **options) as nixie_lab, LabNetwork("br-" + tag, **options) as reference_lab:
+        yield Side("nixie", nixie_lab), Side("reference", reference_lab)
+
+
+def proc_stat(pid):
+    """(CPU seconds, RSS bytes) of one process."""
+    stat = Path("/proc/%d/stat" % pid).read_text(encoding="ascii")
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK, int(fields[21]) * 4096
+
+
+def family(pids):
+    """``pids`` and all their descendants (nginx's workers)."""
+    found = set(pids)
+    for path in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            stat = path.read_text(encoding="ascii")
+        except OSError:
+            continue
+        if int(stat[stat.rindex(")") + 2:].split()[1]) in found:
+            found.add(int(path.parent.name))
+    return sorted(found)
+
+
+def usage(pids):
+    """Total (CPU seconds, RSS bytes) of ``pids`` and their children."""
+    cpu = rss = 0
+    for pid in family(pids):
+        try:
+            seconds, resident = proc_stat(pid)
+        except (OSError, ValueError):
+            continue
+        cpu += seconds
+        rss += resident
+    return cpu, rss
+
+
+class Meter:
+    """CPU seconds and peak RSS of a server's processes over a ``with`` block, sampled every 50 ms by ``sample``."""
+
+    def __init__(self, pids):
+        self.pids = family(pids)
+        self.cpu = 0.0
+        self.peak_rss = 0
+        self.seconds = 0.0
+        self._cpu0 = self._t0 = 0.0
+
+    def __enter__(self):
+        self._cpu0, self.peak_rss = usage(self.pids)
+        self._t0 = time.monotonic()
+        return self
+
+    def sample(self):
+        self.peak_rss = max(self.peak_rss, usage(self.pids)[1])
+
+    def __exit__(self, *exc_info):
+        self.seconds = time.monotonic() - self._t0
+        cpu, rss = usage(self.pids)
+        self.cpu = cpu - self._cpu0
+        self.peak_rss = max(self.peak_rss, rss)

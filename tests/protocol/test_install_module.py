@@ -1,0 +1,141 @@
+"""nixie.provision.install run as an Ansible module in the lab's controller namespace against a real SSH server
+(dropbear) in a client namespace, with a recording stand-in for nixos-anywhere on PATH: data safety, host key
+check, the exact command line, logs, failures and the deadline."""
+
+import json
+import os
+import stat
+import subprocess
+import time
+
+import pytest
+from nixielab.ansiblerun import run_module
+from nixielab.net import LabNetwork
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
+
+TARGET = "10.213.0.77"
+BLANK_DISK = {"name": "vda", "size_bytes": 2 * 2 ** 30, "model": "QEMU HARDDISK", "has_partitions": False, "has_filesystem": False}
+# Records its argv and environment-chosen behaviour; the product never knows it is not nixos-anywhere.
+STAND_IN = """#!/bin/sh
+printf '%s\\n' "$@" > "$NIXIE_TEST_RECORD"
+echo "stand-in: installing"
+case "$NIXIE_TEST_MODE" in
+  fail) echo "stand-in: disko failed: no space left" >&2; exit 3 ;;
+  hang) sleep 300 & echo $! > "$NIXIE_TEST_RECORD.child"; wait ;;
+esac
+echo "stand-in: done"
+"""
+
+
+@pytest.fixture(scope="module")
+def net():
+    with LabNetwork(tag="install", site_dhcp=False) as lab:
+        yield lab
+
+
+@pytest.fixture(scope="module")
+def target(net, tmp_path_factory):
+    """A client namespace on the lab bridge running dropbear: an installer's SSH server."""
+    directory = tmp_path_factory.mktemp("target")
+    client = net.add_client("inst", "52:54:00:77:00:01")
+    client.run(["ip", "addr", "add", TARGET + "/24", "dev", "eth0"], check=True)
+    host_key = directory / "dropbear_ed25519_host_key"
+    subprocess.run(["dropbearkey", "-t", "ed25519", "-f", str(host_key)], check=True, capture_output=True)
+    public = subprocess.run(["dropbearkey", "-y", "-f", str(host_key)], check=True, capture_output=True, text=True).stdout
+    public_line = next(line for line in public.splitlines() if line.startswith("ssh-"))
+    client.popen(["dropbear", "-F", "-E", "-s", "-r", str(host_key), "-p", "22"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for dummy in range(50):
+        if net.run_ctl(["ssh-keyscan", "-T", "1", TARGET], capture_output=True, text=True).stdout.strip():
+            break
+        time.sleep(0.1)
+    return public_line
+
+
+@pytest.fixture
+def stand_in(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "nixos-anywhere"
+    script.write_text(STAND_IN)
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    record = tmp_path / "argv"
+    monkeypatch.setenv("PATH", "%s:%s" % (bin_dir, os.environ["PATH"]))
+    monkeypatch.setenv("NIXIE_TEST_RECORD", str(record))
+    return record
+
+
+def install_args(tmp_path, host_keys, disks=(BLANK_DISK,), **extra):
+    args = {"name": "nixie-01", "flake": "/srv/fleet", "target": TARGET, "ssh_private_key": "/root/.ssh/deployer",
+            "agent_report": {"ssh_host_keys": list(host_keys), "disks": list(disks)}, "run_dir": str(tmp_path / "run")}
+    args.update(extra)
+    return args
+
+
+def test_installs_with_the_exact_command_and_a_stable_injected_host_key(net, target, stand_in, tmp_path):
+    result = run_module("nixie.provision.install", install_args(tmp_path, [target], extra_args=["--build-on", "remote"]), netns=net.ctl_ns)
+    assert not result["failed"], result
+    extra_files = str(tmp_path / "run" / "nixie-01" / "extra-files")
+    expected = ["--flake", "/srv/fleet#nixie-01", "--target-host", "root@" + TARGET, "-i", "/root/.ssh/deployer",
+                "--phases", "disko,install,reboot", "--extra-files", extra_files, "--no-substitute-on-destination", "--build-on", "remote"]
+    assert stand_in.read_text().splitlines() == expected
+    assert result["command"][1:] == expected
+    log = (tmp_path / "run" / "nixie-01" / "install.log").read_text()
+    assert "stand-in: installing" in log and "stand-in: done" in log
+    key_file = tmp_path / "run" / "nixie-01" / "extra-files" / "etc" / "ssh" / "ssh_host_ed25519_key"
+    assert oct(key_file.stat().st_mode & 0o777) == "0o600"
+    assert result["host_key"] == (key_file.parent / "ssh_host_ed25519_key.pub").read_text().strip()
+    again = run_module("nixie.provision.install", install_args(tmp_path, [target], substitute_on_destination=True), netns=net.ctl_ns)
+    assert again["host_key"] == result["host_key"], "a rerun must keep the key already handed out"
+    assert "--no-substitute-on-destination" not in stand_in.read_text().splitlines()
+
+
+@pytest.mark.parametrize("disk, words", [
+    (dict(BLANK_DISK, has_partitions=True), "vda (2.0 GiB, QEMU HARDDISK) holds partitions"),
+    (dict(BLANK_DISK, has_filesystem=True), "vda (2.0 GiB, QEMU HARDDISK) holds a filesystem"),
+])
+def test_disks_with_data_are_refused_before_anything_runs(net, target, stand_in, tmp_path, disk, words):
+    result = run_module("nixie.provision.install", install_args(tmp_path, [target], disks=[disk]), netns=net.ctl_ns)
+    assert result["failed"] and "refusing to install nixie-01: " + words in result["msg"], result
+    assert "disks_may_be_wiped" in result["msg"]
+    assert not stand_in.exists()
+    allowed = run_module("nixie.provision.install", install_args(tmp_path, [target], disks=[disk], disks_may_be_wiped=True), netns=net.ctl_ns)
+    assert not allowed["failed"] and stand_in.exists(), allowed
+
+
+def test_no_disk_is_refused(net, target, stand_in, tmp_path):
+    result = run_module("nixie.provision.install", install_args(tmp_path, [target], disks=[]), netns=net.ctl_ns)
+    assert result["failed"] and "reported no disk" in result["msg"]
+    assert not stand_in.exists()
+
+
+def test_another_host_key_at_the_address_is_refused(net, target, stand_in, tmp_path):
+    impostor = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOq3Ae8ciXvwSBoPHmIZVbHJU8KeUiJp6oNX8nn7UBsD root@elsewhere"
+    result = run_module("nixie.provision.install", install_args(tmp_path, [impostor]), netns=net.ctl_ns)
+    assert result["failed"] and "is not the one its agent reported" in result["msg"], result
+    assert not stand_in.exists()
+
+
+def test_failure_reports_the_log_and_its_tail(net, target, stand_in, tmp_path, monkeypatch):
+    monkeypatch.setenv("NIXIE_TEST_MODE", "fail")
+    result = run_module("nixie.provision.install", install_args(tmp_path, [target]), netns=net.ctl_ns)
+    log = str(tmp_path / "run" / "nixie-01" / "install.log")
+    assert result["failed"] and "nixos-anywhere failed (exit 3); log: %s" % log in result["msg"], result
+    assert "disko failed: no space left" in result["msg"]
+
+
+def test_deadline_stops_the_whole_process_group(net, target, stand_in, tmp_path, monkeypatch):
+    monkeypatch.setenv("NIXIE_TEST_MODE", "hang")
+    started = time.monotonic()
+    result = run_module("nixie.provision.install", install_args(tmp_path, [target], timeout=3), netns=net.ctl_ns)
+    assert time.monotonic() - started < 60
+    assert result["failed"] and "did not finish within 3 s and was stopped" in result["msg"], result
+    child = int((tmp_path / "argv.child").read_text())
+    assert not os.path.exists("/proc/%d" % child) or open("/proc/%d/stat" % child, encoding="ascii").read().split(")")[-1].split()[0] == "Z"
+
+
+def test_check_mode_writes_and_runs_nothing(net, target, stand_in, tmp_path):
+    result = run_module("nixie.provision.install", install_args(tmp_path, [target]), netns=net.ctl_ns, check=True)
+    assert result["changed"] and not result["failed"], result
+    assert json.dumps(result["command"]).count("nixos-anywhere") == 1
+    assert not stand_in.exists() and not (tmp_path / "run").exists()
