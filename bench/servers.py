@@ -116,8 +116,12 @@ class ReferenceServer:
             # told not to wait for further ProxyDHCP offers (option 175.176), as Nixie tells it.
             "--dhcp-userclass=set:ipxe,iPXE", "--dhcp-match=set:efi64,option:client-arch,7",
             "--dhcp-option=tag:ipxe,encap:175,176,1b",
-            "--dhcp-boot=tag:ipxe,%s/boot.ipxe" % BASE,
-            "--dhcp-boot=tag:!ipxe,tag:efi64,ipxe.efi,,%s" % SERVER_IP, "--dhcp-boot=tag:!ipxe,tag:!efi64,undionly.kpxe,,%s" % SERVER_IP,
+            # In proxy mode dnsmasq names boot files only through a PXE menu (the client asks again on port
+            # 4011); --dhcp-boot is not used there. The menu entries carry an HTTP URL for iPXE.
+            "--pxe-service=tag:!ipxe,x86PC,iPXE,undionly.kpxe",
+            "--pxe-service=tag:!ipxe,BC_EFI,iPXE,ipxe.efi", "--pxe-service=tag:!ipxe,X86-64_EFI,iPXE,ipxe.efi",
+            "--pxe-service=tag:ipxe,x86PC,iPXE,%s/boot.ipxe" % BASE,
+            "--pxe-service=tag:ipxe,BC_EFI,iPXE,%s/boot.ipxe" % BASE, "--pxe-service=tag:ipxe,X86-64_EFI,iPXE,%s/boot.ipxe" % BASE,
             "--enable-tftp", "--tftp-root=%s" % (self.dir / "tftp"),
         ]
 

@@ -45,13 +45,11 @@ else:
     SCAPY_IMPORT_ERROR = None
 
 METHODS = ("static", "neighbor", "agent")
-# Where an address came from (the module's ip_source).
-SOURCES = ("static", "arp_sweep", "neighbor", "link_local", "agent")
 
 # A sweep sends one ARP request per address: a /22 is 1022 frames, which a switch forwards in well under a
 # second; a /16 would be 65534 broadcasts, a flood on a network the controller shares with others.
 LARGEST_SWEEP_PREFIX = 22
-SWEEP_TIMEOUT = 2.0
+SWEEP_TIMEOUT = 1.0
 SOLICIT_TIMEOUT = 1.0
 COMMAND_TIMEOUT = 5.0
 
@@ -301,15 +299,13 @@ class Discovery:
             self.notes.append("neighbor: no interface given")
             return
         swept = {}
-        for candidate in self._sweep(swept):
-            yield candidate
+        yield from self._sweep(swept)
         try:
             neighbors = read_neighbors(self.interface, self.mac, self.deadline.bounded(COMMAND_TIMEOUT))
         except DiscoveryError as exc:
             self.notes.append("neighbor: %s" % exc)
             neighbors = []
-        for candidate in self._table_candidates(neighbors, swept):
-            yield candidate
+        yield from self._table_candidates(neighbors, swept)
         if self.deadline.expired:
             return
         try:
@@ -318,8 +314,7 @@ class Discovery:
         except (OSError, DiscoveryError) as exc:
             # Keep what the first read found; candidates() skips addresses already yielded.
             self.notes.append("neighbor: IPv6 all-nodes echo on %s failed: %s" % (self.interface, exc))
-        for candidate in self._table_candidates(neighbors, swept):
-            yield candidate
+        yield from self._table_candidates(neighbors, swept)
         if self.mac not in swept.values() and not neighbors:
             self.notes.append("neighbor: no ARP answer and no neighbour table entry from %s on %s" % (self.mac, self.interface))
         yield Candidate(with_scope(eui64_link_local(self.mac), self.interface), "link_local")

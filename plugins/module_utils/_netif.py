@@ -1,6 +1,6 @@
 # Copyright: Nixie developers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""This machine's network interfaces, by name: does one exist, and what is its IPv4 address."""
+"""This machine's network interfaces, by name: does one exist, and what are its IPv4 and global IPv6 addresses."""
 
 from __future__ import annotations
 
@@ -12,6 +12,10 @@ from ansible_collections.nixie.provision.plugins.module_utils._errors import Nix
 
 # ioctl(2) request that reads an interface's primary IPv4 address (linux/sockios.h).
 _SIOCGIFADDR = 0x8915
+# /proc/net/if_inet6 columns: address, ifindex, prefix length, scope, flags (hex), name. Scope 0 is global;
+# temporary (privacy), DAD-failed, deprecated and tentative addresses (linux/if_addr.h) change or vanish.
+_SCOPE_GLOBAL = 0x00
+_UNSTABLE_FLAGS = 0x01 | 0x08 | 0x20 | 0x40
 
 
 class InterfaceError(NixieError):
@@ -35,3 +39,32 @@ def interface_ipv4(name):
         except OSError:
             raise InterfaceError("%s has no IPv4 address" % name) from None
     return socket.inet_ntoa(answer[20:24])
+
+
+def interface_ipv6(name, if_inet6="/proc/net/if_inet6"):
+    """Return the first stable global IPv6 address of interface ``name``, in the kernel's order."""
+    require_interface(name)
+    try:
+        with open(if_inet6, encoding="ascii") as handle:
+            for line in handle:
+                fields = line.split()
+                if len(fields) == 6 and fields[5] == name and int(fields[3], 16) == _SCOPE_GLOBAL and not int(fields[4], 16) & _UNSTABLE_FLAGS:
+                    return socket.inet_ntop(socket.AF_INET6, bytes.fromhex(fields[0]))
+    except OSError:
+        pass
+    raise InterfaceError("%s has no global IPv6 address" % name)
+
+
+def interface_address(name, family="auto"):
+    """The address to serve on: ``ipv4``, ``ipv6``, or ``auto`` (IPv4 where the interface has one, else IPv6)."""
+    if family == "ipv6":
+        return interface_ipv6(name)
+    if family == "ipv4":
+        return interface_ipv4(name)
+    try:
+        return interface_ipv4(name)
+    except InterfaceError:
+        try:
+            return interface_ipv6(name)
+        except InterfaceError:
+            raise InterfaceError("%s has neither an IPv4 nor a global IPv6 address" % name) from None

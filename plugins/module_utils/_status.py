@@ -21,9 +21,7 @@ import tempfile
 import time
 
 from ansible_collections.nixie.provision.plugins.module_utils import _nix
-from ansible_collections.nixie.provision.plugins.module_utils._discover import Deadline, Discovery
-
-STATES = ("installed", "outdated", "installer", "other_os", "unreachable")
+from ansible_collections.nixie.provision.plugins.module_utils._discover import METHODS, Deadline, Discovery
 
 PROBE_TIMEOUT = 3.0
 SSH_CONNECT_TIMEOUT = 10
@@ -84,7 +82,7 @@ def is_installer(os_release, nixie_boot=False):
 
 
 def classify(os_release_text, current_system, expected_system, nixie_boot=False):
-    """The host's state from what it reported (see STATES; ``unreachable`` is decided before this).
+    """The host's state from what it reported: installed, outdated, installer or other_os (unreachable is decided before this).
 
     Without ``expected_system`` a NixOS host counts as installed when it has a ``/run/current-system``: its
     system was not compared, which the caller must say.
@@ -155,7 +153,6 @@ def ssh_argv(address, user, port, connect_timeout, known_hosts, pinned, private_
         "-o", "StrictHostKeyChecking=%s" % ("yes" if pinned else "accept-new"),
         # Quoted: ssh reads several space-separated files from this option.
         "-o", 'UserKnownHostsFile="%s"' % known_hosts,
-        "-o", "LogLevel=ERROR",
         "-p", str(port),
         "-l", user,
     ]
@@ -165,16 +162,22 @@ def ssh_argv(address, user, port, connect_timeout, known_hosts, pinned, private_
 
 
 def ssh_failure(returncode, stderr, target, known_hosts, pinned):
-    """Why ssh failed, from its exit status and error output."""
-    lines = [line.strip() for line in stderr.splitlines() if line.strip() and not line.startswith("@")]
+    """``(cause, reason)`` of an ssh failure, from its exit status and error output.
+
+    The cause keeps a host whose SSH server answered with an unexpected key (``host_key``), which may be a
+    running system, apart from the other failures (``login_refused``, ``ssh_failed``).
+    """
+    # Left out: the banner of a changed host key (its facts are in the lines after it) and accept-new's notice.
+    lines = [line.strip() for line in stderr.splitlines()
+             if line.strip() and not line.startswith("@") and not line.startswith("Warning: Permanently added")]
     detail = "; ".join(lines[-4:]) or "no error output"
     if "Host key verification failed" in stderr:
         if pinned:
-            return "SSH host key verification failed for %s: its host key is not the one pinned in %s (%s)" % (target, known_hosts, detail)
-        return "SSH host key verification failed for %s: %s" % (target, detail)
+            return "host_key", "SSH host key verification failed for %s: its host key is not the one pinned in %s (%s)" % (target, known_hosts, detail)
+        return "host_key", "SSH host key verification failed for %s: %s" % (target, detail)
     if "Permission denied" in stderr:
-        return "SSH login to %s was refused: %s" % (target, detail)
-    return "ssh to %s failed (exit status %d): %s" % (target, returncode, detail)
+        return "login_refused", "SSH login to %s was refused: %s" % (target, detail)
+    return "ssh_failed", "ssh to %s failed (exit status %d): %s" % (target, returncode, detail)
 
 
 # Input and output
@@ -216,14 +219,14 @@ class StatusCheck:
     """Finds one host, asks it what it runs and classifies it; ``run()`` returns the module's result.
 
     Host problems (no address, SSH refused) are a state, ``unreachable``; only configuration errors (a
-    flake that does not evaluate, a missing key file) raise.
+    flake that does not evaluate, an interface that does not exist) raise.
     """
 
     def __init__(self, mac, ip=None, interface=None, run_dir=None, discovery=None, expected_system=None, flake=None, flake_attr=None,
                  ssh_user="root", ssh_port=22, ssh_private_key=None, known_hosts=None, ssh_options=(), timeout=30, eval_timeout=300):
         self.deadline = Deadline(timeout)
         self.discovery = Discovery(mac, self.deadline, ip=ip, interface=interface, run_dir=run_dir,
-                                   methods=discovery if discovery is not None else ("static", "neighbor", "agent"))
+                                   methods=METHODS if discovery is None else discovery)
         self.expected_system = expected_system
         self.flake = flake
         self.flake_attr = flake_attr
@@ -241,18 +244,21 @@ class StatusCheck:
 
     def run(self):
         result = {"changed": False, "ip": None, "ip_source": None, "state": "unreachable", "current_system": None,
-                  "expected_system": self.expected_system, "os_release": {}, "reason": None}
+                  "expected_system": self.expected_system, "os_release": {}, "reason": None, "unreachable_cause": None}
         reachable, tried = self._find_address()
         if reachable is None:
             if tried:
                 result.update(ip=tried[0][0].address, ip_source=tried[0][0].source)
                 reason = "no address answered: " + "; ".join("%s (%s): %s" % (c.address, c.source, why) for c, why in tried)
+                result["unreachable_cause"] = "no_answer"
             else:
                 reason = "no address found for %s: %s" % (self.discovery.mac, "; ".join(self.discovery.notes))
+                result["unreachable_cause"] = "no_address"
             return self._finish(result, reason)
         result.update(ip=reachable.address, ip_source=reachable.source)
-        output, problem = self._ask(reachable.address)
+        output, cause, problem = self._ask(reachable.address)
         if problem:
+            result["unreachable_cause"] = cause
             return self._finish(result, problem)
         os_release = parse_os_release(output.os_release_text)
         result.update(os_release=os_release, current_system=output.current_system)
@@ -284,9 +290,9 @@ class StatusCheck:
         return None, tried
 
     def _ask(self, address):
-        """``(ProbeOutput, None)``, or ``(None, why the host could not be asked)``."""
+        """``(ProbeOutput, None, None)``, or ``(None, cause, why the host could not be asked)``."""
         if self.deadline.expired:
-            return None, "%s answered on port %d, but the timeout was reached before SSH" % (address, self.ssh_port)
+            return None, "timeout", "%s answered on port %d, but the timeout was reached before SSH" % (address, self.ssh_port)
         target = "%s@%s" % (self.ssh_user, address)
         with tempfile.TemporaryDirectory(prefix="nixie-status-") as scratch:
             # Unpinned, the key is accepted into a file of this task alone: parallel tasks share nothing,
@@ -296,14 +302,15 @@ class StatusCheck:
                             pinned=self.known_hosts is not None, private_key=self.ssh_private_key, options=self.ssh_options)
             done = run_bounded(argv, max(self.deadline.remaining(), 1.0))
         if done is None:
-            return None, "SSH to %s did not finish within the timeout" % target
+            return None, "timeout", "SSH to %s did not finish within the timeout" % target
         returncode, stdout, stderr = done
         if returncode == 255:
-            return None, ssh_failure(returncode, stderr, target, self.known_hosts, self.known_hosts is not None)
+            cause, reason = ssh_failure(returncode, stderr, target, self.known_hosts, self.known_hosts is not None)
+            return None, cause, reason
         try:
-            return parse_probe_output(stdout), None
+            return parse_probe_output(stdout), None, None
         except IncompleteOutput as exc:
-            return None, "SSH to %s worked, but %s (exit status %d, stderr: %s)" % (target, exc, returncode, stderr.strip()[-200:])
+            return None, "ssh_failed", "SSH to %s worked, but %s (exit status %d, stderr: %s)" % (target, exc, returncode, stderr.strip()[-200:])
 
     def _evaluate(self):
         nix = _nix.Nix(timeout=self.eval_timeout)

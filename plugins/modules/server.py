@@ -17,6 +17,9 @@ description:
   - It answers only the MAC addresses in O(hosts). A host marked C(installed) is told to boot from its local disk.
   - Every step of every machine (DHCP offer, TFTP, script, kernel, initrd, phone-home) is appended as a JSON line
     to C(events.jsonl) in O(run_dir), next to C(server.log), C(server.pid) and C(state.json).
+  - On an IPv6 address (O(address), or O(address_family)) it serves proxy DHCPv6 instead, on UDP 547 (the
+    multicast group ff02::1:2 of O(interface)) and 4011, and TFTP and HTTP on that address, with bracketed IPv6
+    URLs. A server answers one address family, so on a dual-stack network every host boots over the family chosen.
   - Needs root, or the capabilities C(CAP_NET_BIND_SERVICE) and C(CAP_NET_RAW); the module fails saying so otherwise.
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
@@ -45,8 +48,17 @@ options:
     description: The network interface facing the machines. Required with O(state=started).
     type: str
   address:
-    description: The server's address on O(interface), put into boot file URLs. Defaults to the interface's IPv4 address.
+    description:
+      - The server's IPv4 or IPv6 address on O(interface), put into boot file URLs; its family decides whether the
+        server answers DHCPv4 or DHCPv6. Defaults to the interface's address of O(address_family).
     type: str
+  address_family:
+    description:
+      - Which family to serve when O(address) is not given. V(auto) takes the interface's IPv4 address and, where
+        it has none, its first stable global IPv6 address. V(ipv4) and V(ipv6) choose for dual-stack networks.
+    type: str
+    choices: [auto, ipv4, ipv6]
+    default: auto
   http_port:
     description: TCP port of the HTTP server (scripts, kernel, initrd, agent API).
     type: int
@@ -136,7 +148,7 @@ address:
   description: The address the server serves on.
   returned: when running
   type: str
-  sample: 10.0.0.1
+  sample: fd5e:213::1
 http_port:
   description: The HTTP port.
   returned: when running
@@ -146,7 +158,7 @@ http_url:
   description: Base URL of the HTTP server, also used by M(nixie.provision.wait_for_agent).
   returned: when running
   type: str
-  sample: http://10.0.0.1:8080
+  sample: http://[fd5e:213::1]:8080
 ipxe_binaries:
   description: The iPXE binaries found in O(ipxe_dir) and served.
   returned: when running
@@ -170,7 +182,7 @@ import os
 from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
-from ansible_collections.nixie.provision.plugins.module_utils._netif import interface_ipv4
+from ansible_collections.nixie.provision.plugins.module_utils._netif import interface_address
 from ansible_collections.nixie.provision.plugins.module_utils._bootd import daemon, dhcp4, http, server, tftp
 
 
@@ -192,7 +204,7 @@ class ServerManager:
         return {
             "run_dir": self.run_dir,
             "interface": params["interface"],
-            "address": params["address"] or interface_ipv4(params["interface"]),
+            "address": params["address"] or interface_address(params["interface"], params["address_family"]),
             "http_port": params["http_port"],
             "hosts": [{"name": h["name"], "mac": h["mac"], "installed": h["installed"]} for h in params["hosts"]],
             "kernel": os.path.abspath(params["kernel"]),
@@ -241,6 +253,7 @@ def main():
             run_dir=dict(type="path", required=True),
             interface=dict(type="str"),
             address=dict(type="str"),
+            address_family=dict(type="str", choices=["auto", "ipv4", "ipv6"], default="auto"),
             http_port=dict(type="int", default=8080),
             hosts=dict(type="list", elements="dict", options=dict(
                 name=dict(type="str", required=True),

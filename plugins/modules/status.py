@@ -112,7 +112,7 @@ options:
   timeout:
     description:
       - Seconds for the whole check (finding the address, connecting, asking), apart from the flake evaluation.
-      - Each address tried gets up to 3 seconds to accept a TCP connection, the ARP sweep 2 seconds.
+      - Each address tried gets up to 3 seconds to accept a TCP connection; the ARP sweep waits 1 second for answers.
     type: int
     default: 30
 notes:
@@ -198,6 +198,16 @@ os_release:
   returned: always
   type: dict
   sample: {"ID": "nixos", "NAME": "NixOS", "PRETTY_NAME": "NixOS 24.11 (Vicuna)", "VERSION_ID": "24.11"}
+unreachable_cause:
+  description:
+    - Why the machine is V(unreachable); null for the other states. V(no_address) - no method found an address.
+      V(no_answer) - no address accepted TCP on O(ssh_port). V(timeout) - O(timeout) ran out before SSH finished.
+      V(host_key) - its SSH host key is not the pinned one (or not in O(known_hosts)); it may be a running system.
+      V(login_refused) - SSH refused the key. V(ssh_failed) - any other SSH failure.
+    - Only V(no_address) and V(no_answer) suggest the machine is off or elsewhere.
+  returned: always
+  type: str
+  sample: no_answer
 reason:
   description: Why the machine has RV(state), such as which addresses were tried and what SSH said.
   returned: always

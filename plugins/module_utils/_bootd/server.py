@@ -12,19 +12,21 @@ from __future__ import annotations
 import asyncio
 import errno
 import hashlib
+import ipaddress
 import json
 import logging
 import os
 import signal
 
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
-from ansible_collections.nixie.provision.plugins.module_utils._bootd import daemon, dhcp4, preflight
+from ansible_collections.nixie.provision.plugins.module_utils._bootd import daemon, dhcp4, dhcp6, preflight
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.booter import Booter
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.events import EventLog
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.http import BootState, make_app, start_http
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.ipxe import base_url
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host, ServerAddress
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.proxydhcp import PortBindError, start_proxydhcp
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.proxydhcp6 import start_proxydhcp6
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.tftp import TftpServer, find_ipxe_binaries
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.tokens import TokenStore
 
@@ -56,6 +58,17 @@ def validate_config(config):
     return hosts, binaries
 
 
+def is_ipv6(address):
+    """Whether the server address is IPv6: then it serves proxy DHCPv6 instead of ProxyDHCP (one family per server)."""
+    return ipaddress.ip_address(address).version == 6
+
+
+def _dhcp_ports(config):
+    if is_ipv6(config["address"]):
+        return (dhcp6.SERVER_PORT, dhcp6.PXE_PORT, TFTP_PORT)
+    return (dhcp4.DHCP_SERVER_PORT, dhcp4.PXE_PORT, TFTP_PORT)
+
+
 def _tftp_client_mac(ip, arp_table="/proc/net/arp"):
     """TFTP knows clients only by address; the kernel's ARP cache, filled by the DHCP exchange, knows the MAC."""
     try:
@@ -76,7 +89,7 @@ def _refuse_shared_udp_ports(config):
     Binding alone does not tell: dnsmasq and this server both set SO_REUSEADDR, and Linux then lets two UDP
     sockets share port 67 and hands each broadcast to both, so two servers would answer every client.
     """
-    for port in (dhcp4.DHCP_SERVER_PORT, dhcp4.PXE_PORT, TFTP_PORT):
+    for port in _dhcp_ports(config):
         holder = preflight.port_holder("udp", port)
         if holder:
             raise ServerError("cannot listen on UDP port %d (interface %s): held by %s; stop it, or run Nixie on "
@@ -104,9 +117,13 @@ async def _serve(config, ready):
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
 
+    # IPv6 has no ARP cache to read; proxy DHCPv6 learns each client's address from its port-4011 Request.
+    memo = dhcp6.ClientMemo()
+
     def on_tftp_event(step, client_ip, **fields):
         # Called from the TFTP thread; the event log is thread-safe.
-        events.record(_tftp_client_mac(client_ip), step, ip=client_ip, **fields)
+        mac = memo.mac(client_ip) if ":" in client_ip else _tftp_client_mac(client_ip)
+        events.record(mac, step, ip=client_ip, **fields)
 
     state = BootState(
         {host.mac: host for host in hosts}, config["kernel"], config["initrd"], config["cmdline"], config["ipxe_dir"],
@@ -126,7 +143,12 @@ async def _serve(config, ready):
             raise ServerError("cannot listen on UDP port %d (%s): %s" % (
                 TFTP_PORT, address.ip, _explain_bind_failure("udp", TFTP_PORT, exc))) from None
         try:
-            proxy = await start_proxydhcp(config["interface"], Booter(hosts, address, binaries), events.record)
+            booter = Booter(hosts, address, binaries)
+            if is_ipv6(address.ip):
+                sizes = {name: os.path.getsize(path) for name, path in binaries.items()}
+                proxy = await start_proxydhcp6(config["interface"], booter, events.record, sizes, memo)
+            else:
+                proxy = await start_proxydhcp(config["interface"], booter, events.record)
         except PortBindError as exc:
             raise ServerError(_explain_bind_failure("udp", exc.port, exc)) from None
         ready({

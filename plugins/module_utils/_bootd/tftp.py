@@ -16,7 +16,8 @@ transfer keeps its file in memory (the iPXE binaries are at most ~1 MB, transfer
 an ACK with one struct header and one send on a connected socket, under epoll.
 Every packet is handled behind a boundary that drops the offending transfer only, transfers are
 capped, and files come only from an allow-list of names through tftpy's dynamic-file hook: requests
-are never joined onto a directory. Uploads are refused. IPv4 only: tftpy's transfer sockets are AF_INET.
+are never joined onto a directory. Uploads are refused. The server listens on one IPv4 or one IPv6 address;
+tftpy's contexts know only IPv4, so IPv6 transfers get an AF_INET6 socket and skip tftpy's name lookup.
 """
 
 from __future__ import annotations
@@ -42,6 +43,17 @@ except ImportError:
 else:
     HAS_TFTPY = True
     TFTPY_IMPORT_ERROR = None
+
+    class _ContextServer6(TftpContextServer):
+        """tftpy's server context for an IPv6 client: its ``host`` setter calls gethostbyname (IPv4 only)
+        and its socket is AF_INET. The host is an address literal already."""
+
+        host = property(lambda self: self.address, lambda self, value: setattr(self, "address", value))
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.sock.close()
+            self.sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
 
 # The only names TFTP (and HTTP boot) will ever serve: BIOS PXE, UEFI x64 (full and SNP-only), UEFI arm64.
 IPXE_BINARIES = ("undionly.kpxe", "ipxe.efi", "snponly.efi", "ipxe-arm64.efi")
@@ -106,7 +118,7 @@ class TftpServer:
 
     def start(self):
         """Bind (errors such as EADDRINUSE raise here, in the caller) and start the server thread."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock = socket.socket(socket.AF_INET6 if ":" in self._bind[0] else socket.AF_INET, socket.SOCK_DGRAM)
         try:
             sock.bind(self._bind)
         except OSError:
@@ -189,7 +201,8 @@ class TftpServer:
 
     def _on_request(self):
         try:
-            buffer, (client_ip, client_port) = self._sock.recvfrom(_MAX_DATAGRAM)
+            buffer, source = self._sock.recvfrom(_MAX_DATAGRAM)
+            client_ip, client_port = source[:2]  # IPv6 adds flow info and scope id
         except OSError:
             return
         key = (client_ip, client_port)
@@ -203,8 +216,9 @@ class TftpServer:
             return
         if not isinstance(request, TftpPacketInitial):
             return
-        context = TftpContextServer(client_ip, client_port, self._timeout, self._empty_root,
-                                    self._open_binary, self._refuse_upload, retries=self._retries)
+        context_class = _ContextServer6 if self._sock.family == socket.AF_INET6 else TftpContextServer
+        context = context_class(client_ip, client_port, self._timeout, self._empty_root,
+                                self._open_binary, self._refuse_upload, retries=self._retries)
         try:
             context.start(buffer)
             transfer = _Transfer(key, request.filename, context)
@@ -225,7 +239,7 @@ class TftpServer:
         except OSError as err:  # e.g. ICMP port unreachable: the client has gone
             self._finish(transfer.key, str(err))
             return
-        if source != transfer.key:
+        if source[:2] != transfer.key:
             # The socket is connected, so the kernel drops strangers' datagrams; this catches any that
             # arrived in the moment between tftpy's OACK and the connect.
             return

@@ -98,8 +98,10 @@ def test_parse_probe_output():
     assert output.current_system == SYSTEM and not output.nixie_boot
     assert _status.parse_os_release(output.os_release_text)["ID"] == "nixos"
     empty = _status.parse_probe_output(remote_output("", nixie_boot="yes"))
-    assert empty == _status.ProbeOutput(os_release_text="\n", current_system=None, nixie_boot=True) or (
-        empty.current_system is None and empty.nixie_boot and not _status.parse_os_release(empty.os_release_text))
+    assert empty.current_system is None and empty.nixie_boot and _status.parse_os_release(empty.os_release_text) == {}
+    # A file without a final newline still leaves the next marker on a line of its own (the script echoes one).
+    unterminated = _status.parse_probe_output(remote_output("ID=nixos", SYSTEM))
+    assert _status.parse_os_release(unterminated.os_release_text) == {"ID": "nixos"} and unterminated.current_system == SYSTEM
 
 
 def test_parse_probe_output_of_the_real_script_run_here():
@@ -149,12 +151,15 @@ Host key verification failed.
 
 
 def test_ssh_failure_reasons():
-    pinned = _status.ssh_failure(255, CHANGED_KEY, "root@10.0.0.5", "/etc/nixie/known_hosts", True)
+    cause, pinned = _status.ssh_failure(255, CHANGED_KEY, "root@10.0.0.5", "/etc/nixie/known_hosts", True)
+    assert cause == "host_key"
     assert "host key" in pinned and "/etc/nixie/known_hosts" in pinned and "has changed" in pinned and "@@@" not in pinned
     denied = _status.ssh_failure(255, "root@10.0.0.5: Permission denied (publickey).\n", "root@10.0.0.5", None, False)
-    assert denied == "SSH login to root@10.0.0.5 was refused: root@10.0.0.5: Permission denied (publickey)."
-    other = _status.ssh_failure(255, "", "root@10.0.0.5", None, False)
-    assert other == "ssh to root@10.0.0.5 failed (exit status 255): no error output"
+    assert denied == ("login_refused", "SSH login to root@10.0.0.5 was refused: root@10.0.0.5: Permission denied (publickey).")
+    accepted_then_closed = "Warning: Permanently added '10.0.0.5' (ED25519) to the list of known hosts.\nConnection closed by 10.0.0.5 port 22\n"
+    assert _status.ssh_failure(255, accepted_then_closed, "root@10.0.0.5", None, False) == (
+        "ssh_failed", "ssh to root@10.0.0.5 failed (exit status 255): Connection closed by 10.0.0.5 port 22")
+    assert _status.ssh_failure(255, "", "root@10.0.0.5", None, False) == ("ssh_failed", "ssh to root@10.0.0.5 failed (exit status 255): no error output")
 
 
 def test_tcp_probe_on_loopback():
@@ -203,6 +208,7 @@ def test_first_answering_candidate_is_asked(monkeypatch):
     assert host.probed == ["10.0.0.9", "10.0.0.5"]
     assert result["state"] == "installed" and result["ip"] == "10.0.0.5" and result["ip_source"] == "arp_sweep"
     assert result["current_system"] == SYSTEM and result["os_release"]["ID"] == "nixos" and result["changed"] is False
+    assert result["unreachable_cause"] is None
     assert result["msg"] == "10.0.0.5 is installed: /run/current-system is the expected system %s" % SYSTEM
     # Unpinned: a known_hosts file of this check alone, gone afterwards.
     known_hosts = [a for a in host.ssh_argv if a.startswith("UserKnownHostsFile=")][0]
@@ -213,6 +219,7 @@ def test_unreachable_names_each_address_tried(monkeypatch):
     FakeHost(monkeypatch, [Candidate("10.0.0.9", "neighbor"), Candidate("fe80::1%nixie0", "link_local")], set())
     result = _status.StatusCheck(MAC).run()
     assert result["state"] == "unreachable" and result["ip"] == "10.0.0.9" and result["ip_source"] == "neighbor"
+    assert result["unreachable_cause"] == "no_answer"
     assert result["reason"] == ("no address answered: 10.0.0.9 (neighbor): TCP port 22 refused the connection; "
                                 "fe80::1%nixie0 (link_local): TCP port 22 refused the connection")
 
@@ -220,6 +227,7 @@ def test_unreachable_names_each_address_tried(monkeypatch):
 def test_unreachable_without_any_address(tmp_path):
     result = _status.StatusCheck(MAC, run_dir=str(tmp_path), discovery=["static", "agent"]).run()
     assert result["state"] == "unreachable" and result["ip"] is None and result["ip_source"] is None
+    assert result["unreachable_cause"] == "no_address"
     assert result["reason"].startswith("no address found for %s: static: no ip given; agent: no phone-home" % MAC)
 
 
@@ -228,14 +236,16 @@ def test_ssh_failure_is_unreachable_with_ssh_reason(monkeypatch, tmp_path):
     host = FakeHost(monkeypatch, [Candidate("10.0.0.5", "static")], {"10.0.0.5"}, ssh=(255, "", CHANGED_KEY))
     result = _status.StatusCheck(MAC, ip="10.0.0.5", known_hosts=str(known_hosts)).run()
     assert result["state"] == "unreachable" and result["ip"] == "10.0.0.5"
-    assert "host key" in result["reason"] and str(known_hosts) in result["reason"]
+    assert "host key" in result["reason"] and str(known_hosts) in result["reason"] and result["unreachable_cause"] == "host_key"
     assert "StrictHostKeyChecking=yes" in host.ssh_argv and 'UserKnownHostsFile="%s"' % known_hosts in host.ssh_argv
 
 
 def test_cut_short_output_is_unreachable(monkeypatch):
-    FakeHost(monkeypatch, [Candidate("10.0.0.5", "static")], {"10.0.0.5"}, ssh=(1, "@@nixie-status os-release\nID=nixos\n", "sh: not found"))
+    cut_short = "@@nixie-status os-release\nID=nixos\n"
+    FakeHost(monkeypatch, [Candidate("10.0.0.5", "static")], {"10.0.0.5"}, ssh=(1, cut_short, "sh: not found"))
     result = _status.StatusCheck(MAC, ip="10.0.0.5").run()
-    assert result["state"] == "unreachable" and "cut short" in result["reason"] and "sh: not found" in result["reason"]
+    assert result["state"] == "unreachable" and result["unreachable_cause"] == "ssh_failed"
+    assert "cut short" in result["reason"] and "sh: not found" in result["reason"]
 
 
 def test_flake_is_evaluated_only_for_an_installed_looking_nixos(monkeypatch):

@@ -1,0 +1,152 @@
+"""The lab's stand-in nixos-anywhere "installs" a machine running the test installer over real SSH, with the command
+line Nixie's install module builds; the machine then boots from its own disk, through its firmware's network-then-disk
+boot order, as the installed host: Nixie's generated host key, os-release without VARIANT_ID, /run/current-system
+pointing at the flake's toplevel. Also: the installed-disk image's layout, and the stand-in's refusals."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from ansible_collections.nixie.provision.plugins.module_utils._install import ensure_host_key, nixos_anywhere_command
+from nixielab import Installer, append_cpio
+from nixielab.installed import BOOT_START, SECTOR, STATE_SIZE, SYSLINUX_MBR, build_installed_image
+from nixielab.netboot import _fixture_flake_helper
+
+STANDIN = Path(__file__).resolve().parent / "nixielab" / "files" / "nixos-anywhere"
+BOOT_TIMEOUT = 90  # the test installer: ~15 s from QEMU start to "ready" under TCG
+# From the reboot to the installed system: the firmware's network boot attempt (no boot server here) first.
+DISK_BOOT_TIMEOUT = {"bios": 120, "uefi": 300}
+INSTALL_TIMEOUT = 180
+FIRST_MIB_IS_ZERO = "head -c 1048576 /dev/vda | tr -d '\\0' | wc -c"
+
+
+def _ssh(lab, key, known_hosts, address, command, strict=True):
+    return lab.run_ctl(["ssh", "-i", str(key), "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "UserKnownHostsFile=%s" % known_hosts,
+                        "-o", "StrictHostKeyChecking=%s" % ("yes" if strict else "no"), "root@%s" % address, command],
+                       capture_output=True, text=True, timeout=60)
+
+
+def _records(log: Path) -> list[dict]:
+    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+
+
+def test_image_layout(tmp_path):
+    """Two MBR partitions: an active FAT boot partition with both loaders, then the zeroed state partition; cached."""
+    (tmp_path / "vmlinuz").write_bytes(os.urandom(3 << 20))
+    (tmp_path / "initrd.gz").write_bytes(os.urandom(1 << 20))
+    installer = Installer(kernel=tmp_path / "vmlinuz", initrd=tmp_path / "initrd.gz", kernel_version="test", cmdline="console=ttyS0 quiet")
+    image = build_installed_image(installer, cache_root=tmp_path / "cache")
+    assert build_installed_image(installer, cache_root=tmp_path / "cache") == image
+
+    table = json.loads(subprocess.run(["sfdisk", "-J", str(image.path)], capture_output=True, text=True, check=True).stdout)["partitiontable"]
+    boot, state = table["partitions"]
+    assert table["label"] == "dos"
+    assert (boot["start"] * SECTOR, boot["type"], boot.get("bootable")) == (BOOT_START, "ef", True)
+    assert boot["size"] * SECTOR >= (4 << 20)
+    assert (state["start"] * SECTOR, state["size"] * SECTOR, state["type"]) == (image.state_offset, STATE_SIZE, "da")
+    assert image.path.stat().st_size == image.state_offset + STATE_SIZE
+    data = image.path.read_bytes()
+    assert data[:440] == SYSLINUX_MBR.read_bytes()[:440]
+    assert data[image.state_offset:] == bytes(STATE_SIZE)
+
+    def listing(path):
+        return subprocess.run(["mdir", "-a", "-b", "-i", "%s@@%d" % (image.path, BOOT_START), path], capture_output=True, text=True, check=True).stdout
+
+    assert {"::/vmlinuz", "::/initrd.gz", "::/ldlinux.sys", "::/syslinux.cfg"} <= set(listing("::/").split())
+    assert "::/EFI/BOOT/BOOTX64.EFI" in listing("::/EFI/BOOT").split()
+    entry = subprocess.run(["mtype", "-i", "%s@@%d" % (image.path, BOOT_START), "::/loader/entries/nixielab.conf"],
+                           capture_output=True, text=True, check=True).stdout
+    assert "options console=ttyS0 quiet" in entry
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--flake", "path:/x#a", "--target-host", "root@10.0.0.1", "--frobnicate"], "unrecognized arguments: --frobnicate"),
+    (["--target-host", "root@10.0.0.1"], "flake must be set"),
+    (["--flake", "path:/x#a"], "ssh-host must be set"),
+    (["--flake", "path:/x#a", "--target-host", "root@10.0.0.1", "--phases", "disko,magic"], "unknown phase"),
+])
+def test_standin_refuses_bad_command_lines(tmp_path, argv, message):
+    log = tmp_path / "standin.jsonl"
+    result = subprocess.run([str(STANDIN), *argv], capture_output=True, text=True, timeout=30, check=False,
+                            env=dict(os.environ, NIXIE_STANDIN_LOG=str(log), NIXIE_STANDIN_IMAGE=str(tmp_path / "absent.img")))
+    assert result.returncode == 1 and message in result.stderr, result.stderr
+    assert [record["argv"][1:] for record in _records(log)] == [argv]
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("firmware", ["bios", "uefi"])
+def test_standin_installs_and_the_machine_boots_from_disk(lab, installer, firmware):
+    directory = lab.run_dir
+    key = directory / "deployer"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "deployer@lab", "-f", str(key)], check=True)
+    initrd = append_cpio(installer.initrd, {"/root/.ssh/authorized_keys": key.with_suffix(".pub").read_bytes()}, directory / "initrd.gz")
+    helper = _fixture_flake_helper()
+    flake = helper.materialise(directory / "flake", installer.kernel, initrd, installer.cmdline)
+    log = directory / "standin.jsonl"
+    environment = dict(os.environ, **helper.offline_nix_env(directory / "nix-conf"), NIXIE_STANDIN_LOG=str(log),
+                       NIXIE_STANDIN_IMAGE=str(build_installed_image(installer).path))
+    expected_system = subprocess.run(["nix", "--extra-experimental-features", "nix-command flakes", "eval", "--raw",
+                                      "%s#nixosConfigurations.nixie-01.config.system.build.toplevel.outPath" % flake],
+                                     capture_output=True, text=True, check=True, env=environment).stdout
+    extra_files = directory / "extra-files"
+    host_key = ensure_host_key(str(extra_files), "nixie-01")
+
+    # Rebooting makes QEMU exit: the test then powers the machine on again without -kernel, so it boots as
+    # firmware does, network first (no boot server answers here), then the disk.
+    machine = lab.add_machine("inst-%s" % firmware, "52:54:00:52:00:0%d" % (1 + (firmware == "uefi")), firmware=firmware, disk_size="64M",
+                              kernel=installer.kernel, initrd=initrd, append=installer.cmdline, no_reboot=True)
+    machine.start()
+    machine.wait_for_serial(r"NIXIELAB: ready", BOOT_TIMEOUT)
+    address = machine.wait_for_serial(r"NIXIELAB: dhcp ok (\S+)", 0).group(1)
+    installer_key = machine.wait_for_serial(r"NIXIELAB: hostkey (ssh-ed25519 \S+)", 0).group(1)
+    installer_hosts = directory / "known_hosts-installer"
+    installer_hosts.write_text("%s %s\n" % (address, installer_key))
+    answer = _ssh(lab, key, installer_hosts, address, "grep VARIANT_ID /etc/os-release; %s" % FIRST_MIB_IS_ZERO)
+    assert answer.stdout.split() == ["VARIANT_ID=installer", "0"], answer
+
+    command = nixos_anywhere_command(str(STANDIN), flake, "nixie-01", address, str(key), str(extra_files), False, ["--debug"])
+    failed = lab.run_ctl(command, capture_output=True, text=True, timeout=60, env=dict(environment, NIXIE_STANDIN_FAIL="nixie-00,nixie-01"))
+    assert failed.returncode == 1 and "fault injected" in failed.stderr, failed
+    assert _ssh(lab, key, installer_hosts, address, FIRST_MIB_IS_ZERO).stdout.split() == ["0"], "the failed install touched the disk"
+
+    started = time.time()
+    result = lab.run_ctl(command, capture_output=True, text=True, timeout=INSTALL_TIMEOUT, env=dict(environment, NIXIE_STANDIN_FAIL="nixie-02"))
+    print(result.stdout)
+    assert result.returncode == 0, result.stderr
+    print("%s: stand-in install %.1f s" % (firmware, time.time() - started))
+    assert "### Rebooting ###" in result.stdout
+    first, second = _records(log)
+    assert first["argv"] == second["argv"] == command
+    assert started <= second["start"] <= started + 5 and second["pid"] != first["pid"]
+
+    deadline = time.monotonic() + 60
+    while machine.running and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert machine.reap() == 0
+    machine.kernel = machine.initrd = machine.append = None
+    powered_on = time.monotonic()
+    machine.start()
+    try:
+        booted = machine.wait_for_serial(r"NIXIELAB: installed (\S+)", DISK_BOOT_TIMEOUT[firmware]).group(1)
+        print("%s: power-on to the installed system's /init %.1f s" % (firmware, time.monotonic() - powered_on))
+        machine.wait_for_serial(r"NIXIELAB: ready", BOOT_TIMEOUT)
+        assert booted == expected_system
+        assert "NIXIELAB: hook" not in machine.serial_text()
+        address = machine.wait_for_serial(r"NIXIELAB: dhcp ok (\S+)", 0).group(1)
+        known_hosts = directory / "known_hosts"
+        known_hosts.write_text("%s %s\n" % (address, host_key))
+        answer = _ssh(lab, key, known_hosts, address, "cat /etc/os-release; readlink /run/current-system")
+        assert answer.returncode == 0, answer.stderr
+        lines = answer.stdout.splitlines()
+        assert "ID=nixos" in lines and not any(line.startswith("VARIANT_ID=") for line in lines)
+        assert lines[-1] == expected_system
+        # The pinning is real: the installer's key no longer answers at this address.
+        installer_hosts.write_text("%s %s\n" % (address, installer_key))
+        assert _ssh(lab, key, installer_hosts, address, "true").returncode != 0
+    finally:
+        machine.stop()

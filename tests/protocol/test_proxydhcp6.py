@@ -1,0 +1,101 @@
+# Copyright: Nixie developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The real proxy DHCPv6 server on a private veth pair: a replayed EDK2 Solicit to ff02::1:2 gets an Advertise on
+the client's link-local address and port 546, and EDK2's port-4011 Request from a global address gets a Reply there.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from scapy.layers.dhcp6 import DHCP6_Request, DHCP6OptClientId, DHCP6OptServerId
+from scapy.layers.inet import UDP
+from scapy.utils import rdpcap
+
+from ansible_collections.nixie.provision.plugins.module_utils._bootd import dhcp6
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.booter import Booter
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host, ServerAddress
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.proxydhcp6 import interface_mac, start_proxydhcp6
+
+pytestmark = pytest.mark.netns
+
+PCAP_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "pcap"
+SERVER_IP6 = "fd5e:213::1"
+CLIENT_IP6 = "fd5e:213::1a7"
+
+
+def edk2_solicit():
+    return [bytes(frame[UDP].payload) for frame in rdpcap(str(PCAP_DIR / "ovmf-ipv6-solicit.pcap"))
+            if UDP in frame and frame[UDP].dport == dhcp6.SERVER_PORT][0]
+
+
+def options_of(payload):
+    options, position = {}, 4
+    while position < len(payload):
+        code, length = struct.unpack_from("!HH", payload, position)
+        options[code] = payload[position + 4:position + 4 + length]
+        position += 4 + length
+    return options
+
+
+def _wait_until_addresses_usable(pair):
+    for namespace in (pair.server_ns, pair.client_ns):
+        deadline = time.monotonic() + 10
+        while subprocess.run(["ip", "-n", namespace, "-6", "addr", "show", "tentative"], capture_output=True, text=True, check=True).stdout.strip():
+            assert time.monotonic() < deadline, "IPv6 addresses stayed tentative"
+            time.sleep(0.1)
+
+
+def _client_socket(address, port):
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+    sock.bind((address, port))
+    sock.settimeout(5)
+    return sock
+
+
+def test_edk2_solicit_and_port_4011_request_are_answered_over_the_wire(netns_pair):
+    pair = netns_pair
+    # The pair is IPv4-only by default; this test needs IPv6, without duplicate address detection delays.
+    for namespace, interface in ((pair.server_ns, pair.server_if), (pair.client_ns, pair.client_if)):
+        for key in ("all", interface):
+            pair.run(namespace, ["sysctl", "-q", "-w", "net.ipv6.conf.%s.accept_dad=0" % key, "net.ipv6.conf.%s.disable_ipv6=0" % key])
+    pair.ip("-n", pair.server_ns, "address", "add", "%s/64" % SERVER_IP6, "dev", pair.server_if, "nodad")
+    pair.ip("-n", pair.client_ns, "address", "add", "%s/64" % CLIENT_IP6, "dev", pair.client_if, "nodad")
+    _wait_until_addresses_usable(pair)
+    client_mac = pair.call(pair.client_ns, interface_mac, pair.client_if)
+    booter = Booter([Host("node", client_mac)], ServerAddress(SERVER_IP6, 8080), ("ipxe.efi",))
+    events = []
+    with pair.event_loop(pair.server_ns) as loop:
+        server = loop.run(start_proxydhcp6(pair.server_if, booter, lambda mac, step, **fields: events.append((mac, step, fields)),
+                                           {"ipxe.efi": 1024}, dhcp6.ClientMemo()))
+        try:
+            solicit = edk2_solicit()
+            client = pair.call(pair.client_ns, _client_socket, "::", dhcp6.CLIENT_PORT)
+            index = pair.call(pair.client_ns, socket.if_nametoindex, pair.client_if)
+            client.sendto(solicit, (dhcp6.ALL_DHCP_RELAY_AGENTS_AND_SERVERS, dhcp6.SERVER_PORT, 0, index))
+            advertise, source = client.recvfrom(2048)
+            assert advertise[0] == dhcp6.ADVERTISE and advertise[1:4] == solicit[1:4]
+            assert source[0].startswith("fe80::") and source[1] == dhcp6.SERVER_PORT
+            options = options_of(advertise)
+            assert options[dhcp6.OPT_BOOTFILE_URL] == b"tftp://[fd5e:213::1]/ipxe.efi" and 3 not in options
+            server_id = options[dhcp6.OPT_SERVERID]
+            assert server_id == dhcp6.server_duid(pair.call(pair.server_ns, interface_mac, pair.server_if))
+
+            # EDK2 asks again from its leased (here: global) address, port 4011 to port 4011, naming our server id.
+            boot_service = pair.call(pair.client_ns, _client_socket, CLIENT_IP6, dhcp6.PXE_PORT)
+            request = DHCP6_Request(trid=int.from_bytes(solicit[1:4], "big")) / DHCP6OptServerId(duid=server_id)
+            request /= DHCP6OptClientId(duid=options_of(solicit)[dhcp6.OPT_CLIENTID])
+            boot_service.sendto(bytes(request), (SERVER_IP6, dhcp6.PXE_PORT))
+            reply, source = boot_service.recvfrom(2048)
+            assert reply[0] == dhcp6.REPLY and source[:2] == (SERVER_IP6, dhcp6.PXE_PORT)
+            assert options_of(reply)[dhcp6.OPT_BOOTFILE_URL] == b"tftp://[fd5e:213::1]/ipxe.efi"
+            client.close()
+            boot_service.close()
+        finally:
+            loop.call(server.close)
+    assert [(mac, step) for mac, step, _fields in events] == [(client_mac, "dhcp_offer"), (client_mac, "dhcp_ack")]
