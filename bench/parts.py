@@ -75,13 +75,13 @@ def alternate(repetitions, nixie, reference):
     return results["nixie"], results["reference"]
 
 
-def _script_url(client, mac):
+def _script_url(mac):
     return "%s/boot/%s.ipxe" % (BASE, mac.replace(":", "-"))
 
 
 def _nixie_initrd_url(client):
     """The signed initrd URL of ``client``'s script, as iPXE would get it."""
-    script = client.run(["curl", "-sf", _script_url(client, client.mac)], capture_output=True, text=True, check=True).stdout
+    script = client.run(["curl", "-sf", _script_url(client.mac)], capture_output=True, text=True, check=True).stdout
     return sim.parse_script(script)[1]
 
 
@@ -129,6 +129,8 @@ def p1_boot(profile, workdir, log):
                 for boot in range(profile.vm_boots):
                     started = time.time()
                     for machine in machines.values():
+                        # QEMU truncates the console log only once it is up: the last boot's "ready" must not count.
+                        machine.serial_path.unlink(missing_ok=True)
                         machine.start()
                     for machine in machines.values():
                         machine.wait_for_serial(r"NIXIELAB: ready", timeout=300)
@@ -156,8 +158,8 @@ def p2_http(profile, workdir, log):
     served_files = files.synthetic(workdir, profile.http_size)
     rows = []
     with sides(site_dhcp=False) as (nixie_side, reference_side):
-        (nixie_client,) = nixie_side.add_clients(1)
-        (reference_client,) = reference_side.add_clients(1)
+        nixie_client = nixie_side.add_clients(1)[0]
+        reference_client = reference_side.add_clients(1)[0]
         with NixieServer(nixie_side, Path(workdir) / "p2n", [nixie_client.mac], served_files) as nixie, \
                 ReferenceServer(reference_side, Path(workdir) / "p2r", [reference_client.mac], served_files) as reference:
             nixie_url = _nixie_initrd_url(nixie_client)
@@ -167,8 +169,8 @@ def p2_http(profile, workdir, log):
                         seconds = _parallel_curl(client, url, clients)
                     return seconds, meter.cpu
 
-                nixie_runs, reference_runs = alternate(profile.repetitions, lambda: measure(nixie, nixie_client, nixie_url),
-                                                       lambda: measure(reference, reference_client, BASE + "/initrd"))
+                nixie_runs, reference_runs = alternate(profile.repetitions, lambda measure=measure: measure(nixie, nixie_client, nixie_url),
+                                                       lambda measure=measure: measure(reference, reference_client, BASE + "/initrd"))
                 log("P2 %d clients: nixie %s, reference %s" % (clients, nixie_runs, reference_runs))
                 rows += _transfer_rows("P2", "HTTP %d MiB x %d" % (profile.http_size // MIB, clients), nixie_runs, reference_runs,
                                        clients * profile.http_size, "ratio >= 0.9", 0.9)
@@ -180,8 +182,8 @@ def p3_tftp(profile, workdir, log):
     served_files = files.synthetic(workdir, MIB, ipxe_efi_size=profile.tftp_size)
     rows = []
     with sides(site_dhcp=False) as (nixie_side, reference_side):
-        (nixie_client,) = nixie_side.add_clients(1)
-        (reference_client,) = reference_side.add_clients(1)
+        nixie_client = nixie_side.add_clients(1)[0]
+        reference_client = reference_side.add_clients(1)[0]
         url = "tftp://%s/ipxe.efi" % SERVER_IP
         blksize = ("--tftp-blksize", "1468")
         with NixieServer(nixie_side, Path(workdir) / "p3n", [nixie_client.mac], served_files) as nixie, \
@@ -198,8 +200,8 @@ def p3_tftp(profile, workdir, log):
                             seconds = _parallel_curl(client, url, count, blksize)
                     return seconds, meter.cpu
 
-                nixie_runs, reference_runs = alternate(max(3, profile.repetitions * 2), lambda: measure(nixie, nixie_client),
-                                                       lambda: measure(reference, reference_client))
+                nixie_runs, reference_runs = alternate(max(3, profile.repetitions * 2), lambda measure=measure: measure(nixie, nixie_client),
+                                                       lambda measure=measure: measure(reference, reference_client))
                 log("P3 %d clients: nixie %s, reference %s" % (clients, nixie_runs, reference_runs))
                 label = "TFTP 1 MiB x 20 in a row" if clients == 1 else "TFTP 1 MiB x %d at once" % clients
                 rows += _transfer_rows("P3", label, nixie_runs, reference_runs, count * profile.tftp_size, "ratio >= 0.8", 0.8)
@@ -211,8 +213,8 @@ def p4_proxydhcp(profile, workdir, log):
     served_files = files.synthetic(workdir, MIB)
     macs = ["02:bd:00:00:%02x:%02x" % (index >> 8, index & 0xFF) for index in range(profile.dhcp_burst)]
     with sides(site_dhcp=False) as (nixie_side, reference_side):
-        (nixie_client,) = nixie_side.add_clients(1)
-        (reference_client,) = reference_side.add_clients(1)
+        nixie_client = nixie_side.add_clients(1)[0]
+        reference_client = reference_side.add_clients(1)[0]
         with NixieServer(nixie_side, Path(workdir) / "p4n", macs, served_files), \
                 ReferenceServer(reference_side, Path(workdir) / "p4r", macs, served_files):
             nixie_runs, reference_runs = alternate(profile.repetitions, lambda: burst.run_burst(nixie_client, macs, 1.0, SERVER_IP),
@@ -237,7 +239,7 @@ def _percentile(values, fraction):
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-def _fleet(side, server, clients):
+def _fleet(server, clients):
     """Boot every client at once; return (seconds, server CPU s, server peak RSS bytes, failures)."""
     barrier = threading.Barrier(len(clients) + 1)
     failures = []
@@ -271,8 +273,8 @@ def p5_fleet(profile, workdir, log):
         with NixieServer(nixie_side, Path(workdir) / "p5n", [c.mac for c in nixie_clients], served_files) as nixie, \
                 ReferenceServer(reference_side, Path(workdir) / "p5r", [c.mac for c in reference_clients], served_files) as reference:
             for size in profile.fleet_sizes:
-                results[size] = alternate(profile.repetitions, lambda size=size: _fleet(nixie_side, nixie, nixie_clients[:size]),
-                                          lambda size=size: _fleet(reference_side, reference, reference_clients[:size]))
+                results[size] = alternate(profile.repetitions, lambda size=size: _fleet(nixie, nixie_clients[:size]),
+                                          lambda size=size: _fleet(reference, reference_clients[:size]))
                 log("P5 %d machines: nixie %s, reference %s" % (size, [run[:3] for run in results[size][0]], [run[:3] for run in results[size][1]]))
     medians = {}
     for size in profile.fleet_sizes:
@@ -304,7 +306,7 @@ def p6_orchestration(profile, workdir, log):
     directory = Path(workdir) / "p6"
     directory.mkdir(parents=True, exist_ok=True)
     with sides(site_dhcp=False) as (nixie_side, _reference_side):
-        (client,) = nixie_side.add_clients(1)
+        client = nixie_side.add_clients(1)[0]
         inventory = directory / "inventory.json"
         inventory.write_text(json.dumps({"all": {"hosts": {"m0": {"nixie_mac": client.mac, "ansible_connection": "local"}}}}))
         for run in range(profile.orchestration_runs):
@@ -318,7 +320,7 @@ def p6_orchestration(profile, workdir, log):
                              environment={"ANSIBLE_CALLBACK_PLUGINS": str(BENCH_DIR / "callback_plugins"),
                                           "ANSIBLE_CALLBACKS_ENABLED": "bench_task_times", "BENCH_TASK_TIMES": str(times)})
                 agent.join()
-                (home,) = [event["ts"] for event in nixie.events("phone_home")]
+                home = nixie.events("phone_home")[0]["ts"]
                 ended = [entry["time"] for entry in map(json.loads, times.read_text().splitlines()) if entry["task"] == ORCHESTRATION_END]
                 delays.append(ended[0] - home)
                 log("P6 run %d: %.3f s" % (run + 1, delays[-1]))

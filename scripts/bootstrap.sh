@@ -12,6 +12,7 @@ apt_packages=(
   dnsmasq-base                                             # the lab's site DHCP server (no system service)
   busybox-static cpio kmod xz-utils zstd                   # the lab's test installer initramfs
   fdisk                                                    # partition tables on the lab's prefilled disks
+  dosfstools mtools syslinux syslinux-common systemd-boot-efi  # the lab's installed-disk image, built unmounted
   iproute2 iptables tcpdump                                # namespaces, bridges, captures
   tftp-hpa curl udhcpc openssh-client dropbear-bin         # real clients for protocol tests
   nix-bin                                                  # builds the fixture installer flake

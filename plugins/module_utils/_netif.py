@@ -61,6 +61,7 @@ def interface_address(name, family="auto"):
         return interface_ipv6(name)
     if family == "ipv4":
         return interface_ipv4(name)
+    require_interface(name)
     try:
         return interface_ipv4(name)
     except InterfaceError:

@@ -30,7 +30,7 @@ echo "stand-in: done"
 
 @pytest.fixture(scope="module")
 def net():
-    with LabNetwork(tag="install", site_dhcp=False) as lab:
+    with LabNetwork(site_dhcp=False) as lab:
         yield lab
 
 

@@ -17,7 +17,7 @@ HOSTS = [{"name": "nixie-01", "mac": "52:54:00:12:00:01"}, {"name": "nixie-02", 
 
 @pytest.fixture(scope="module")
 def net():
-    with LabNetwork(tag="srvmod", site_dhcp=False) as lab:
+    with LabNetwork(site_dhcp=False) as lab:
         yield lab
 
 

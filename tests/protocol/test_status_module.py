@@ -41,7 +41,7 @@ FLAKE_FIXTURE = os.path.join(os.path.dirname(__file__), "..", "fixtures", "flake
 
 @pytest.fixture(scope="module")
 def lab():
-    with LabNetwork(tag="status", site_dhcp=False) as network:
+    with LabNetwork(site_dhcp=False) as network:
         host = network.add_client("h1", MAC)
         subprocess.run(["ip", "-n", host.netns, "addr", "add", "%s/24" % ADDRESS, "dev", host.iface], check=True)
         # This one has IPv6 link-local only: found through the all-nodes echo and the neighbour table.

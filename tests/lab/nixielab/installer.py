@@ -10,6 +10,9 @@ file that goes into the archive.
 
 Linux unpacks several concatenated (compressed) cpio archives in a row, later files winning, so
 `append_cpio` adds files (an agent hook, an authorized_keys) to a built initrd without rebuilding it.
+
+The same kernel and initramfs, booted from a disk written by the lab's stand-in nixos-anywhere, act as
+the installed host instead (installed.py, files/init).
 """
 
 from __future__ import annotations

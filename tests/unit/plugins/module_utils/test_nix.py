@@ -129,12 +129,12 @@ def test_toplevel_paths_of_all_hosts_in_one_evaluation(flake):
 
 def test_toplevel_paths_names_every_missing_host(flake):
     with pytest.raises(_nix.AttributeMissing) as caught:
-        _nix.toplevel_paths(_nix.Nix(), flake, ["nixie-01", "nixie-03", "web.example.org"])
+        _nix.toplevel_paths(_nix.Nix(), flake, ["nixie-01", "nixie-09", "web.example.org"])
     message = str(caught.value)
-    assert "has no nixosConfigurations.nixie-03" in message
+    assert "has no nixosConfigurations.nixie-09" in message
     assert 'has no nixosConfigurations."web.example.org"' in message
     assert "nixie-01" not in message
-    assert caught.value.details["missing"] == ["nixosConfigurations.nixie-03", 'nixosConfigurations."web.example.org"']
+    assert caught.value.details["missing"] == ["nixosConfigurations.nixie-09", 'nixosConfigurations."web.example.org"']
 
 
 def test_toplevel_paths_of_a_flake_without_nixos_configurations(tmp_path):
