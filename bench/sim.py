@@ -48,27 +48,40 @@ def _dhcp(sock, client, ipxe, server_ip):
     raise BootFailed("%s: no ProxyDHCP answer (ipxe=%s)" % (client.mac, ipxe))
 
 
-def tftp_get(server_ip, name):
-    """Fetch ``name`` as iPXE does (blksize 1468, tsize); return the byte count."""
+def tftp_get(server_ip, name, timeout=1.0, tries=6):
+    """Fetch ``name`` as iPXE does (blksize 1468, tsize; the last packet sent again after ``timeout``); return the byte count.
+
+    Retransmitting matters: a server at its transfer cap (Nixie: 64) drops further requests and counts on it.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        sock.settimeout(2.0)
-        request = struct.pack("!H", 1) + name.encode() + b"\0octet\0blksize\0%d\0tsize\0%d\0" % (TFTP_BLKSIZE, 0)
-        sock.sendto(request, (server_ip, 69))
-        expected, received, peer = 1, 0, None
+        sock.settimeout(timeout)
+        last = struct.pack("!H", 1) + name.encode() + b"\0octet\0blksize\0%d\0tsize\0%d\0" % (TFTP_BLKSIZE, 0)
+        peer = (server_ip, 69)
+        expected, received, silent = 1, 0, 0
+        sock.sendto(last, peer)
         while True:
-            packet, source = sock.recvfrom(65536)
-            opcode, block = struct.unpack_from("!HH", packet)
-            peer = peer or source
-            if opcode == 6:  # OACK
-                sock.sendto(struct.pack("!HH", 4, 0), peer)
+            try:
+                packet, source = sock.recvfrom(65536)
+            except socket.timeout:
+                silent += 1
+                if silent >= tries:
+                    raise BootFailed("TFTP %s: no answer after %d tries" % (name, tries)) from None
+                sock.sendto(last, peer)
                 continue
-            if opcode != 3:
+            silent = 0
+            opcode, block = struct.unpack_from("!HH", packet)
+            peer = source
+            if opcode == 6:  # OACK
+                last = struct.pack("!HH", 4, 0)
+            elif opcode != 3:
                 raise BootFailed("TFTP %s: error %r" % (name, packet[:80]))
-            if block == expected & 0xFFFF:
-                received += len(packet) - 4
-                expected += 1
-            sock.sendto(struct.pack("!HH", 4, block), peer)
-            if len(packet) - 4 < TFTP_BLKSIZE:
+            else:
+                if block == expected & 0xFFFF:
+                    received += len(packet) - 4
+                    expected += 1
+                last = struct.pack("!HH", 4, block)
+            sock.sendto(last, peer)
+            if opcode == 3 and len(packet) - 4 < TFTP_BLKSIZE:
                 return received
 
 

@@ -1,6 +1,6 @@
 """The lab's stand-in nixos-anywhere "installs" a machine running the test installer over real SSH, with the command
-line Nixie's install module builds; the machine then boots from its own disk, through its firmware's network-then-disk
-boot order, as the installed host: Nixie's generated host key, os-release without VARIANT_ID, /run/current-system
+line Nixie's install module builds; the machine then boots from its own disk, through its firmware's boot order, as the
+installed host: Nixie's generated host key, os-release without VARIANT_ID, /run/current-system
 pointing at the flake's toplevel. Also: the installed-disk image's layout, and the stand-in's refusals."""
 
 from __future__ import annotations
@@ -16,14 +16,16 @@ import pytest
 from ansible_collections.nixie.provision.plugins.module_utils._install import ensure_host_key, nixos_anywhere_command
 from nixielab import Installer, append_cpio
 from nixielab.installed import BOOT_START, SECTOR, STATE_SIZE, SYSLINUX_MBR, build_installed_image
-from nixielab.netboot import _fixture_flake_helper
+from nixielab.netboot import fixture_flake_helper
 
 STANDIN = Path(__file__).resolve().parent / "nixielab" / "files" / "nixos-anywhere"
 BOOT_TIMEOUT = 90  # the test installer: ~15 s from QEMU start to "ready" under TCG
-# Power-on to the installed system's /init, behind the firmware's network boot attempts (no boot server here):
-# SeaBIOS ~34 s (iPXE gets a lease without a boot file, then the disk); OVMF ~170 s, 300 s next to another VM
-# (iPXE, then EDK2's PXEv4, PXEv6, HTTPv4 and HTTPv6 entries each time out before the disk's).
-DISK_BOOT_TIMEOUT = {"bios": 120, "uefi": 420}
+# Power-on to the installed system's /init. SeaBIOS keeps the network first (no boot server answers here): ~34 s,
+# iPXE gets a lease without a boot file, then the disk. OVMF has the disk first, as a UEFI machine has once its OS
+# registered its boot entry; network first it would take ~170 s (300 s next to another VM), every one of EDK2's
+# PXEv4, PXEv6, HTTPv4 and HTTPv6 entries timing out before the disk's.
+DISK_BOOT_TIMEOUT = {"bios": 120, "uefi": 120}
+BOOT_ORDER = {"bios": "network-first", "uefi": "disk-first"}
 INSTALL_TIMEOUT = 180
 FIRST_MIB_IS_ZERO = "head -c 1048576 /dev/vda | tr -d '\\0' | wc -c"
 
@@ -98,7 +100,7 @@ def _deployment(directory: Path, installer: Installer) -> Deployment:
     key = directory / "deployer"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "deployer@lab", "-f", str(key)], check=True)
     initrd = append_cpio(installer.initrd, {"/root/.ssh/authorized_keys": key.with_suffix(".pub").read_bytes()}, directory / "initrd.gz")
-    helper = _fixture_flake_helper()
+    helper = fixture_flake_helper()
     flake = helper.materialise(directory / "flake", installer.kernel, initrd, installer.cmdline)
     environment = dict(os.environ, **helper.offline_nix_env(directory / "nix-conf"), NIXIE_STANDIN_LOG=str(directory / "standin.jsonl"),
                        NIXIE_STANDIN_IMAGE=str(build_installed_image(installer).path))
@@ -117,9 +119,10 @@ def test_standin_installs_and_the_machine_boots_from_disk(lab, installer, firmwa
     key, log = deployment.key, Path(deployment.environment["NIXIE_STANDIN_LOG"])
 
     # Rebooting makes QEMU exit: the test then powers the machine on again without -kernel, so it boots as
-    # firmware does, network first (no boot server answers here), then the disk.
+    # its firmware's boot order says (see BOOT_ORDER).
     machine = lab.add_machine("inst-%s" % firmware, "52:54:00:52:00:0%d" % (1 + (firmware == "uefi")), firmware=firmware, disk_size="64M",
-                              kernel=installer.kernel, initrd=deployment.initrd, append=installer.cmdline, no_reboot=True)
+                              kernel=installer.kernel, initrd=deployment.initrd, append=installer.cmdline, no_reboot=True,
+                              boot_order=BOOT_ORDER[firmware])
     machine.start()
     machine.wait_for_serial(r"NIXIELAB: ready", BOOT_TIMEOUT)
     address = machine.wait_for_serial(r"NIXIELAB: dhcp ok (\S+)", 0).group(1)

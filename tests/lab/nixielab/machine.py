@@ -22,6 +22,7 @@ from pathlib import Path
 from .processes import LabError, ProcessTracker, in_netns, run_checked, start_time, stop_pid, wait_gone
 
 FIRMWARES = ("bios", "uefi")
+BOOT_ORDERS = ("network-first", "disk-first")
 # e1000 and virtio carry QEMU's iPXE option ROM (ipxe-qemu); "virtio-native" drops the ROM so that
 # OVMF's own EDK2 PXE client runs instead, the lab's stand-in for a vendor PXE ROM.
 NICS = {"e1000": "e1000", "virtio": "virtio-net-pci", "virtio-native": "virtio-net-pci,romfile="}
@@ -51,6 +52,7 @@ class Machine:  # pylint: disable=too-many-instance-attributes  # one field per 
     disk_size: str = "2G"
     prefill: bool = False
     no_reboot: bool = False
+    boot_order: str = "network-first"
     kernel: Path | None = None
     initrd: Path | None = None
     append: str | None = None
@@ -70,6 +72,8 @@ class Machine:  # pylint: disable=too-many-instance-attributes  # one field per 
             raise LabError("machine %s: MAC %r is not six colon-separated hex bytes" % (self.name, self.mac))
         if self.firmware not in FIRMWARES:
             raise LabError("machine %s: firmware %r is not one of %s" % (self.name, self.firmware, ", ".join(FIRMWARES)))
+        if self.boot_order not in BOOT_ORDERS:
+            raise LabError("machine %s: boot_order %r is not one of %s" % (self.name, self.boot_order, ", ".join(BOOT_ORDERS)))
         if self.nic not in NICS:
             raise LabError("machine %s: nic %r is not one of %s" % (self.name, self.nic, ", ".join(NICS)))
         if self.firmware == "bios" and self.nic == "virtio-native" and self.kernel is None:
@@ -126,7 +130,8 @@ class Machine:  # pylint: disable=too-many-instance-attributes  # one field per 
 
     def qemu_argv(self) -> list[str]:
         """QEMU's command line."""
-        nic = "%s,netdev=net0,mac=%s,bootindex=1" % (NICS[self.nic], self.mac)
+        nic_index, disk_index = (1, 2) if self.boot_order == "network-first" else (2, 1)
+        nic = "%s,netdev=net0,mac=%s,bootindex=%d" % (NICS[self.nic], self.mac, nic_index)
         argv = [
             "qemu-system-x86_64", "-name", "%s,process=nxl-%s" % (self.name, self.name),
             "-accel", "tcg",  # /dev/kvm is absent or unusable where the lab runs
@@ -136,10 +141,11 @@ class Machine:  # pylint: disable=too-many-instance-attributes  # one field per 
             "-monitor", "unix:%s,server=on,wait=off" % self.monitor_path,
             "-pidfile", str(self.pid_path),  # for people and tools outside the lab; the lab uses its records
             "-netdev", "tap,id=net0,ifname=%s,script=no,downscript=no" % self.tap, "-device", nic,
-            # bootindex orders the firmware's boot list: the network first, then the disk, as a
-            # machine set up for network provisioning is.
+            # bootindex orders the firmware's boot list. network-first is a machine set up for network
+            # provisioning; disk-first is a UEFI machine whose installed OS registered its boot entry first, as
+            # NixOS's systemd-boot install does (a blank disk fails at once and the network comes next).
             "-drive", "if=none,id=disk0,format=qcow2,file=%s" % self.disk_path,
-            "-device", "virtio-blk-pci,drive=disk0,bootindex=2",
+            "-device", "virtio-blk-pci,drive=disk0,bootindex=%d" % disk_index,
         ]
         if self.firmware == "uefi":
             argv += ["-drive", "if=pflash,format=raw,unit=0,readonly=on,file=%s" % OVMF_CODE,

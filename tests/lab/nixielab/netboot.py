@@ -20,7 +20,7 @@ NETBOOT_PLAYBOOK = REPO_ROOT / "playbooks" / "netboot.yml"
 FIXTURE_FLAKE_HELPER = REPO_ROOT / "tests" / "fixtures" / "flake-installer" / "prepare.py"
 
 
-def _fixture_flake_helper():
+def fixture_flake_helper():
     # Loaded by path: its folder name (flake-installer) is not a Python package name.
     spec = importlib.util.spec_from_file_location("flake_installer_prepare", FIXTURE_FLAKE_HELPER)
     module = importlib.util.module_from_spec(spec)
@@ -61,7 +61,7 @@ def prepare(lab: LabNetwork, installer: Installer, machines: list[Machine], dire
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     initrd = append_cpio(installer.initrd, {"/etc/nixie/hooks.d/50-nixie-agent": AGENT}, directory / "initrd.gz")
-    flake_helper = _fixture_flake_helper()
+    flake_helper = fixture_flake_helper()
     flake = flake_helper.materialise(directory / "flake", installer.kernel, initrd, installer.cmdline)
     key = directory / "deployer"
     if not key.exists():
