@@ -13,7 +13,7 @@ apt_packages=(
   busybox-static cpio kmod xz-utils zstd                   # the lab's test installer initramfs
   fdisk                                                    # partition tables on the lab's prefilled disks
   dosfstools mtools syslinux syslinux-common systemd-boot-efi  # the lab's installed-disk image, built unmounted
-  iproute2 iptables tcpdump                                # namespaces, bridges, captures
+  iproute2 iptables nftables tcpdump                       # namespaces, bridges, captures, packet loss
   tftp-hpa curl udhcpc openssh-client dropbear-bin         # real clients for protocol tests
   nix-bin                                                  # builds the fixture installer flake
   git make rsync python3-venv

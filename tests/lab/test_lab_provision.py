@@ -9,20 +9,12 @@ byte-identical. A rerun changes nothing.
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
 
 import pytest
 from nixielab import netboot
-from nixielab.installed import build_installed_image
-from nixielab.playbook import run_playbook
-from nixielab.processes import REPO_ROOT
 
 pytestmark = pytest.mark.lab
-
-PROVISION_PLAYBOOK = REPO_ROOT / "playbooks" / "provision.yml"
-STAND_IN = REPO_ROOT / "tests" / "lab" / "nixielab" / "files" / "nixos-anywhere"
 
 
 def _nix_eval_toplevel(run: netboot.NetbootRun, flake: str, host: str) -> str:
@@ -39,27 +31,19 @@ def test_provision_three_machines_end_to_end(lab, installer, tmp_path):
     full.prepare()
     full_disk_before = full.disk_sha256()
 
-    run = netboot.prepare(lab, installer, [bios, uefi, full], tmp_path)
-    flake = next(line.split(": ", 1)[1] for line in run.inventory.read_text().splitlines() if line.startswith("flake: "))
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "nixos-anywhere").symlink_to(STAND_IN)
-    stand_in_log = tmp_path / "nixos-anywhere.jsonl"
-    environment = dict(run.environment, PATH="%s:%s" % (bin_dir, os.environ["PATH"]), NIXIE_STANDIN_LOG=str(stand_in_log),
-                       NIXIE_STANDIN_IMAGE=str(build_installed_image(installer).path))
-    extra_vars = dict(run.extra_vars, nixie_ssh_private_key=str(run.key), nixie_batch_size=2, nixie_boot_timeout=420)
-
-    first = run_playbook(lab, PROVISION_PLAYBOOK, run.inventory, extra_vars=extra_vars, environment=environment,
-                         timeout=1500, check=False)
+    run = netboot.with_stand_in(netboot.prepare(lab, installer, [bios, uefi, full], tmp_path), installer)
+    flake = run.flake
+    # Two machines at a time on this 2-core host.
+    first = netboot.provision(lab, run, extra_vars={"nixie_batch_size": 2})
     output = first.stdout
     print(output[-6000:])
     assert first.returncode != 0, "nixie-03 must fail: its disk holds data"
     assert "refusing to install nixie-03: vda (2.0 GiB" in output and "holds partitions" in output
-    recap = {line.split()[0]: line for line in output.splitlines() if line.startswith("nixie-0") and "failed=" in line}
+    recap = netboot.recap(output)
     assert "failed=0" in recap["nixie-01"] and "failed=0" in recap["nixie-02"] and "failed=1" in recap["nixie-03"], recap
 
     leases = lab.site_dhcp.leases()
-    records = [json.loads(line) for line in stand_in_log.read_text().splitlines()]
+    records = run.stand_in_records()
     assert sorted(record["argv"][2] for record in records) == ["%s#nixie-01" % flake, "%s#nixie-02" % flake], records
     for record in records:
         host = record["argv"][2].rsplit("#", 1)[1]
@@ -92,10 +76,9 @@ def test_provision_three_machines_end_to_end(lab, installer, tmp_path):
     full.stop()
     assert full.disk_sha256() == full_disk_before
 
-    rerun = run_playbook(lab, PROVISION_PLAYBOOK, run.inventory, extra_vars=extra_vars, environment=environment,
-                         timeout=600, limit="nixie-01,nixie-02")
+    rerun = netboot.provision(lab, run, limit="nixie-01,nixie-02", timeout=600)
     for host in ("nixie-01", "nixie-02"):
-        line = next(line for line in rerun.stdout.splitlines() if line.startswith(host) and "changed=" in line)
+        line = netboot.recap(rerun.stdout)[host]
         assert "changed=0" in line and "failed=0" in line, line
         assert "%s is installed" % host in rerun.stdout
-    assert len(stand_in_log.read_text().splitlines()) == len(records), "the rerun must not install again"
+    assert len(run.stand_in_records()) == len(records), "the rerun must not install again"

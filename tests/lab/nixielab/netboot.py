@@ -6,17 +6,21 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import os
 import subprocess
 from pathlib import Path
 
+from .installed import build_installed_image
 from .installer import Installer, append_cpio
 from .machine import Machine
 from .net import LabNetwork
-from .playbook import run_playbook, write_inventory
+from .playbook import playbook_command, run_playbook, write_inventory
 from .processes import REPO_ROOT
 
 AGENT = REPO_ROOT / "agent" / "nixie-agent"
 NETBOOT_PLAYBOOK = REPO_ROOT / "playbooks" / "netboot.yml"
+PROVISION_PLAYBOOK = REPO_ROOT / "playbooks" / "provision.yml"
+STAND_IN = REPO_ROOT / "tests" / "lab" / "nixielab" / "files" / "nixos-anywhere"
 FIXTURE_FLAKE_HELPER = REPO_ROOT / "tests" / "fixtures" / "flake-installer" / "prepare.py"
 
 
@@ -52,6 +56,20 @@ class NetbootRun:
         data = json.loads(path.read_text())
         return json.loads(data["__payload__"]) if "__payload__" in data else data
 
+    @property
+    def stand_in_log(self) -> Path:
+        return self.directory / "nixos-anywhere.jsonl"
+
+    def stand_in_records(self) -> list[dict]:
+        """What the stand-in nixos-anywhere recorded: one {"argv", "start", "pid"} per call."""
+        if not self.stand_in_log.exists():
+            return []
+        return [json.loads(line) for line in self.stand_in_log.read_text().splitlines()]
+
+    @property
+    def flake(self) -> str:
+        return next(line.split(": ", 1)[1] for line in self.inventory.read_text().splitlines() if line.startswith("flake: "))
+
     def events(self) -> list[dict]:
         return [json.loads(line) for line in (self.run_dir / "events.jsonl").read_text().splitlines()]
 
@@ -74,6 +92,35 @@ def prepare(lab: LabNetwork, installer: Installer, machines: list[Machine], dire
     extra_vars = {"nixie_interface": lab.ctl_if, "nixie_run_dir": str(directory / "run"), "nixie_authorized_key_file": str(key) + ".pub",
                   "nixie_agent_timeout": 300, "nixie_keep_server": keep_server}
     return NetbootRun(directory, inventory, key, environment, extra_vars)
+
+
+def with_stand_in(netboot: NetbootRun, installer: Installer) -> NetbootRun:
+    """Put the recording stand-in nixos-anywhere first on PATH for the playbook, as the only difference from a real run."""
+    bin_dir = netboot.directory / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    if not (bin_dir / "nixos-anywhere").exists():
+        (bin_dir / "nixos-anywhere").symlink_to(STAND_IN)
+    netboot.environment.update(PATH="%s:%s" % (bin_dir, os.environ["PATH"]), NIXIE_STANDIN_LOG=str(netboot.stand_in_log),
+                               NIXIE_STANDIN_IMAGE=str(build_installed_image(installer).path))
+    netboot.extra_vars.update(nixie_ssh_private_key=str(netboot.key), nixie_boot_timeout=420)
+    return netboot
+
+
+def provision(lab: LabNetwork, netboot: NetbootRun, *, limit: str | None = None, timeout: float = 1500,
+              extra_vars: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the provision playbook in the controller namespace; its result, failed or not."""
+    return run_playbook(lab, PROVISION_PLAYBOOK, netboot.inventory, extra_vars=dict(netboot.extra_vars, **(extra_vars or {})),
+                        timeout=timeout, environment=netboot.environment, check=False, limit=limit)
+
+
+def provision_command(lab: LabNetwork, netboot: NetbootRun) -> tuple[list[str], dict]:
+    """The argv and environment of `provision`, for a test that acts while the playbook runs."""
+    return playbook_command(lab, PROVISION_PLAYBOOK, netboot.inventory, netboot.extra_vars, netboot.environment)
+
+
+def recap(output: str) -> dict[str, str]:
+    """The PLAY RECAP line of each host."""
+    return {line.split()[0]: line for line in output.splitlines() if " : ok=" in line and "failed=" in line}
 
 
 def run(lab: LabNetwork, netboot: NetbootRun, timeout: float = 420) -> str:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .machine import Machine
 from .net import LabNetwork
-from .processes import REPO_ROOT, LabError
+from .processes import REPO_ROOT, LabError, in_netns
 
 PLAYBOOKS = Path(__file__).resolve().parent / "playbooks"
 WAKE_PLAYBOOK = PLAYBOOKS / "wake.yml"
@@ -27,10 +27,9 @@ def write_inventory(directory: Path, machines: list[Machine]) -> Path:
     return inventory
 
 
-def run_playbook(lab: LabNetwork, playbook: Path, inventory: Path, extra_vars: dict | None = None,
-                 timeout: float = 180.0, environment: dict | None = None, *, check: bool = True,
-                 limit: str | None = None) -> subprocess.CompletedProcess:
-    """Run ansible-playbook in the controller namespace; LabError with its output when it fails, unless `check` is false."""
+def playbook_command(lab: LabNetwork, playbook: Path, inventory: Path, extra_vars: dict | None = None,
+                     environment: dict | None = None, limit: str | None = None) -> tuple[list[str], dict]:
+    """The argv (in the controller namespace) and environment that run `playbook` against `inventory`."""
     # The ansible-playbook next to this interpreter: the venv's, which has the collection's requirements.
     argv = [str(Path(sys.executable).with_name("ansible-playbook")), "-i", str(inventory), str(playbook)]
     if extra_vars:
@@ -39,7 +38,15 @@ def run_playbook(lab: LabNetwork, playbook: Path, inventory: Path, extra_vars: d
         argv += ["--limit", limit]
     environment = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.environ.get("ANSIBLE_COLLECTIONS_PATH", str(COLLECTIONS_PATH)),
                        ANSIBLE_NOCOLOR="1", ANSIBLE_RETRY_FILES_ENABLED="0", **(environment or {}))
-    result = lab.run_ctl(argv, env=environment, cwd=lab.run_dir, capture_output=True, text=True, timeout=timeout)
+    return in_netns(lab.ctl_ns, argv), environment
+
+
+def run_playbook(lab: LabNetwork, playbook: Path, inventory: Path, extra_vars: dict | None = None,
+                 timeout: float = 180.0, environment: dict | None = None, *, check: bool = True,
+                 limit: str | None = None) -> subprocess.CompletedProcess:
+    """Run ansible-playbook in the controller namespace; LabError with its output when it fails, unless `check` is false."""
+    argv, environment = playbook_command(lab, playbook, inventory, extra_vars, environment, limit)
+    result = subprocess.run(argv, env=environment, cwd=lab.run_dir, capture_output=True, text=True, timeout=timeout, check=False)
     if check and result.returncode != 0:
         raise LabError("ansible-playbook %s failed (exit %d):\n%s%s" % (playbook.name, result.returncode, result.stdout, result.stderr))
     return result

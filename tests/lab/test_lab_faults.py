@@ -1,0 +1,96 @@
+"""Faults during provisioning, in the lab: each fails alone, says why, and a rerun finishes the job.
+
+1. nixie-01 installs; nixie-02's nixos-anywhere fails (the stand-in is told to); nixie-03's Wake-on-LAN is dropped
+   (the power daemon does not know it), so it never phones home. Then a rerun installs nixie-02.
+2. With 10% of the frames on the bridge dropped, the boot server is killed as soon as the first machine phoned home;
+   a rerun restarts it and both machines end installed, and a third run changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+from nixielab import netboot
+
+pytestmark = pytest.mark.lab
+
+AGENT_TIMEOUT = 180
+
+
+def test_one_host_never_phones_home_and_another_fails_to_install(lab, installer, tmp_path):
+    good = lab.add_machine("nixie-01", "52:54:00:fa:00:01", firmware="bios", nic="e1000")
+    failing = lab.add_machine("nixie-02", "52:54:00:fa:00:02", firmware="bios", nic="virtio")
+    silent = lab.add_machine("nixie-03", "52:54:00:fa:00:03", firmware="bios", nic="e1000")
+    lab.start_power_daemon(machines=[good, failing])
+    run = netboot.with_stand_in(netboot.prepare(lab, installer, [good, failing, silent], tmp_path), installer)
+    run.environment["NIXIE_STANDIN_FAIL"] = "nixie-02"
+
+    first = netboot.provision(lab, run, extra_vars={"nixie_agent_timeout": AGENT_TIMEOUT})
+    recap = netboot.recap(first.stdout)
+    assert "failed=0" in recap["nixie-01"], first.stdout[-4000:]
+    assert "failed=1" in recap["nixie-02"] and "failed=1" in recap["nixie-03"], recap
+    assert "no phone-home from %s within %d s; last event: nothing yet" % (silent.mac, AGENT_TIMEOUT) in first.stdout
+    log = run.run_dir / "nixie-02" / "install.log"
+    assert "nixos-anywhere failed (exit 1); log: %s" % log in first.stdout
+    assert "fault injected" in log.read_text()
+    assert [event["argv"][2].rsplit("#", 1)[1] for event in run.stand_in_records()] == ["nixie-01", "nixie-02"]
+    assert any(packet["mac"] == silent.mac and packet["action"] == "unknown-mac" for packet in lab.power_daemon.packets()), \
+        "the WoL for nixie-03 must have arrived, and been dropped"
+
+    del run.environment["NIXIE_STANDIN_FAIL"]
+    rerun = netboot.provision(lab, run, limit="nixie-01,nixie-02")
+    recap = netboot.recap(rerun.stdout)
+    assert "failed=0" in recap["nixie-01"] and "failed=0" in recap["nixie-02"], rerun.stdout[-4000:]
+    assert "nixie-01 is installed" in rerun.stdout
+    assert [event["argv"][2].rsplit("#", 1)[1] for event in run.stand_in_records()] == ["nixie-01", "nixie-02", "nixie-02"]
+    failing.wait_for_serial(r"NIXIELAB: installed /nix/store/\S+-nixos-system-nixie-02", timeout=5)
+
+
+def _drop_one_frame_in_ten(lab):
+    # The kernel here has no netem; nftables' random numbers on the bridge drop frames between its ports just as well.
+    for command in (["add", "table", "bridge", "lossy"],
+                    ["add", "chain", "bridge", "lossy", "forward", "{ type filter hook forward priority 0; }"],
+                    ["add", "chain", "bridge", "lossy", "input", "{ type filter hook input priority 0; }"],
+                    ["add", "rule", "bridge", "lossy", "forward", "numgen", "random", "mod", "10", "0", "counter", "drop"],
+                    ["add", "rule", "bridge", "lossy", "input", "numgen", "random", "mod", "10", "0", "counter", "drop"]):
+        lab.run_lab(["nft", *command], check=True)
+
+
+def test_lossy_network_and_a_killed_boot_server(lab, installer, tmp_path):
+    machines = [lab.add_machine("nixie-01", "52:54:00:fb:00:01", firmware="bios", nic="virtio"),
+                lab.add_machine("nixie-02", "52:54:00:fb:00:02", firmware="uefi", nic="virtio-native", boot_order="disk-first")]
+    lab.start_power_daemon()
+    _drop_one_frame_in_ten(lab)
+    run = netboot.with_stand_in(netboot.prepare(lab, installer, machines, tmp_path), installer)
+
+    argv, environment = netboot.provision_command(lab, run)
+    with subprocess.Popen(argv, env=environment, cwd=lab.run_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as first:
+        deadline = time.monotonic() + 600
+        events = run.run_dir / "events.jsonl"
+        while not (events.exists() and '"phone_home"' in events.read_text()):
+            assert time.monotonic() < deadline and first.poll() is None, "no phone-home before the kill"
+            time.sleep(0.5)
+        server_pid = json.loads((run.run_dir / "state.json").read_text())["pid"]
+        os.kill(server_pid, signal.SIGKILL)
+        first_output = first.communicate(timeout=1500)[0]
+    print(first_output[-3000:])
+
+    second = netboot.provision(lab, run)
+    recap = netboot.recap(second.stdout)
+    assert all("failed=0" in recap[machine.name] for machine in machines), second.stdout[-5000:]
+    for machine in machines:
+        machine.wait_for_serial(r"NIXIELAB: installed /nix/store/\S+-nixos-system-%s" % machine.name, timeout=5)
+
+    third = netboot.provision(lab, run, timeout=600)
+    recap = netboot.recap(third.stdout)
+    assert all("changed=0" in recap[machine.name] and "failed=0" in recap[machine.name] for machine in machines), recap
+    counters = lab.run_lab(["nft", "list", "table", "bridge", "lossy"], capture_output=True, text=True, check=True).stdout
+    dropped = sum(int(count) for count in re.findall(r"counter packets (\d+)", counters))
+    print("frames dropped on the bridge: %d" % dropped)
+    assert dropped > 50, counters
