@@ -15,7 +15,7 @@ demo: bootstrap
 	python -m nixielab demo
 
 test: bootstrap
-	$(MAKE) --no-print-directory sanity lint
+	$(MAKE) --no-print-directory sanity lint bench-smoke
 	$(PYTEST) tests/unit tests/protocol tests/lab
 
 bootstrap:
