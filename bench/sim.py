@@ -115,11 +115,16 @@ def parse_script(script):
     return kernel, initrd, re.search(r"nixie\.api=(\S+)", script).group(1), re.search(r"nixie\.token=(\S+)", script).group(1)
 
 
-def phone_home(api, token, mac, address):
-    """The agent's report, with the fields Nixie validates."""
-    report = {"macs": [mac], "ip": address, "ssh_host_keys": [], "disks": [], "os_release": {"ID": "nixos", "VARIANT_ID": "installer"}}
-    return _http("POST", api + "/phone-home", json.dumps(report).encode(), {"Authorization": "Bearer " + token,
-                                                                              "Content-Type": "application/json"})
+# A blank disk as the agent reports it (P6: the install module refuses to run without one).
+BLANK_DISK = {"name": "vda", "size_bytes": 8 << 30, "model": "bench", "has_partitions": False, "has_filesystem": False}
+
+
+def phone_home(api, token, mac, address, ssh_host_keys=(), disks=()):
+    """The agent's report, with the fields Nixie validates; P5 sends no keys and no disks, P6 its SSH host key and a blank disk."""
+    report = {"macs": [mac], "ip": address, "ssh_host_keys": list(ssh_host_keys), "disks": list(disks),
+              "os_release": {"ID": "nixos", "VARIANT_ID": "installer"}}
+    headers = {"Authorization": "Bearer " + token, "Content-Type": "application/json"}
+    return _http("POST", api + "/phone-home", json.dumps(report).encode(), headers)
 
 
 def boot(client, server_ip, start_barrier=None, script_only=False):

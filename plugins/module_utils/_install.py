@@ -43,8 +43,8 @@ def check_disks(name, disks, may_be_wiped):
     for disk in disks:
         contents = [what for what, present in (("partitions", disk.get("has_partitions")), ("a filesystem", disk.get("has_filesystem"))) if present]
         if contents:
-            holding.append("%s (%s, %s) holds %s" % (disk.get("name"), _size(disk.get("size_bytes") or 0), disk.get("model") or "unknown model",
-                                                    " and ".join(contents)))
+            description = "%s (%s, %s)" % (disk.get("name"), _size(disk.get("size_bytes") or 0), disk.get("model") or "unknown model")
+            holding.append("%s holds %s" % (description, " and ".join(contents)))
     if holding:
         raise UnsafeDisks("refusing to install %s: %s; nothing was written. Set \"disks_may_be_wiped\": true for %s in hosts.json "
                           "(or nixie_disks_may_be_wiped for the host) to allow wiping" % (name, "; ".join(holding), name),

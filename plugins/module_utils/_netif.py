@@ -10,8 +10,10 @@ import struct
 
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
 
-# ioctl(2) request that reads an interface's primary IPv4 address (linux/sockios.h).
+# ioctl(2) requests that read an interface's primary IPv4 address and its hardware address (linux/sockios.h).
+# Unlike /sys/class/net, they answer for the network namespace of the calling thread.
 _SIOCGIFADDR = 0x8915
+_SIOCGIFHWADDR = 0x8927
 # /proc/net/if_inet6 columns: address, ifindex, prefix length, scope, flags (hex), name. Scope 0 is global;
 # temporary (privacy), DAD-failed, deprecated and tentative addresses (linux/if_addr.h) change or vanish.
 _SCOPE_GLOBAL = 0x00
@@ -69,3 +71,11 @@ def interface_address(name, family="auto"):
             return interface_ipv6(name)
         except InterfaceError:
             raise InterfaceError("%s has neither an IPv4 nor a global IPv6 address" % name) from None
+
+
+def interface_mac(name):
+    """The MAC address of interface ``name``."""
+    require_interface(name)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        answer = fcntl.ioctl(probe.fileno(), _SIOCGIFHWADDR, struct.pack("256s", name.encode()[:15]))
+    return answer[18:24].hex(":")

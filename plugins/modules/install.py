@@ -11,7 +11,7 @@ version_added: 0.1.0
 author: Nixie developers (@nixie-provision)
 description:
   - Runs C(nixos-anywhere) on the controller against a machine that runs Nixie's installer, with the phases
-    C(disko,install,reboot) (no kexec: the installer already runs NixOS).
+    C(disko,install,reboot); no kexec, since the installer already runs NixOS.
   - Refuses, before anything is written, a machine whose agent reported disks holding partitions or filesystems,
     unless O(disks_may_be_wiped) is true.
   - Checks right before starting that the SSH host key at O(target) is one the machine's agent reported

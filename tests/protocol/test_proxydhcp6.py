@@ -20,7 +20,8 @@ from scapy.utils import rdpcap
 from ansible_collections.nixie.provision.plugins.module_utils._bootd import dhcp6
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.booter import Booter
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host, ServerAddress
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.proxydhcp6 import interface_mac, start_proxydhcp6
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.proxydhcp6 import start_proxydhcp6
+from ansible_collections.nixie.provision.plugins.module_utils._netif import interface_mac
 
 pytestmark = pytest.mark.netns
 

@@ -313,7 +313,6 @@ class _Handlers:
             return _empty(404)
         return web.json_response(entry)
 
-
     async def mark_installed(self, request):
         """``POST {"installed": true|false}``: whether the host's script boots its disk or the installer."""
         if not self._from_admin(request):

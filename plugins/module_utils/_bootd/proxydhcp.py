@@ -60,17 +60,20 @@ def _open_socket(port, address, interface):
 
 
 class _Endpoint(asyncio.DatagramProtocol):
-    def __init__(self, port, booter, on_event):
+    """One UDP port: each datagram goes to ``handle(data, addr, port)``; its reply is sent, then reported."""
+
+    def __init__(self, port, handle, on_event, label):
         self._port = port
-        self._booter = booter
+        self._handle = handle
         self._on_event = on_event
+        self._label = label
         self._transport = None
 
     def connection_made(self, transport):
         self._transport = transport
 
     def datagram_received(self, data, addr):
-        outcome = dhcp4.handle(data, addr, self._port, self._booter)
+        outcome = self._handle(data, addr, self._port)
         if outcome is None:
             return
         if outcome.reply is not None:
@@ -80,11 +83,11 @@ class _Endpoint(asyncio.DatagramProtocol):
 
     def error_received(self, exc):
         # E.g. a relay address (giaddr) that is unreachable: one client's problem, not the server's.
-        _LOG.warning("ProxyDHCP port %d: send failed: %s", self._port, exc)
+        _LOG.warning("%s port %d: send failed: %s", self._label, self._port, exc)
 
 
 class ProxyDHCP:
-    """The running ProxyDHCP endpoints; ``close()`` stops them."""
+    """The running endpoints of a ProxyDHCP (v4 or v6); ``close()`` stops them."""
 
     def __init__(self, transports):
         self.transports = transports
@@ -92,6 +95,28 @@ class ProxyDHCP:
     def close(self):
         for transport in self.transports:
             transport.close()
+
+
+async def start_endpoints(openers, handle, on_event, label):
+    """Open every ``(port, open_socket)`` of ``openers`` and serve them; return a ProxyDHCP to close.
+
+    All or nothing: when one port cannot be opened (PortBindError) or served, those already open are closed.
+    """
+    loop = asyncio.get_running_loop()
+    sockets = []
+    server = ProxyDHCP([])
+    try:
+        for port, open_socket in openers:
+            sockets.append((port, open_socket()))
+        for port, sock in sockets:
+            transport, dummy = await loop.create_datagram_endpoint(lambda port=port: _Endpoint(port, handle, on_event, label), sock=sock)
+            server.transports.append(transport)
+    except BaseException:
+        server.close()
+        for dummy, sock in sockets:
+            sock.close()
+        raise
+    return server
 
 
 async def start_proxydhcp(interface, booter, on_event):
@@ -103,23 +128,8 @@ async def start_proxydhcp(interface, booter, on_event):
     """
     if not dhcp4.HAS_SCAPY:
         raise ImportError("ProxyDHCP needs scapy to build replies:\n" + dhcp4.SCAPY_IMPORT_ERROR)
-    loop = asyncio.get_running_loop()
-    sockets = []
-    try:
-        sockets.append((dhcp4.DHCP_SERVER_PORT, _open_socket(dhcp4.DHCP_SERVER_PORT, dhcp4.ANY_ADDRESS, interface)))
-        sockets.append((dhcp4.PXE_PORT, _open_socket(dhcp4.PXE_PORT, booter.server.ip, interface)))
-    except PortBindError:
-        for _port, sock in sockets:
-            sock.close()
-        raise
-    server = ProxyDHCP([])
-    try:
-        for port, sock in sockets:
-            transport, _protocol = await loop.create_datagram_endpoint(lambda port=port: _Endpoint(port, booter, on_event), sock=sock)
-            server.transports.append(transport)
-    except BaseException:
-        server.close()
-        for _port, sock in sockets:
-            sock.close()
-        raise
-    return server
+    openers = [
+        (dhcp4.DHCP_SERVER_PORT, lambda: _open_socket(dhcp4.DHCP_SERVER_PORT, dhcp4.ANY_ADDRESS, interface)),
+        (dhcp4.PXE_PORT, lambda: _open_socket(dhcp4.PXE_PORT, booter.server.ip, interface)),
+    ]
+    return await start_endpoints(openers, lambda data, addr, port: dhcp4.handle(data, addr, port, booter), on_event, "ProxyDHCP")

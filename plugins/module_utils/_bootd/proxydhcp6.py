@@ -8,27 +8,12 @@ All decisions live in ``dhcp6.handle`` and the Booter; this module only receives
 
 from __future__ import annotations
 
-import asyncio
-import fcntl
-import logging
 import socket
 import struct
 
+from ansible_collections.nixie.provision.plugins.module_utils._netif import interface_mac
 from ansible_collections.nixie.provision.plugins.module_utils._bootd import dhcp6
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.proxydhcp import SO_BINDTODEVICE, PortBindError
-
-_LOG = logging.getLogger(__name__)
-# ioctl(2) request that reads an interface's hardware address (linux/sockios.h). Unlike /sys/class/net, it
-# answers for the network namespace of the calling thread.
-_SIOCGIFHWADDR = 0x8927
-
-
-def interface_mac(interface):
-    """The MAC address of ``interface``, for the server DUID."""
-    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
-        answer = fcntl.ioctl(probe.fileno(), _SIOCGIFHWADDR, struct.pack("256s", interface.encode()[:15]))
-    return answer[18:24].hex(":")
-
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.proxydhcp import SO_BINDTODEVICE, PortBindError, start_endpoints
 
 def _open_socket(port, address, interface, join_group):
     sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
@@ -51,43 +36,8 @@ def _open_socket(port, address, interface, join_group):
     return sock
 
 
-class _Endpoint(asyncio.DatagramProtocol):
-    def __init__(self, port, context, on_event):
-        self._port = port
-        self._context = context
-        self._on_event = on_event
-        self._transport = None
-
-    def connection_made(self, transport):
-        self._transport = transport
-
-    def datagram_received(self, data, addr):
-        booter, our_duid, memo, sizes = self._context
-        outcome = dhcp6.handle(data, addr, self._port, booter, our_duid, memo, sizes)
-        if outcome is None:
-            return
-        if outcome.reply is not None:
-            # Reply before reporting: EDK2 retransmits its Solicit after ~1 s, the event log can wait.
-            self._transport.sendto(outcome.reply.payload, outcome.reply.destination)
-        self._on_event(outcome.mac, outcome.step, **outcome.fields)
-
-    def error_received(self, exc):
-        _LOG.warning("proxy DHCPv6 port %d: send failed: %s", self._port, exc)
-
-
-class ProxyDHCP6:
-    """The running proxy DHCPv6 endpoints; ``close()`` stops them."""
-
-    def __init__(self, transports):
-        self.transports = transports
-
-    def close(self):
-        for transport in self.transports:
-            transport.close()
-
-
 async def start_proxydhcp6(interface, booter, on_event, boot_file_sizes, memo):
-    """Start proxy DHCPv6 on ``interface``; return a ProxyDHCP6 to close.
+    """Start proxy DHCPv6 on ``interface``; return a proxydhcp.ProxyDHCP to close.
 
     ``booter.server.ip`` must be an IPv6 address of ``interface``: it goes into every boot URL and receives
     EDK2's port-4011 Requests. ``boot_file_sizes`` maps iPXE binary names to sizes (option 60); ``memo`` is
@@ -97,24 +47,11 @@ async def start_proxydhcp6(interface, booter, on_event, boot_file_sizes, memo):
     """
     if not dhcp6.HAS_SCAPY:
         raise ImportError("proxy DHCPv6 needs scapy to build replies:\n" + dhcp6.SCAPY_IMPORT_ERROR)
-    loop = asyncio.get_running_loop()
-    context = (booter, dhcp6.server_duid(interface_mac(interface)), memo, dict(boot_file_sizes))
-    sockets = []
-    try:
-        sockets.append((dhcp6.SERVER_PORT, _open_socket(dhcp6.SERVER_PORT, "::", interface, join_group=True)))
-        sockets.append((dhcp6.PXE_PORT, _open_socket(dhcp6.PXE_PORT, booter.server.ip, interface, join_group=False)))
-    except PortBindError:
-        for _port, sock in sockets:
-            sock.close()
-        raise
-    server = ProxyDHCP6([])
-    try:
-        for port, sock in sockets:
-            transport, _protocol = await loop.create_datagram_endpoint(lambda port=port: _Endpoint(port, context, on_event), sock=sock)
-            server.transports.append(transport)
-    except BaseException:
-        server.close()
-        for _port, sock in sockets:
-            sock.close()
-        raise
-    return server
+    our_duid = dhcp6.server_duid(interface_mac(interface))
+    sizes = dict(boot_file_sizes)
+    openers = [
+        (dhcp6.SERVER_PORT, lambda: _open_socket(dhcp6.SERVER_PORT, "::", interface, join_group=True)),
+        (dhcp6.PXE_PORT, lambda: _open_socket(dhcp6.PXE_PORT, booter.server.ip, interface, join_group=False)),
+    ]
+    return await start_endpoints(openers, lambda data, addr, port: dhcp6.handle(data, addr, port, booter, our_duid, memo, sizes),
+                                 on_event, "proxy DHCPv6")

@@ -1,8 +1,9 @@
 """Command line of the lab: `python -m nixielab demo | teardown | build-installer` (as root).
 
 demo             builds the test installer, creates a lab with a SeaBIOS and an OVMF machine, runs the
-                 collection's netboot playbook in the controller namespace (installer built by nix, boot
-                 server, Wake-on-LAN, netboot, phone-home), shows the facts and boot steps, tears down.
+                 collection's provision playbook in the controller namespace (status, installer built by nix,
+                 boot server, Wake-on-LAN, netboot, phone-home, nixos-anywhere stand-in, reboot, status),
+                 shows the recap and boot steps, tears down.
 teardown [--all] stops every process recorded under .lab/ by labs whose test run has died, deletes their
                  nxl-* namespaces and run directories: the way back to a clean machine after a killed
                  run. Labs of runs still going on are left alone unless --all is given.
@@ -20,7 +21,9 @@ import time
 from .installer import build_installer
 from .processes import NAMESPACE_PREFIX, STATE_ROOT, LabError, ProcessTracker, start_time, stop_pid
 
-DEMO_MACHINES = (("bios1", "52:54:00:21:30:01", "bios", "e1000"), ("uefi1", "52:54:00:21:30:02", "uefi", "virtio-native"))
+# Named after the fixture flake's nixosConfigurations, as hosts.json names are after the user's flake.
+DEMO_MACHINES = (("nixie-01", "52:54:00:21:30:01", "bios", "e1000", "network-first"),
+                 ("nixie-02", "52:54:00:21:30:02", "uefi", "virtio-native", "disk-first"))
 FIRMWARE_NAMES = {("bios", "e1000"): "SeaBIOS + QEMU's iPXE ROM", ("uefi", "virtio-native"): "OVMF, EDK2's own PXE client"}
 
 
@@ -30,8 +33,8 @@ def build_installer_command() -> None:
 
 
 def demo() -> None:
-    """The main job in the lab: the collection's netboot playbook powers two machines on by WoL, they netboot the
-    installer through Nixie's boot server, and their agents' addresses come back as facts."""
+    """The main job in the lab: the collection's provision playbook takes two powered-off machines to installed NixOS
+    hosts (status, installer build, boot server, Wake-on-LAN, netboot, phone-home, nixos-anywhere, reboot, status)."""
     from . import netboot  # pylint: disable=import-outside-toplevel
     from .net import LabNetwork  # pylint: disable=import-outside-toplevel
 
@@ -40,28 +43,31 @@ def demo() -> None:
     print("  %s, %s" % (installer.kernel, installer.initrd))
     with LabNetwork("demo") as lab:
         print("\n== lab %s: namespaces %s and %s, run directory %s" % (lab.tag, lab.ctl_ns, lab.lab_ns, lab.run_dir))
-        for name, mac, firmware, nic in DEMO_MACHINES:
-            lab.add_machine(name, mac, firmware=firmware, nic=nic)
-            print("  machine %-6s %s %s (off)" % (name, mac, FIRMWARE_NAMES[firmware, nic]))
+        for name, mac, firmware, nic, boot_order in DEMO_MACHINES:
+            lab.add_machine(name, mac, firmware=firmware, nic=nic, boot_order=boot_order)
+            print("  machine %-8s %s %s, %s, blank disk (off)" % (name, mac, FIRMWARE_NAMES[firmware, nic], boot_order))
         lab.start_power_daemon()
-        run = netboot.prepare(lab, installer, lab.machines, lab.run_dir / "netboot")
-        print("\n== ansible-playbook -i %s nixie.provision.netboot (in %s)" % (run.inventory, lab.ctl_ns))
+        run = netboot.with_stand_in(netboot.prepare(lab, installer, lab.machines, lab.run_dir / "provision"), installer)
+        print("\n== ansible-playbook -i %s nixie.provision.provision (in %s)" % (run.inventory, lab.ctl_ns))
+        print("   nixos-anywhere is the lab's recording stand-in (tests/lab/nixielab/files/nixos-anywhere): no real NixOS")
+        print("   can be built here, so it writes a bootable disk whose system answers as the flake's NixOS host would.")
         started = time.monotonic()
-        print(netboot.run(lab, run).strip())
-        print("(%.1f s: nix build of the installer, boot server, Wake-on-LAN, two network boots, two phone-homes)"
-              % (time.monotonic() - started))
-        print("\n== facts")
-        for machine in lab.machines:
-            facts = run.facts(machine.name)
-            print("  %-6s nixie_ip=%s  host key %s" % (machine.name, facts["nixie_ip"], " ".join(facts["nixie_agent"]["ssh_host_keys"][0].split()[:2])))
+        result = netboot.provision(lab, run)
+        print(result.stdout.strip())
+        print("(%.1f s, exit %d)" % (time.monotonic() - started, result.returncode))
         print("\n== boot steps per machine (%s)" % (run.run_dir / "events.jsonl"))
         first = {}
         for event in run.events():
-            if event["mac"] in first or event["host"]:
+            if event["host"]:
                 first.setdefault(event["mac"], event["ts"])
-                print("  %-6s +%5.1f s  %s" % (event["host"], event["ts"] - first[event["mac"]], event["step"]))
+                print("  %-8s +%5.1f s  %s" % (event["host"], event["ts"] - first[event["mac"]], event["step"]))
+        print("\n== nixos-anywhere calls")
+        for record in run.stand_in_records():
+            print("  " + " ".join(record["argv"][1:]))
         print("\n== tearing down lab %s" % lab.tag)
     print("done: no namespace or process of the demo is left")
+    if result.returncode != 0:
+        raise LabError("the provision playbook failed (exit %d)" % result.returncode)
 
 
 def teardown(everything: bool = False) -> None:

@@ -208,5 +208,5 @@ def test_client_memo_forgets_the_oldest_first():
 
 
 def test_server_duid_is_a_duid_ll_of_the_interface_mac():
-    assert dhcp6.server_duid("02:00:5e:00:02:13") == bytes.fromhex("00030001" "02005e000213")
+    assert dhcp6.server_duid("02:00:5e:00:02:13") == bytes.fromhex("00030001" + "02005e000213")
     assert dhcp6.mac_from_duid(OUR_DUID) == "02:00:5e:00:02:13"
