@@ -15,6 +15,7 @@ from ansible_collections.nixie.provision.plugins.module_utils._netif import inte
 from ansible_collections.nixie.provision.plugins.module_utils._bootd import dhcp6
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.proxydhcp import SO_BINDTODEVICE, PortBindError, start_endpoints
 
+
 def _open_socket(port, address, interface, join_group):
     sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
     try:
