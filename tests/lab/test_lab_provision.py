@@ -4,7 +4,8 @@ the real agent, a recording stand-in for nixos-anywhere first on PATH, and real 
 nixie-01 (SeaBIOS, network first in its boot order) and nixie-02 (OVMF with EDK2's own PXE client, disk first as a UEFI
 machine is once its OS registered a boot entry) end `installed` with their new, pinned host keys; nixie-01's network
 boot after the install is told to boot locally. nixie-03's disk holds data: it is refused and its disk stays
-byte-identical. A rerun changes nothing.
+byte-identical. The first run uses the free strategy (the playbook pins linear where hosts share the server); a
+rerun, with the default linear strategy, changes nothing.
 """
 
 from __future__ import annotations
@@ -33,8 +34,10 @@ def test_provision_three_machines_end_to_end(lab, installer, tmp_path):
 
     run = netboot.with_stand_in(netboot.prepare(lab, installer, [bios, uefi, full], tmp_path), installer)
     flake = run.flake
-    # Two machines at a time on this 2-core host.
+    # Two machines at a time on this 2-core host; each host on its own (strategy free) once the boot server runs.
+    run.environment["ANSIBLE_STRATEGY"] = "free"
     first = netboot.provision(lab, run, extra_vars={"nixie_batch_size": 2})
+    del run.environment["ANSIBLE_STRATEGY"]
     output = first.stdout
     print(output[-6000:])
     assert first.returncode != 0, "nixie-03 must fail: its disk holds data"

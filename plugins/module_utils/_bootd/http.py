@@ -153,11 +153,16 @@ class BootState:
     ``base_urls`` are the server's advertised roots (``http://10.0.0.2:8080``, ``http://[fd5e::1]:8080``):
     scripts point back at the one the client used, and their hosts count as the server's own addresses
     for the events API, together with loopback and ``admin_addresses``.
+
+    ``on_all_released`` is called once every host that was not installed at start has been released by the
+    controller (it no longer needs the server): the transient server's end when no single task can stop it.
     """
 
     def __init__(self, hosts, kernel, initrd, cmdline, ipxe_dir, authorized_key, tokens, events, base_urls,
-                 admin_addresses=(), url_key=None):
+                 admin_addresses=(), url_key=None, on_all_released=None):
         self.hosts = dict(hosts)
+        self.awaiting_release = {mac for mac, host in self.hosts.items() if not host.installed}
+        self.on_all_released = on_all_released
         self.kernel = kernel
         self.initrd = initrd
         self.cmdline = cmdline
@@ -338,6 +343,24 @@ class _Handlers:
         return web.json_response({"host": host.name, "mac": mac, "installed": installed})
 
 
+    async def release(self, request):
+        """``POST``: the controller is done with this host; the server ends when no host is left to serve."""
+        if not self._from_admin(request):
+            return self.refuse(request, 403, "only the controller releases hosts")
+        try:
+            mac = normalize_mac(request.match_info["mac"])
+        except ValueError:
+            mac = None
+        if mac not in self.state.hosts:
+            return _empty(404)
+        self.state.events.record(mac, "released", ip=self._client(request))
+        self.state.awaiting_release.discard(mac)
+        remaining = sorted(self.state.hosts[other].name for other in self.state.awaiting_release)
+        if not remaining and self.state.on_all_released is not None:
+            self.state.on_all_released()
+        return web.json_response({"host": self.state.hosts[mac].name, "remaining": remaining})
+
+
 def make_app(state):
     """Return the aiohttp application serving ``state`` (a BootState)."""
     if not HAS_AIOHTTP:
@@ -364,6 +387,7 @@ def make_app(state):
         web.get("/api/v1/events", handlers.events),
         web.get("/api/v1/hosts/{mac}", handlers.host),
         web.post("/api/v1/hosts/{mac}/installed", handlers.mark_installed),
+        web.post("/api/v1/hosts/{mac}/released", handlers.release),
     ])
     return app
 

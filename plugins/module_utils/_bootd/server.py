@@ -128,6 +128,7 @@ async def _serve(config, ready):
     state = BootState(
         {host.mac: host for host in hosts}, config["kernel"], config["initrd"], config["cmdline"], config["ipxe_dir"],
         config["authorized_key"], TokenStore(), events, [base_url(address.ip, address.http_port)],
+        on_all_released=stopping.set,
     )
     runner = tftp = proxy = None
     try:

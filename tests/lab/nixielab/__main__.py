@@ -19,7 +19,7 @@ import sys
 import time
 
 from .installer import build_installer
-from .processes import NAMESPACE_PREFIX, STATE_ROOT, LabError, ProcessTracker, start_time, stop_pid
+from .processes import NAMESPACE_PREFIX, STATE_ROOT, LabError, ProcessTracker, stop_namespace_processes
 
 # Named after the fixture flake's nixosConfigurations, as hosts.json names are after the user's flake.
 DEMO_MACHINES = (("nixie-01", "52:54:00:21:30:01", "bios", "e1000", "network-first"),
@@ -86,12 +86,8 @@ def teardown(everything: bool = False) -> None:
         shutil.rmtree(run_dir)
         print("removed %s" % run_dir)
     for namespace in (name for name in namespaces if name.startswith(NAMESPACE_PREFIX)):
-        # A process the records missed (its lab was killed mid-start) would keep the namespace alive.
-        for pid in map(int, subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True, check=False).stdout.split()):
-            started = start_time(pid)
-            if started is not None:
-                stop_pid(pid, started)
-                print("stopped process %d left in %s" % (pid, namespace))
+        for pid in stop_namespace_processes(namespace):
+            print("stopped process %d left in %s" % (pid, namespace))
         subprocess.run(["ip", "netns", "del", namespace], capture_output=True, check=False)
         print("deleted namespace %s" % namespace)
 

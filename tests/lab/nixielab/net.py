@@ -25,7 +25,7 @@ from pathlib import Path
 from .machine import Machine
 from .powerd import PowerDaemon
 from .processes import (NAMESPACE_PREFIX, STATE_ROOT, LabError, ProcessTracker, in_netns, python_environment, raise_on_termination_signals,
-                        run_checked)
+                        run_checked, stop_namespace_processes)
 from .sitedhcp import SiteDhcp
 
 SUBNET4 = ipaddress.IPv4Network("10.213.0.0/24")
@@ -161,6 +161,7 @@ class LabNetwork:  # pylint: disable=too-many-instance-attributes  # the lab's a
         except (LabError, OSError) as error:
             problems.append(str(error))
         for name in reversed(self._namespaces):
+            stop_namespace_processes(name)
             result = subprocess.run(["ip", "netns", "del", name], capture_output=True, text=True, check=False)
             if result.returncode != 0 and namespace_exists(name):
                 problems.append("ip netns del %s: %s" % (name, result.stderr.strip()))

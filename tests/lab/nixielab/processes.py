@@ -187,3 +187,19 @@ def raise_on_termination_signals() -> None:
     for signum in (signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(signum) is signal.SIG_DFL:
             signal.signal(signum, exit_on_signal)
+
+
+def stop_namespace_processes(namespace: str) -> list[int]:
+    """Stop every process still in network namespace `namespace`; return their PIDs.
+
+    What the records cannot know: a daemon that detached itself (Nixie's boot server forks away from the
+    module that started it), or anything of a lab killed mid-start. Left running, it would keep the namespace alive.
+    """
+    listed = subprocess.run(["ip", "netns", "pids", namespace], capture_output=True, text=True, check=False).stdout.split()
+    stopped = []
+    for pid in map(int, listed):
+        started = start_time(pid)
+        if started is not None:
+            stop_pid(pid, started)
+            stopped.append(pid)
+    return stopped
