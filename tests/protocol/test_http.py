@@ -175,6 +175,31 @@ def test_bad_report_field_is_named(files, tmp_path, body, field):
     assert answer["error"].startswith(field + ":")
 
 
+def test_mark_installed_then_released_ends_the_server(files):
+    state = make_state(files)
+    released = []
+    state.on_all_released = lambda: released.append(True)
+
+    async def scenario(client):
+        marked = await client.post("/api/v1/hosts/%s/installed" % MAC, json={"installed": True})
+        assert marked.status == 200 and (await marked.json())["installed"] is True
+        script = await client.get("/boot/52-54-00-aa-00-01.ipxe")
+        assert "kernel " not in await script.text(), "an installed host boots its disk"
+        unmarked = await client.post("/api/v1/hosts/%s/installed" % MAC, json={"installed": False})
+        assert unmarked.status == 200
+        assert "kernel " in await (await client.get("/boot/52-54-00-aa-00-01.ipxe")).text()
+        assert (await client.post("/api/v1/hosts/%s/installed" % MAC, json={"installed": "yes"})).status == 400
+        assert (await client.post("/api/v1/hosts/52:54:00:ff:ff:ff/released")).status == 404
+        # Only nixie-01 was not installed at start: releasing it leaves nothing to serve.
+        answer = await client.post("/api/v1/hosts/%s/released" % MAC)
+        assert answer.status == 200 and (await answer.json())["remaining"] == []
+
+    run_with_client(state, scenario)
+    assert released == [True]
+    steps = [json.loads(line)["step"] for line in (files["run"] / "events.jsonl").read_text().splitlines()]
+    assert steps.count("marked_installed") == 1 and "marked_not_installed" in steps and steps[-1] == "released"
+
+
 def test_non_json_body_is_400_but_only_with_a_valid_token(files):
     state = make_state(files)
 
@@ -338,6 +363,11 @@ def test_events_only_for_loopback_and_own_addresses(server):
     for path in ("/api/v1/events", "/api/v1/hosts/52-54-00-aa-00-01"):
         status, dummy, body = curl(server.base + path, source="127.0.0.3")
         assert (status, body) == (403, b""), path
+    # Nor may a LAN host tell the server a machine is installed, or release it.
+    for path in ("/api/v1/hosts/52-54-00-aa-00-01/installed", "/api/v1/hosts/52-54-00-aa-00-01/released"):
+        status, dummy, body = curl("-X", "POST", "--data", '{"installed": true}', server.base + path, source="127.0.0.3")
+        assert (status, body) == (403, b""), path
+    assert fetch_script(server)["kernel"], "the host must still boot the installer"
 
 
 TRAVERSALS = [
