@@ -342,7 +342,6 @@ class _Handlers:
         self.state.events.record(mac, "marked_installed" if installed else "marked_not_installed", ip=self._client(request))
         return web.json_response({"host": host.name, "mac": mac, "installed": installed})
 
-
     async def release(self, request):
         """``POST``: the controller is done with this host; the server ends when no host is left to serve."""
         if not self._from_admin(request):
