@@ -183,14 +183,20 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
 from ansible_collections.nixie.provision.plugins.module_utils._netif import interface_address
-from ansible_collections.nixie.provision.plugins.module_utils._bootd import daemon, dhcp4, http, server, tftp
+from ansible_collections.nixie.provision.plugins.module_utils._bootd import daemon
 
 
-def _missing_library():
+def _server_code(module):
+    """The boot server's own code, loaded only to start it.
+
+    Loading scapy, aiohttp and tftpy takes about a second here, which a status or stop call (the install role makes
+    one per host) need not pay. The daemon is a fork of this process, so everything is loaded before it starts.
+    """
+    from ansible_collections.nixie.provision.plugins.module_utils._bootd import dhcp4, http, server, tftp  # pylint: disable=import-outside-toplevel
     for name, error in (("scapy", dhcp4.SCAPY_IMPORT_ERROR), ("aiohttp", http.AIOHTTP_IMPORT_ERROR), ("tftpy", tftp.TFTPY_IMPORT_ERROR)):
         if error:
-            return name, error
-    return None
+            module.fail_json(msg=missing_required_lib(name), exception=error)
+    return server
 
 
 class ServerManager:
@@ -221,6 +227,7 @@ class ServerManager:
         return result
 
     def started(self):
+        server = _server_code(self.module)
         config = self._config()
         server.validate_config(config)
         current = daemon.read_state(self.run_dir)
@@ -270,9 +277,6 @@ def main():
         required_if=[("state", "started", ("interface", "hosts", "kernel", "initrd", "authorized_key"))],
         supports_check_mode=True,
     )
-    missing = _missing_library()
-    if missing:
-        module.fail_json(msg=missing_required_lib(missing[0]), exception=missing[1])
     try:
         result = ServerManager(module).run()
     except (NixieError, ValueError) as exc:

@@ -318,17 +318,24 @@ class _Handlers:
             return _empty(404)
         return web.json_response(entry)
 
-    async def mark_installed(self, request):
-        """``POST {"installed": true|false}``: whether the host's script boots its disk or the installer."""
+    def _controller_host(self, request, action):
+        """``(mac, None)`` for a controller's request naming a host of the run, else ``(None, the answer to give)``."""
         if not self._from_admin(request):
-            return self.refuse(request, 403, "only the controller marks hosts installed")
+            return None, self.refuse(request, 403, "only the controller %s" % action)
         try:
             mac = normalize_mac(request.match_info["mac"])
         except ValueError:
             mac = None
-        host = self.state.hosts.get(mac)
-        if host is None:
-            return _empty(404)
+        if mac not in self.state.hosts:
+            return None, _empty(404)
+        return mac, None
+
+    async def mark_installed(self, request):
+        """``POST {"installed": true|false}``: whether the host's script boots its disk or the installer."""
+        mac, refusal = self._controller_host(request, "marks hosts installed")
+        if refusal is not None:
+            return refusal
+        host = self.state.hosts[mac]
         try:
             installed = json.loads((await request.read()) or b"{}").get("installed", True)
         except (ValueError, AttributeError):
@@ -344,14 +351,9 @@ class _Handlers:
 
     async def release(self, request):
         """``POST``: the controller is done with this host; the server ends when no host is left to serve."""
-        if not self._from_admin(request):
-            return self.refuse(request, 403, "only the controller releases hosts")
-        try:
-            mac = normalize_mac(request.match_info["mac"])
-        except ValueError:
-            mac = None
-        if mac not in self.state.hosts:
-            return _empty(404)
+        mac, refusal = self._controller_host(request, "releases hosts")
+        if refusal is not None:
+            return refusal
         self.state.events.record(mac, "released", ip=self._client(request))
         self.state.awaiting_release.discard(mac)
         remaining = sorted(self.state.hosts[other].name for other in self.state.awaiting_release)
