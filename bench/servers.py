@@ -97,7 +97,7 @@ class ReferenceServer:
             (self.dir / "tftp" / name).symlink_to(Path(self.files.ipxe_dir, name).resolve())
         (self.www / "kernel").symlink_to(Path(self.files.kernel).resolve())
         (self.www / "initrd").symlink_to(Path(self.files.initrd).resolve())
-        script = installer_script(BASE + "/kernel", BASE + "/initrd", self.files.cmdline, api_url(BASE), REFERENCE_TOKEN)
+        script = installer_script(BASE + "/boot.ipxe", BASE + "/kernel", BASE + "/initrd", self.files.cmdline, api_url(BASE), REFERENCE_TOKEN)
         (self.www / "boot.ipxe").write_text(script, encoding="ascii")
         (self.dir / "hosts").write_text("".join("%s,set:known\n" % mac for mac in self.macs), encoding="ascii")
         answer = json.dumps({"authorized_keys": AUTHORIZED_KEY})

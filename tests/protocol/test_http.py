@@ -66,11 +66,13 @@ def make_state(files, base_urls=("http://127.0.0.1:8080",), admin_addresses=()):
 
 
 def script_values(script):
-    kernel_line = next(line for line in script.splitlines() if line.startswith("kernel "))
-    words = kernel_line.split()
+    commands = [line.split(" || ")[0] for line in script.splitlines()]
+    words = next(command for command in commands if command.startswith("kernel ")).split()
     values = dict(word.split("=", 1) for word in words[2:] if "=" in word)
-    initrd_url = next(line for line in script.splitlines() if line.startswith("initrd ")).split()[-1]
-    return {"kernel": words[1], "initrd": initrd_url, "token": values["nixie.token"], "api": values["nixie.api"]}
+    initrd_url = next(command for command in commands if command.startswith("initrd ")).split()[-1]
+    retry_url = next(command for command in commands if command.startswith("chain ")).split()[-1]
+    return {"kernel": words[1], "initrd": initrd_url, "token": values["nixie.token"], "api": values["nixie.api"],
+            "retry": retry_url}
 
 
 def report(key, macs=(MAC,), ip="127.0.0.1"):
@@ -106,6 +108,7 @@ def test_script_kernel_initrd_and_phone_home_in_process(files, tmp_path):
         assert script.startswith("#!ipxe\n") and CMDLINE in script
         values = script_values(script)
         assert values["api"] == "http://127.0.0.1:8080/api/v1"
+        assert values["retry"] == "http://127.0.0.1:8080/boot/52-54-00-aa-00-01.ipxe"
         kernel = await client.get(path_of(values["kernel"]))
         assert kernel.status == 200 and await kernel.read() == files["kernel"].read_bytes()
         initrd = await client.head(path_of(values["initrd"]))

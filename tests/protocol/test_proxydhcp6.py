@@ -7,41 +7,27 @@ the client's link-local address and port 546, and EDK2's port-4011 Request from 
 from __future__ import annotations
 
 import socket
-import struct
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
 from scapy.layers.dhcp6 import DHCP6_Request, DHCP6OptServerId, DHCP6OptUnknown
-from scapy.layers.inet import UDP
-from scapy.utils import rdpcap
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootd import dhcp6
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.booter import Booter
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host, ServerAddress
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.proxydhcp6 import start_proxydhcp6
 from ansible_collections.nixie.provision.plugins.module_utils._netif import interface_mac
+from captures import dhcp6_options, udp_payloads
 
 pytestmark = pytest.mark.netns
 
-PCAP_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "pcap"
 SERVER_IP6 = "fd5e:213::1"
 CLIENT_IP6 = "fd5e:213::1a7"
 
 
 def edk2_solicit():
-    return [bytes(frame[UDP].payload) for frame in rdpcap(str(PCAP_DIR / "ovmf-ipv6-solicit.pcap"))
-            if UDP in frame and frame[UDP].dport == dhcp6.SERVER_PORT][0]
-
-
-def options_of(payload):
-    options, position = {}, 4
-    while position < len(payload):
-        code, length = struct.unpack_from("!HH", payload, position)
-        options[code] = payload[position + 4:position + 4 + length]
-        position += 4 + length
-    return options
+    return udp_payloads("ovmf-ipv6-solicit.pcap", (dhcp6.SERVER_PORT,))[0]
 
 
 def _wait_until_addresses_usable(pair):
@@ -94,7 +80,7 @@ def test_edk2_solicit_and_port_4011_request_are_answered_over_the_wire(netns_pai
             advertise, source = _exchange(client, solicit, (dhcp6.ALL_DHCP_RELAY_AGENTS_AND_SERVERS, dhcp6.SERVER_PORT, 0, index))
             assert advertise[0] == dhcp6.ADVERTISE and advertise[1:4] == solicit[1:4]
             assert source[0].startswith("fe80::") and source[1] == dhcp6.SERVER_PORT
-            options = options_of(advertise)
+            options = dhcp6_options(advertise)
             assert options[dhcp6.OPT_BOOTFILE_URL] == b"tftp://[fd5e:213::1]/ipxe.efi" and 3 not in options
             server_id = options[dhcp6.OPT_SERVERID]
             assert server_id == dhcp6.server_duid(pair.call(pair.server_ns, interface_mac, pair.server_if))
@@ -104,10 +90,10 @@ def test_edk2_solicit_and_port_4011_request_are_answered_over_the_wire(netns_pai
             request = DHCP6_Request(trid=int.from_bytes(solicit[1:4], "big")) / DHCP6OptServerId(duid=server_id)
             # PxeBcRequestBootService copies the client's own options (client id, vendor class, architecture...).
             for code in (dhcp6.OPT_CLIENTID, dhcp6.OPT_VENDOR_CLASS, dhcp6.OPT_CLIENT_ARCH):
-                request /= DHCP6OptUnknown(optcode=code, data=options_of(solicit)[code])
+                request /= DHCP6OptUnknown(optcode=code, data=dhcp6_options(solicit)[code])
             reply, source = _exchange(boot_service, bytes(request), (SERVER_IP6, dhcp6.PXE_PORT))
             assert reply[0] == dhcp6.REPLY and source[:2] == (SERVER_IP6, dhcp6.PXE_PORT)
-            assert options_of(reply)[dhcp6.OPT_BOOTFILE_URL] == b"tftp://[fd5e:213::1]/ipxe.efi"
+            assert dhcp6_options(reply)[dhcp6.OPT_BOOTFILE_URL] == b"tftp://[fd5e:213::1]/ipxe.efi"
             client.close()
             boot_service.close()
         finally:

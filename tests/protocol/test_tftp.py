@@ -268,3 +268,44 @@ def test_parallel_clients_and_throughput(server, tftp_dir, tmp_path):
           % (single_seconds, 1 / single_seconds, parallel_seconds, 24 / parallel_seconds))
     # A loose floor (measured ~10x above it here): catches a regression to one block per tick, not jitter.
     assert single_seconds < 2.0
+
+
+def _receive_data(sock, wait):
+    """The block numbers of the DATA packets that arrive within ``wait`` seconds."""
+    blocks = []
+    deadline = time.monotonic() + wait
+    while (left := deadline - time.monotonic()) > 0:
+        sock.settimeout(left)
+        try:
+            packet = sock.recv(70000)
+        except socket.timeout:
+            break
+        opcode, block = struct.unpack_from("!HH", packet)
+        assert opcode == DATA, packet[:64]
+        blocks.append(block)
+    return blocks
+
+
+def test_lost_block_is_sent_again_when_the_client_acknowledges_the_previous_one_again(tftp_dir):
+    """A re-ACK after the client's own timeout brings the lost block back at once, not after the server's timeout;
+    a repeated ACK right behind the first (it crossed our block on the wire) is not answered."""
+    slow = TftpServer(find_ipxe_binaries(str(tftp_dir)), host="127.0.0.1", port=0, timeout=10)
+    slow.start()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.sendto(rrq("ipxe.efi"), slow.address)
+            sock.settimeout(2)
+            packet, transfer = sock.recvfrom(70000)
+            assert struct.unpack_from("!HH", packet) == (DATA, 1)
+            sock.connect(transfer)
+            sock.send(struct.pack("!HH", ACK, 1))
+            sock.send(struct.pack("!HH", ACK, 1))
+            assert _receive_data(sock, 0.4) == [2], "block 2 once: the repeated ACK was in flight"
+            time.sleep(0.6)  # block 2 "lost"; the client's retransmit timer fires
+            sock.send(struct.pack("!HH", ACK, 1))
+            assert _receive_data(sock, 1.0) == [2], "block 2 again, well before the server's 10 s timeout"
+            sock.send(struct.pack("!HH", ACK, 2))
+            assert _receive_data(sock, 0.4) == [3]
+            sock.send(struct.pack("!HH", ERROR, 0) + b"done\0")
+    finally:
+        slow.stop()

@@ -20,7 +20,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Tuple
 
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import HTTP_CLIENT, PXE_CLIENT, Firmware
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import HTTP_CLIENT, PXE_CLIENT, Firmware, Outcome, Reply
 
 try:
     from scapy.layers.dhcp import BOOTP, DHCP
@@ -100,23 +100,6 @@ class Request:
     options: Mapping[int, bytes] = field(repr=False)
     source: Optional[Tuple[str, int]] = None
     local_port: int = DHCP_SERVER_PORT
-
-
-@dataclass(frozen=True)
-class Reply:
-    payload: bytes
-    destination: Tuple[str, int]
-    message_type: int
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What ``handle`` made of one datagram: an event for ``mac`` and, maybe, a reply to send."""
-
-    mac: str
-    step: str
-    reply: Optional[Reply]
-    fields: Mapping[str, object]
 
 
 def _options(data):

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Optional, Tuple
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.dhcp4 import STEP_ACK, STEP_IGNORED, STEP_OFFER
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import HTTP_CLIENT, PXE_CLIENT, Firmware
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import HTTP_CLIENT, PXE_CLIENT, Firmware, Outcome, Reply
 
 try:
     from scapy.layers.dhcp6 import (
@@ -117,23 +117,6 @@ class Request:
     @property
     def client_duid(self):
         return self.options.get(OPT_CLIENTID)
-
-
-@dataclass(frozen=True)
-class Reply:
-    payload: bytes
-    destination: Tuple
-    message_type: int
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What ``handle`` made of one datagram: an event for ``mac`` and, maybe, a reply to send."""
-
-    mac: str
-    step: str
-    reply: Optional[Reply]
-    fields: Mapping[str, object]
 
 
 class ClientMemo:

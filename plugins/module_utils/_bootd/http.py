@@ -48,6 +48,7 @@ from ansible_collections.nixie.provision.plugins.module_utils._mac import normal
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.ipxe import (
     api_url, installer_script, local_boot_script, mac_path,
 )
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.booter import script_path
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.tftp import find_ipxe_binaries
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.tokens import TokenRefused
 
@@ -225,7 +226,8 @@ class _Handlers:
             self.state.events.record(mac, "boot_local", ip=self._client(request))
             return web.Response(text=local_boot_script(host.name), content_type="text/plain")
         base = self._base_for(request)
-        script = installer_script(self.state.file_url(base, mac, "kernel"), self.state.file_url(base, mac, "initrd"),
+        script = installer_script(base + script_path(mac),
+                                  self.state.file_url(base, mac, "kernel"), self.state.file_url(base, mac, "initrd"),
                                   self.state.cmdline, api_url(base), self.state.tokens.mint(mac))
         self.state.events.record(mac, "script", ip=self._client(request))
         return web.Response(text=script, content_type="text/plain")

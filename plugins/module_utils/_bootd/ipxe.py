@@ -42,12 +42,21 @@ def _single_line(what, value):
     return value
 
 
-def installer_script(kernel_url, initrd_url, cmdline, agent_api, token):
+# Seconds between attempts while the boot server cannot be reached (restarted, or the network dropped frames).
+RETRY_SECONDS = 10
+
+
+def installer_script(script_url, kernel_url, initrd_url, cmdline, agent_api, token):
     """Return the script that boots the installer and tells its agent where and how to phone home.
 
     ``cmdline`` is the installer's own command line (``init=<toplevel>/init`` plus its kernel-params).
     ``initrd=initrd`` names the initrd loaded below: iPXE on UEFI needs it on the command line to hand
     the initrd to the kernel's EFI stub.
+
+    A failed download must not leave the machine to its firmware: iPXE's ``exit`` falls through the
+    boot order, and UEFI firmware stops at its boot menu once every entry failed, where only a power
+    cycle helps. So the script waits and fetches ``script_url`` (itself) again, which brings fresh
+    signed URLs and a fresh token from whichever boot server answers by then.
     """
     _single_line("cmdline", cmdline)
     params = [] if "initrd=initrd" in cmdline.split() else ["initrd=initrd"]
@@ -57,9 +66,15 @@ def installer_script(kernel_url, initrd_url, cmdline, agent_api, token):
     kernel_line = " ".join(["kernel", kernel_url] + params)
     lines = [
         "#!ipxe",
-        _single_line("kernel line", kernel_line),
-        _single_line("initrd line", "initrd --name initrd %s" % initrd_url),
-        "boot",
+        _single_line("kernel line", kernel_line) + " || goto retry",
+        _single_line("initrd line", "initrd --name initrd %s" % initrd_url) + " || goto retry",
+        "boot || goto retry",
+        ":retry",
+        "echo Nixie: the installer did not load; asking the boot server again in %d s" % RETRY_SECONDS,
+        "sleep %d" % RETRY_SECONDS,
+        # The script runs unregistered, so this frees only the half-loaded kernel and initrd.
+        "imgfree",
+        _single_line("script URL", "chain --replace %s || goto retry" % script_url),
     ]
     return "\n".join(lines) + "\n"
 

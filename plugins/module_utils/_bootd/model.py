@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping, Optional, Tuple
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.ipxe import base_url
 from ansible_collections.nixie.provision.plugins.module_utils._mac import normalize_mac
@@ -69,3 +70,22 @@ class BootSpec:
     host: Host
     boot_file: str
     vendor_class: str = PXE_CLIENT
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A DHCP answer ready to send: ``destination`` is a socket address of the family it goes out on."""
+
+    payload: bytes
+    destination: Tuple
+    message_type: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a DHCP ``handle`` made of one datagram: an event for ``mac`` and, maybe, a reply to send."""
+
+    mac: str
+    step: str
+    reply: Optional[Reply]
+    fields: Mapping[str, object]

@@ -41,22 +41,32 @@ class PortBindError(OSError):
         self.interface = interface
 
 
-def _open_socket(port, address, interface):
-    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+def bound_udp_socket(family, port, address, interface, configure):
+    """Return a non-blocking UDP socket of ``family`` bound to ``address``:``port`` on ``interface`` only.
+
+    ``configure(sock)`` sets the family's own options before the bind. Raises PortBindError.
+    """
+    sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
         # REUSEADDR: a restarted server must not wait for the old socket; the kernel still refuses a
         # second bind unless the holder also set it.
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-        # Port 67 is bound to 0.0.0.0 because clients without an address broadcast to it; the device
-        # binding keeps us to the boot network and sends our broadcast replies out of that interface only.
+        # Clients broadcast or multicast to the well-known ports: the device binding keeps us to the boot
+        # network and sends our replies out of that interface only.
         sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, interface.encode())
+        configure(sock)
         sock.bind((address, port))
     except OSError as exc:
         sock.close()
         raise PortBindError(port, address, interface, exc) from exc
     sock.setblocking(False)
     return sock
+
+
+def _allow_broadcast(sock):
+    # Port 67 is bound to 0.0.0.0 because clients without an address broadcast to it, and we answer them
+    # by broadcast when they cannot take unicast yet.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
 
 
 class _Endpoint(asyncio.DatagramProtocol):
@@ -129,7 +139,7 @@ async def start_proxydhcp(interface, booter, on_event):
     if not dhcp4.HAS_SCAPY:
         raise ImportError("ProxyDHCP needs scapy to build replies:\n" + dhcp4.SCAPY_IMPORT_ERROR)
     openers = [
-        (dhcp4.DHCP_SERVER_PORT, lambda: _open_socket(dhcp4.DHCP_SERVER_PORT, dhcp4.ANY_ADDRESS, interface)),
-        (dhcp4.PXE_PORT, lambda: _open_socket(dhcp4.PXE_PORT, booter.server.ip, interface)),
+        (dhcp4.DHCP_SERVER_PORT, lambda: bound_udp_socket(socket.AF_INET, dhcp4.DHCP_SERVER_PORT, dhcp4.ANY_ADDRESS, interface, _allow_broadcast)),
+        (dhcp4.PXE_PORT, lambda: bound_udp_socket(socket.AF_INET, dhcp4.PXE_PORT, booter.server.ip, interface, _allow_broadcast)),
     ]
     return await start_endpoints(openers, lambda data, addr, port: dhcp4.handle(data, addr, port, booter), on_event, "ProxyDHCP")

@@ -13,28 +13,21 @@ import struct
 
 from ansible_collections.nixie.provision.plugins.module_utils._netif import interface_mac
 from ansible_collections.nixie.provision.plugins.module_utils._bootd import dhcp6
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.proxydhcp import SO_BINDTODEVICE, PortBindError, start_endpoints
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.proxydhcp import bound_udp_socket, start_endpoints
 
 
-def _open_socket(port, address, interface, join_group):
-    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    try:
-        # REUSEADDR: a restarted server must not wait for the old socket (see proxydhcp.py).
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        # Clients solicit to a link-scoped multicast group: the device binding keeps us to the boot network
-        # and sends replies to link-local addresses out of that interface.
-        sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, interface.encode())
-        if join_group:
-            index = socket.if_nametoindex(interface)
-            group = socket.inet_pton(socket.AF_INET6, dhcp6.ALL_DHCP_RELAY_AGENTS_AND_SERVERS)
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, group + struct.pack("@I", index))
-        sock.bind((address, port))
-    except OSError as exc:
-        sock.close()
-        raise PortBindError(port, address, interface, exc) from exc
-    sock.setblocking(False)
-    return sock
+def _v6_only(sock):
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+
+
+def _joining_servers_group(interface):
+    def configure(sock):
+        _v6_only(sock)
+        # Clients solicit to the link-scoped All_DHCP_Relay_Agents_and_Servers group.
+        index = socket.if_nametoindex(interface)
+        group = socket.inet_pton(socket.AF_INET6, dhcp6.ALL_DHCP_RELAY_AGENTS_AND_SERVERS)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_JOIN_GROUP, group + struct.pack("@I", index))
+    return configure
 
 
 async def start_proxydhcp6(interface, booter, on_event, boot_file_sizes, memo):
@@ -51,8 +44,8 @@ async def start_proxydhcp6(interface, booter, on_event, boot_file_sizes, memo):
     our_duid = dhcp6.server_duid(interface_mac(interface))
     sizes = dict(boot_file_sizes)
     openers = [
-        (dhcp6.SERVER_PORT, lambda: _open_socket(dhcp6.SERVER_PORT, "::", interface, join_group=True)),
-        (dhcp6.PXE_PORT, lambda: _open_socket(dhcp6.PXE_PORT, booter.server.ip, interface, join_group=False)),
+        (dhcp6.SERVER_PORT, lambda: bound_udp_socket(socket.AF_INET6, dhcp6.SERVER_PORT, "::", interface, _joining_servers_group(interface))),
+        (dhcp6.PXE_PORT, lambda: bound_udp_socket(socket.AF_INET6, dhcp6.PXE_PORT, booter.server.ip, interface, _v6_only)),
     ]
     return await start_endpoints(openers, lambda data, addr, port: dhcp6.handle(data, addr, port, booter, our_duid, memo, sizes),
                                  on_event, "proxy DHCPv6")

@@ -60,6 +60,9 @@ IPXE_BINARIES = ("undionly.kpxe", "ipxe.efi", "snponly.efi", "ipxe-arm64.efi")
 
 # Largest datagram tftpy negotiates (blksize 65464 + headers fits): read whole packets, never truncate.
 _MAX_DATAGRAM = 65536
+# Clients retransmit their ACK after a second or more; one sooner crossed our block on the wire.
+_REACK_GUARD = 0.5
+
 # How often the loop looks at transfer timeouts, whether packets arrive or not.
 _TICK = 0.25
 # RFC 1350 opcodes of the data phase, and its header.
@@ -89,9 +92,12 @@ class TftpServer:
 
     ``on_event(step, client_ip, **fields)`` is called from the server thread with step ``tftp_start``
     (file, options), ``tftp_done`` (file, ok, bytes, seconds, error) or ``refused`` (file, reason).
+    A block unacknowledged for ``timeout`` seconds is sent again; a client silent through ``retries``
+    of those is dropped. Firmware waits seconds before it retries (EDK2 4 s), so on a lossy link the
+    server's short timeout, not the client's, sets the pace.
     """
 
-    def __init__(self, binaries, host="0.0.0.0", port=69, on_event=None, timeout=5, retries=3, max_transfers=64):
+    def __init__(self, binaries, host="0.0.0.0", port=69, on_event=None, timeout=1.0, retries=12, max_transfers=64):
         if not HAS_TFTPY:
             raise RuntimeError("the tftpy Python library is required:\n%s" % TFTPY_IMPORT_ERROR)
         self._binaries = dict(binaries)
@@ -278,8 +284,10 @@ class _Transfer:
     """The data phase of one download that tftpy has accepted and started (with an OACK or DATA 1).
 
     Blocks are counted from 0 (the OACK) without wrapping; the wire carries the count modulo 2^16, so
-    files beyond 65535 blocks work too. A duplicate ACK is ignored rather than answered, which avoids
-    the Sorcerer's Apprentice bug (RFC 1123 4.2.3.1); a lost packet is sent again by the timeout check.
+    files beyond 65535 blocks work too. A lost packet is sent again by the timeout check, or at once when
+    the client acknowledges the previous block again; but not for a repeated ACK that follows our send
+    within _REACK_GUARD, which was in flight already: answering those is the Sorcerer's Apprentice bug
+    (RFC 1123 4.2.3.1), every block then sent twice from there on.
     """
 
     __slots__ = ("key", "name", "context", "sock", "data", "blksize", "block", "last_block", "last_packet",
@@ -310,6 +318,9 @@ class _Transfer:
     def acknowledged(self, block, now):
         """Handle the client's ACK of ``block`` (16 bits) received at ``now``; True once the last block is acknowledged."""
         if block != self.block & 0xFFFF:
+            if block == (self.block - 1) & 0xFFFF and now - self.last_sent >= _REACK_GUARD:
+                # The client timed out waiting and acknowledged the previous block again: our block was lost.
+                self.send(now)
             return False
         if self.block == self.last_block:
             return True

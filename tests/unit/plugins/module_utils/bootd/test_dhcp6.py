@@ -4,7 +4,6 @@ hand-built iPXE and HTTP-boot messages. Every answer is checked the way EDK2 and
 from __future__ import annotations
 
 import struct
-from pathlib import Path
 
 import pytest
 from scapy.layers.dhcp6 import (DHCP6, DHCP6_Advertise, DHCP6_InfoRequest, DHCP6_Reply, DHCP6_Request, DHCP6_Solicit, DHCP6OptClientArchType,
@@ -12,13 +11,12 @@ from scapy.layers.dhcp6 import (DHCP6, DHCP6_Advertise, DHCP6_InfoRequest, DHCP6
                                 USER_CLASS_DATA, VENDOR_CLASS_DATA)
 from scapy.layers.inet import UDP
 from scapy.layers.inet6 import IPv6
-from scapy.utils import rdpcap
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootd import dhcp6
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.booter import Booter
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host, ServerAddress
+from captures import dhcp6_options, udp_frames
 
-PCAP_DIR = Path(__file__).resolve().parents[4] / "fixtures" / "pcap"
 SERVER = ServerAddress("fd5e:213::1", 8080)
 OUR_DUID = dhcp6.server_duid("02:00:5e:00:02:13")
 SIZES = {"ipxe.efi": 1024 * 1024 + 1}
@@ -29,17 +27,7 @@ LINK_LOCAL_SCOPE = 3
 def captured_solicits(name):
     """(payload, source) of every Solicit in a capture, the source as recvfrom gives it on a scoped socket."""
     return [(bytes(frame[UDP].payload), (frame[IPv6].src, frame[UDP].sport, 0, LINK_LOCAL_SCOPE))
-            for frame in rdpcap(str(PCAP_DIR / name)) if UDP in frame and frame[UDP].dport == dhcp6.SERVER_PORT]
-
-
-def options_of(payload):
-    """Option code -> value of a DHCPv6 message, by a walk independent of dhcp6's."""
-    options, position = {}, 4
-    while position < len(payload):
-        code, length = struct.unpack_from("!HH", payload, position)
-        options[code] = payload[position + 4:position + 4 + length]
-        position += 4 + length
-    return options
+            for frame in udp_frames(name, (dhcp6.SERVER_PORT,))]
 
 
 def handle(payload, source, port=dhcp6.SERVER_PORT, memo=None, booter=BOOTER):
@@ -48,9 +36,9 @@ def handle(payload, source, port=dhcp6.SERVER_PORT, memo=None, booter=BOOTER):
 
 def edk2_accepts_as_proxy_offer(payload, solicit):
     """What PxeBcDhcp6.c and Dhcp6Io.c require of a proxy offer (see dhcp6's module docstring)."""
-    options = options_of(payload)
+    options = dhcp6_options(payload)
     vendor = options[dhcp6.OPT_VENDOR_CLASS]
-    return (payload[1:4] == solicit[1:4] and options[dhcp6.OPT_CLIENTID] == options_of(solicit)[dhcp6.OPT_CLIENTID]
+    return (payload[1:4] == solicit[1:4] and options[dhcp6.OPT_CLIENTID] == dhcp6_options(solicit)[dhcp6.OPT_CLIENTID]
             and dhcp6.OPT_SERVERID in options and 3 not in options and 13 not in options
             and len(vendor) >= 13 and vendor[:4] == struct.pack("!I", 343) and vendor[6:15] == b"PXEClient")
 
@@ -60,13 +48,13 @@ def edk2_accepts_as_proxy_offer(payload, solicit):
 def test_real_edk2_pxe_solicit_gets_a_proxy_advertise_for_ipxe_efi_over_tftp(capture, mac):
     payload, source = [(p, s) for p, s in captured_solicits(capture) if b"PXEClient" in p][0]
     # The DUID is a DUID-UUID: the MAC comes from the EUI-64 link-local source address.
-    assert options_of(payload)[dhcp6.OPT_CLIENTID][:2] == b"\x00\x04"
+    assert dhcp6_options(payload)[dhcp6.OPT_CLIENTID][:2] == b"\x00\x04"
     outcome = handle(payload, source)
     assert outcome.mac == mac and outcome.step == "dhcp_offer"
     reply = outcome.reply
     assert reply.message_type == dhcp6.ADVERTISE and reply.payload[0] == dhcp6.ADVERTISE
     assert edk2_accepts_as_proxy_offer(reply.payload, payload)
-    options = options_of(reply.payload)
+    options = dhcp6_options(reply.payload)
     assert options[dhcp6.OPT_BOOTFILE_URL] == b"tftp://[fd5e:213::1]/ipxe.efi"
     # Option 60: one parameter, the size in 512-byte blocks, rounded up (EDK2 reads it as the file size).
     assert options[dhcp6.OPT_BOOTFILE_PARAM] == b"\x00\x042049"
@@ -80,7 +68,7 @@ def test_real_edk2_pxe_solicit_gets_a_proxy_advertise_for_ipxe_efi_over_tftp(cap
 def test_real_edk2_http_boot_solicit_gets_the_http_url_of_ipxe_efi():
     payload, source = [(p, s) for p, s in captured_solicits("ovmf-e1000.pcap") if b"HTTPClient" in p][0]
     outcome = handle(payload, source)
-    options = options_of(outcome.reply.payload)
+    options = dhcp6_options(outcome.reply.payload)
     assert options[dhcp6.OPT_BOOTFILE_URL] == b"http://[fd5e:213::1]:8080/ipxe/ipxe.efi"
     assert options[dhcp6.OPT_VENDOR_CLASS][6:16] == b"HTTPClient"
     # Option 60 is EDK2's TFTP file size: meaningless for a URL, so absent.
@@ -99,7 +87,7 @@ def test_edk2_port_4011_request_gets_a_reply_tied_to_the_mac_of_its_solicit():
     outcome = handle(bytes(request), global_source, port=dhcp6.PXE_PORT, memo=memo)
     assert outcome.mac == "52:54:00:aa:00:05" and outcome.step == "dhcp_ack"
     assert outcome.reply.message_type == dhcp6.REPLY and outcome.reply.destination == global_source
-    assert options_of(outcome.reply.payload)[dhcp6.OPT_BOOTFILE_URL] == b"tftp://[fd5e:213::1]/ipxe.efi"
+    assert dhcp6_options(outcome.reply.payload)[dhcp6.OPT_BOOTFILE_URL] == b"tftp://[fd5e:213::1]/ipxe.efi"
     # TFTP events find the MAC by the address the 4011 Request came from.
     assert memo.mac("fd5e:213::1a7") == "52:54:00:aa:00:05"
 
@@ -123,7 +111,7 @@ def test_ipxe_gets_the_bracketed_url_of_its_script(layer, expected):
     outcome = handle(ipxe_message(layer), ("fe80::1234", 546, 0, LINK_LOCAL_SCOPE))
     assert outcome.mac == "52:54:00:aa:00:01" and outcome.fields["ipxe"] is True
     assert outcome.reply.message_type == expected
-    options = options_of(outcome.reply.payload)
+    options = dhcp6_options(outcome.reply.payload)
     assert options[dhcp6.OPT_BOOTFILE_URL] == b"http://[fd5e:213::1]:8080/boot/52-54-00-aa-00-01.ipxe"
     assert options[dhcp6.OPT_CLIENTID] == bytes(DUID_LL(lladdr="52:54:00:aa:00:01"))
     assert 3 not in options and dhcp6.OPT_BOOTFILE_PARAM not in options

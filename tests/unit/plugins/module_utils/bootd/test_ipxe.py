@@ -35,7 +35,7 @@ def test_url_host_leaves_ipv4_bare():
 
 
 def installer(base):
-    return installer_script(base + "/files/m/s/kernel", base + "/files/m/s/initrd", CMDLINE, api_url(base), TOKEN)
+    return installer_script(base + "/boot/m.ipxe", base + "/files/m/s/kernel", base + "/files/m/s/initrd", CMDLINE, api_url(base), TOKEN)
 
 
 def test_installer_script_v4():
@@ -43,9 +43,14 @@ def test_installer_script_v4():
     assert script.splitlines() == [
         "#!ipxe",
         "kernel http://10.213.0.1:8080/files/m/s/kernel initrd=initrd " + CMDLINE
-        + " nixie.api=http://10.213.0.1:8080/api/v1 nixie.token=" + TOKEN,
-        "initrd --name initrd http://10.213.0.1:8080/files/m/s/initrd",
-        "boot",
+        + " nixie.api=http://10.213.0.1:8080/api/v1 nixie.token=" + TOKEN + " || goto retry",
+        "initrd --name initrd http://10.213.0.1:8080/files/m/s/initrd || goto retry",
+        "boot || goto retry",
+        ":retry",
+        "echo Nixie: the installer did not load; asking the boot server again in 10 s",
+        "sleep 10",
+        "imgfree",
+        "chain --replace http://10.213.0.1:8080/boot/m.ipxe || goto retry",
     ]
 
 
@@ -53,18 +58,19 @@ def test_installer_script_v6_urls_are_bracketed():
     script = installer(base_url("fd5e:213::1", 8080))
     assert "kernel http://[fd5e:213::1]:8080/files/m/s/kernel " in script
     assert "nixie.api=http://[fd5e:213::1]:8080/api/v1 " in script
-    assert "initrd --name initrd http://[fd5e:213::1]:8080/files/m/s/initrd\n" in script
+    assert "initrd --name initrd http://[fd5e:213::1]:8080/files/m/s/initrd || goto retry\n" in script
+    assert "chain --replace http://[fd5e:213::1]:8080/boot/m.ipxe || goto retry\n" in script
 
 
 def test_initrd_parameter_is_not_doubled():
-    script = installer_script("k", "i", "initrd=initrd " + CMDLINE, "a", TOKEN)
+    script = installer_script("s", "k", "i", "initrd=initrd " + CMDLINE, "a", TOKEN)
     assert script.count("initrd=initrd") == 1
 
 
 @pytest.mark.parametrize("cmdline", ["init=/x\nshell", "init=/x\r", "a\x00b"])
 def test_control_characters_cannot_inject_ipxe_commands(cmdline):
     with pytest.raises(ValueError):
-        installer_script("k", "i", cmdline, "a", TOKEN)
+        installer_script("s", "k", "i", cmdline, "a", TOKEN)
 
 
 def test_installed_host_leaves_network_boot():
