@@ -63,3 +63,27 @@ if args:
     subprocess.check_call([sys.executable, "-m", "pip", "install",
                            "--cert", "/etc/ssl/certs/ca-certificates.crt"] + args)
 PY
+
+# UEFI HTTP boot on IPv6 needs an iPXE that runs autoexec.ipxe from beside its own URL (2024-03 or later);
+# bookworm's is from 2019. The lab takes trixie's package, resolved and signature-checked by apt with a
+# private state under .cache, so the system's apt sources stay as they are.
+ipxe_current=.cache/ipxe-current
+if [ ! -e "$ipxe_current/usr/lib/ipxe/ipxe.efi" ]; then
+  apt_state=$root/.cache/apt-trixie
+  rm -rf "$apt_state"
+  mkdir -p "$apt_state/lists/partial" "$apt_state/archives/partial" "$apt_state/download" "$apt_state/empty"
+  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie main" \
+    > "$apt_state/sources.list"
+  : > "$apt_state/status"
+  apt_opts=(-o "Dir::Etc::SourceList=$apt_state/sources.list" -o "Dir::Etc::SourceParts=$apt_state/empty"
+            -o "Dir::State::Lists=$apt_state/lists" -o "Dir::Cache=$apt_state" -o "Dir::State::status=$apt_state/status"
+            -o "Dir::Etc::Preferences=$apt_state/empty/none" -o "Dir::Etc::PreferencesParts=$apt_state/empty"
+            -o APT::Architecture=amd64 -o APT::Sandbox::User=root)
+  apt-get "${apt_opts[@]}" update -q
+  (cd "$apt_state/download" && apt-get "${apt_opts[@]}" download ipxe)
+  rm -rf "$ipxe_current.tmp"
+  dpkg-deb -x "$apt_state"/download/ipxe_*_all.deb "$ipxe_current.tmp"
+  test -e "$ipxe_current.tmp/usr/lib/ipxe/ipxe.efi"
+  mv "$ipxe_current.tmp" "$ipxe_current"
+  rm -rf "$apt_state"
+fi

@@ -18,6 +18,9 @@ _SIOCGIFHWADDR = 0x8927
 # temporary (privacy), DAD-failed, deprecated and tentative addresses (linux/if_addr.h) change or vanish.
 _SCOPE_GLOBAL = 0x00
 _UNSTABLE_FLAGS = 0x01 | 0x08 | 0x20 | 0x40
+# Configured by hand or by the network manager, not formed from a router's advertisement (SLAAC), whose prefix the
+# router may change: the address a boot server should put in its URLs when the interface has both.
+_PERMANENT_FLAG = 0x80
 
 
 class InterfaceError(NixieError):
@@ -44,17 +47,23 @@ def interface_ipv4(name):
 
 
 def interface_ipv6(name, if_inet6="/proc/net/if_inet6"):
-    """Return the first stable global IPv6 address of interface ``name``, in the kernel's order."""
+    """Return a stable global IPv6 address of interface ``name``: a configured one before one from SLAAC."""
     require_interface(name)
+    candidates = []
     try:
         with open(if_inet6, encoding="ascii") as handle:
             for line in handle:
                 fields = line.split()
-                if len(fields) == 6 and fields[5] == name and int(fields[3], 16) == _SCOPE_GLOBAL and not int(fields[4], 16) & _UNSTABLE_FLAGS:
-                    return socket.inet_ntop(socket.AF_INET6, bytes.fromhex(fields[0]))
+                if len(fields) == 6 and fields[5] == name and int(fields[3], 16) == _SCOPE_GLOBAL:
+                    flags = int(fields[4], 16)
+                    if not flags & _UNSTABLE_FLAGS:
+                        candidates.append((not flags & _PERMANENT_FLAG, socket.inet_ntop(socket.AF_INET6, bytes.fromhex(fields[0]))))
     except OSError:
         pass
-    raise InterfaceError("%s has no global IPv6 address" % name)
+    if not candidates:
+        raise InterfaceError("%s has no global IPv6 address" % name)
+    # sorted() is stable: among equals the kernel's order stands.
+    return sorted(candidates, key=lambda candidate: candidate[0])[0][1]
 
 
 def interface_address(name, family="auto"):

@@ -1,16 +1,22 @@
-"""IPv6 single-stack netboot through Nixie: the bridge and the controller have no IPv4 address, the site runs RA
-and stateful DHCPv6 (addresses only). The netboot playbook starts Nixie on nixie0's IPv6 address, wakes an OVMF
-machine with Wake-on-LAN to ff02::1, and EDK2's own PXEv6 client (IPv4 PXE switched off by fw_cfg) takes Nixie's
-proxy Advertise, asks Nixie's port 4011 for the boot file, and fetches ipxe.efi over TFTP on IPv6.
+"""IPv6 single-stack provisioning through Nixie: the bridge and the controller have no IPv4 address, the site runs RA
+and stateful DHCPv6 (addresses only; SLAAC beside it). Wake-on-LAN goes to ff02::1.
 
-iPXE then gets an address from the site but no boot file: in stateful DHCPv6 (the site's RA has the M flag) it
-ignores every Advertise without an address, so it never takes Nixie's script URL. The test stops there (see README,
-"IPv6"); phone-home over IPv6 needs a site whose RA sends iPXE to stateless DHCPv6."""
+1. An OVMF machine whose firmware offers UEFI HTTP boot goes from WoL to `installed`: EDK2 takes Nixie's proxy Advertise
+   (boot file URL, no address) beside the site's, loads ipxe.efi over HTTP, iPXE runs Nixie's autoexec.ipxe from beside
+   it, configures IPv6 from the site and chains its script; the agent phones home over IPv6, the install role runs the
+   nixos-anywhere stand-in against the IPv6 address, and the status check finds the installed system there.
+2. EDK2's own PXEv6 client takes Nixie's proxy Advertise, asks Nixie's port 4011 for the boot file, and fetches ipxe.efi
+   over TFTP on IPv6. That iPXE cannot go further: in stateful DHCPv6 (the site's RA has the M flag) it ignores every
+   Advertise without an address, and a TFTP-loaded iPXE has no URL to look for autoexec.ipxe beside (README, "IPv6").
+"""
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from nixielab import netboot
@@ -24,8 +30,40 @@ from scapy.layers.l2 import Ether
 pytestmark = pytest.mark.lab
 
 IPV6_ONLY = {"ipv4": False, "ipv6": True}
+# iPXE 2024-03 or later looks for autoexec.ipxe beside the URL UEFI HTTP boot loaded it from; bootstrap.sh fetches one.
+CURRENT_IPXE = Path(__file__).resolve().parents[2] / ".cache" / "ipxe-current" / "usr" / "lib" / "ipxe"
+# No PXE at all: OVMF tries HTTPv4 (a minute without a DHCPv4 answer), then HTTPv6.
+EDK2_HTTP_BOOT_ONLY = {"opt/org.tianocore/IPv4PXESupport": "no", "opt/org.tianocore/IPv6PXESupport": "no"}
 # OVMF's boot order is iPXE-less here (virtio-native): PXEv4, PXEv6, HTTPv4, HTTPv6; without PXEv4, PXEv6 is first.
 EDK2_PXE6_FIRST = {"opt/org.tianocore/IPv4PXESupport": "no"}
+
+
+@pytest.mark.parametrize("lab", [IPV6_ONLY], indirect=True)
+def test_ovmf_http_boot_machine_is_provisioned_on_an_ipv6_only_network(lab, installer, tmp_path):
+    assert lab.ctl_ip4 is None and lab.bridge_ip4 is None
+    machine = lab.add_machine("nixie-01", "52:54:00:3b:00:06", firmware="uefi", nic="virtio-native", boot_order="disk-first",
+                              fw_cfg=EDK2_HTTP_BOOT_ONLY)
+    lab.start_power_daemon()
+    run = netboot.with_stand_in(netboot.prepare(lab, installer, [machine], tmp_path), installer)
+    result = netboot.provision(lab, run, extra_vars={"nixie_ipxe_dir": str(CURRENT_IPXE)})
+    print(result.stdout[-6000:])
+    assert "failed=0" in netboot.recap(result.stdout)[machine.name], result.stdout[-6000:]
+
+    events = [event for event in run.events() if event["mac"] in (machine.mac, None)]
+    steps = [event["step"] for event in events]
+    for step in ("dhcp_offer", "autoexec", "script", "kernel", "initrd", "phone_home", "marked_installed"):
+        assert step in steps, steps
+    offer = next(event for event in events if event["step"] == "dhcp_offer")
+    assert offer["client"] == "HTTPClient" and offer["boot_file"] == "http://[%s]:8080/ipxe/ipxe.efi" % lab.ctl_ip6, offer
+    phone_home = next(event for event in events if event["step"] == "phone_home")
+    reported = ipaddress.IPv6Address(phone_home["report"]["ip"])
+    assert reported in lab.subnet6 and phone_home["ip"] == str(reported), phone_home
+
+    (record,) = run.stand_in_records()
+    assert record["argv"][3:5] == ["--target-host", "root@%s" % reported], record
+    machine.wait_for_serial(r"NIXIELAB: installed /nix/store/\S+-nixos-system-%s" % machine.name, timeout=5)
+    assert re.search(r'"address": "%s",\s+"host": "%s",' % (reported, machine.name), result.stdout), result.stdout[-3000:]
+    assert re.search(r'"state": "installed"', result.stdout)
 
 
 @pytest.mark.parametrize("lab", [IPV6_ONLY], indirect=True)

@@ -178,6 +178,25 @@ def test_bad_report_field_is_named(files, tmp_path, body, field):
     assert answer["error"].startswith(field + ":")
 
 
+@pytest.mark.parametrize("base, configurator", [("http://[fd5e:213::1]:8080", "ipv6"), ("http://127.0.0.1:8080", "dhcp")])
+def test_autoexec_beside_the_ipxe_binaries_chains_the_script_of_the_boot_nic(files, base, configurator):
+    state = make_state(files, base_urls=(base,))
+
+    async def scenario(client):
+        answer = await client.get("/ipxe/autoexec.ipxe")
+        assert answer.status == 200
+        # Anywhere else it is no file of ours: iPXE asks beside its own URL, and the allow-list stays closed.
+        assert (await client.get("/autoexec.ipxe")).status == 404
+        assert (await client.get("/boot/autoexec.ipxe")).status == 404
+        return await answer.text()
+
+    commands = [line.split(" || ")[0] for line in run_with_client(state, scenario).splitlines()]
+    assert "ifconf --configurator %s" % configurator in commands
+    assert "chain --replace %s/boot/${netX/mac:hexhyp}.ipxe" % base in commands
+    with open(state.events.path, encoding="utf-8") as handle:
+        assert [json.loads(line)["step"] for line in handle] == ["autoexec", "refused", "refused"]
+
+
 def test_mark_installed_then_released_ends_the_server(files):
     state = make_state(files)
     released = []

@@ -24,7 +24,7 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd.model impor
     PXE_CLIENT,
     BootSpec,
 )
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.ipxe import mac_path
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.ipxe import script_path
 
 UNDIONLY_KPXE = "undionly.kpxe"
 IPXE_EFI = "ipxe.efi"
@@ -42,11 +42,6 @@ IPXE_BINARY_FOR_ARCH = {
     ARCH_UEFI_ARM64: IPXE_ARM64_EFI,
     ARCH_UEFI_ARM64_HTTP: IPXE_ARM64_EFI,
 }
-
-
-def script_path(mac):
-    """The HTTP path of a host's iPXE script: ``/boot/52-54-00-aa-00-01.ipxe`` (the route http.py serves)."""
-    return "/boot/%s.ipxe" % mac_path(mac)
 
 
 def ipxe_binary_path(name):

@@ -16,7 +16,7 @@ import time
 
 # Steps recorded across the boot server, in the order a healthy network boot produces them.
 STEPS = (
-    "dhcp_offer", "dhcp_ack", "dhcp_ignored", "tftp_start", "tftp_done", "script", "kernel", "initrd",
+    "dhcp_offer", "dhcp_ack", "dhcp_ignored", "tftp_start", "tftp_done", "autoexec", "script", "kernel", "initrd",
     "phone_home", "marked_installed", "marked_not_installed", "released", "refused", "boot_local",
 )
 

@@ -8,6 +8,7 @@ Routes (the contract the agent, iPXE and ``wait_for_agent`` rely on)::
     GET  /files/<mac>/<signature>/kernel   installer kernel (sendfile, Content-Length, Range)
     GET  /files/<mac>/<signature>/initrd   installer initrd
     GET  /ipxe/<name>                      allow-listed iPXE binary, for UEFI HTTP boot
+    GET  /ipxe/autoexec.ipxe               what that iPXE runs first: chain the script of its MAC
     POST /api/v1/phone-home                agent report; Bearer token; answers the deployer's key
     GET  /api/v1/authorized-keys           the deployer's key again, for a claimed token from its address
     GET  /api/v1/events                    progress snapshot: loopback and the server's own addresses only
@@ -46,9 +47,8 @@ else:
 
 from ansible_collections.nixie.provision.plugins.module_utils._mac import normalize_mac
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.ipxe import (
-    api_url, installer_script, local_boot_script, mac_path,
+    AUTOEXEC_NAME, api_url, autoexec_script, installer_script, local_boot_script, mac_path, script_path,
 )
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.booter import script_path
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.tftp import find_ipxe_binaries
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.tokens import TokenRefused
 
@@ -244,10 +244,20 @@ class _Handlers:
         return web.FileResponse(path)
 
     async def ipxe_binary(self, request):
+        if request.match_info["name"] == AUTOEXEC_NAME:
+            return self.autoexec(request)
         path = self.state.ipxe_binaries.get(request.match_info["name"])
         if path is None:
             return self.refuse(request, 404, "not an allow-listed iPXE binary")
         return web.FileResponse(path)
+
+    def autoexec(self, request):
+        # The client is an iPXE that UEFI HTTP boot loaded from /ipxe/: it knows no MAC-to-host mapping
+        # yet, so the script names its MAC to us, and nothing host-specific is in this answer.
+        base = self._base_for(request)
+        family = 6 if ":" in urlsplit(base).hostname else 4
+        self.state.events.record(None, "autoexec", ip=self._client(request))
+        return web.Response(text=autoexec_script(base, family), content_type="text/plain")
 
     def _bearer(self, request):
         match = _BEARER.match(request.headers.get("Authorization", ""))

@@ -31,6 +31,14 @@ def mac_path(mac):
     return mac.replace(":", "-")
 
 
+_SCRIPT_PATH = "/boot/%s.ipxe"
+
+
+def script_path(mac):
+    """The HTTP path of a host's iPXE script: ``/boot/52-54-00-aa-00-01.ipxe`` (the route http.py serves)."""
+    return _SCRIPT_PATH % mac_path(mac)
+
+
 def api_url(base):
     """Return the agent API root passed to the installer as ``nixie.api=``."""
     return "%s/api/v1" % base
@@ -44,6 +52,15 @@ def _single_line(what, value):
 
 # Seconds between attempts while the boot server cannot be reached (restarted, or the network dropped frames).
 RETRY_SECONDS = 10
+
+
+def _retrying(commands, what):
+    """``commands`` (each ending the boot on success) run again every RETRY_SECONDS until one succeeds."""
+    return [":attempt"] + ["%s || goto retry" % _single_line("iPXE command", command) for command in commands] + [
+        ":retry",
+        "echo Nixie: %s failed; asking the boot server again in %d s" % (what, RETRY_SECONDS),
+        "sleep %d" % RETRY_SECONDS,
+    ]
 
 
 def installer_script(script_url, kernel_url, initrd_url, cmdline, agent_api, token):
@@ -64,18 +81,26 @@ def installer_script(script_url, kernel_url, initrd_url, cmdline, agent_api, tok
     params.append("nixie.api=%s" % agent_api)
     params.append("nixie.token=%s" % token)
     kernel_line = " ".join(["kernel", kernel_url] + params)
-    lines = [
-        "#!ipxe",
-        _single_line("kernel line", kernel_line) + " || goto retry",
-        _single_line("initrd line", "initrd --name initrd %s" % initrd_url) + " || goto retry",
-        "boot || goto retry",
-        ":retry",
-        "echo Nixie: the installer did not load; asking the boot server again in %d s" % RETRY_SECONDS,
-        "sleep %d" % RETRY_SECONDS,
-        # The script runs unregistered, so this frees only the half-loaded kernel and initrd.
-        "imgfree",
-        _single_line("script URL", "chain --replace %s || goto retry" % script_url),
-    ]
+    lines = ["#!ipxe"] + _retrying([kernel_line, "initrd --name initrd %s" % initrd_url, "boot"], "loading the installer")
+    # The script runs unregistered, so this frees only the half-loaded kernel and initrd.
+    lines += ["imgfree", _single_line("script URL", "chain --replace %s || goto retry" % script_url)]
+    return "\n".join(lines) + "\n"
+
+
+# iPXE 2024-03 or later, started by UEFI HTTP boot, runs this script from beside its own URL.
+AUTOEXEC_NAME = "autoexec.ipxe"
+
+
+def autoexec_script(base, family):
+    """Return ``autoexec.ipxe``: configure the network, then chain the script of the NIC iPXE booted from.
+
+    It is how iPXE finds Nixie on IPv6: with a site DHCPv6 server handing out addresses, iPXE takes only
+    that server's answer and so never sees a proxy's boot file URL (unlike EDK2, which takes proxy offers).
+    ``family`` (4 or 6) picks the configurator; ``${netX}`` is the NIC iPXE configured last, the boot NIC.
+    """
+    configure = "ifconf --configurator %s" % ("ipv6" if family == 6 else "dhcp")
+    chain = "chain --replace %s%s" % (base, _SCRIPT_PATH % "${netX/mac:hexhyp}")
+    lines = ["#!ipxe"] + _retrying([configure, chain], "fetching the boot script") + ["goto attempt"]
     return "\n".join(lines) + "\n"
 
 

@@ -56,8 +56,10 @@ class SiteDhcp:
             # An empty router option sends none: the lab has no way out, and says so.
             argv += ["--dhcp-range=%s,%s,%s" % (*self.range4, LEASE_TIME), "--dhcp-option=option:router"]
         if self.range6:
+            # Stateful DHCPv6 (the RA's M flag) with SLAAC beside it (the A flag), as many IPv6 sites run: firmware
+            # and iPXE lease an address, and the test installer, which has no DHCPv6 client, takes one from the RA.
             argv += ["--enable-ra", "--ra-param=%s,%d,0" % (self.interface, RA_INTERVAL),
-                     "--dhcp-range=%s,%s,64,%s" % (*self.range6, LEASE_TIME)]
+                     "--dhcp-range=%s,%s,slaac,64,%s" % (*self.range6, LEASE_TIME)]
         return argv
 
     def start(self, timeout: float = 10.0) -> None:

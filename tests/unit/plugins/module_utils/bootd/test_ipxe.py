@@ -8,6 +8,7 @@ import pytest
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.ipxe import (
     api_url,
+    autoexec_script,
     base_url,
     installer_script,
     local_boot_script,
@@ -42,12 +43,13 @@ def test_installer_script_v4():
     script = installer("http://10.213.0.1:8080")
     assert script.splitlines() == [
         "#!ipxe",
+        ":attempt",
         "kernel http://10.213.0.1:8080/files/m/s/kernel initrd=initrd " + CMDLINE
         + " nixie.api=http://10.213.0.1:8080/api/v1 nixie.token=" + TOKEN + " || goto retry",
         "initrd --name initrd http://10.213.0.1:8080/files/m/s/initrd || goto retry",
         "boot || goto retry",
         ":retry",
-        "echo Nixie: the installer did not load; asking the boot server again in 10 s",
+        "echo Nixie: loading the installer failed; asking the boot server again in 10 s",
         "sleep 10",
         "imgfree",
         "chain --replace http://10.213.0.1:8080/boot/m.ipxe || goto retry",
@@ -84,3 +86,20 @@ def test_installed_host_leaves_network_boot():
 
 def test_mac_path_uses_hyphens():
     assert mac_path("52:54:00:aa:00:01") == "52-54-00-aa-00-01"
+
+
+@pytest.mark.parametrize("base, family, configure", [
+    ("http://[fd5e:213::1]:8080", 6, "ifconf --configurator ipv6"),
+    ("http://10.213.0.1:8080", 4, "ifconf --configurator dhcp"),
+])
+def test_autoexec_configures_the_network_then_chains_the_boot_nics_script(base, family, configure):
+    assert autoexec_script(base, family).splitlines() == [
+        "#!ipxe",
+        ":attempt",
+        configure + " || goto retry",
+        "chain --replace " + base + "/boot/${netX/mac:hexhyp}.ipxe || goto retry",
+        ":retry",
+        "echo Nixie: fetching the boot script failed; asking the boot server again in 10 s",
+        "sleep 10",
+        "goto attempt",
+    ]
