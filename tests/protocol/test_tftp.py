@@ -309,3 +309,20 @@ def test_lost_block_is_sent_again_when_the_client_acknowledges_the_previous_one_
             sock.send(struct.pack("!HH", ERROR, 0) + b"done\0")
     finally:
         slow.stop()
+
+
+def test_transfer_answers_from_the_address_the_client_asked(tftp_dir):
+    """Asked at 127.0.0.2 from 127.0.0.1, the kernel's own choice of source would be 127.0.0.1."""
+    second = TftpServer(find_ipxe_binaries(str(tftp_dir)), host="127.0.0.2", port=0)
+    second.start()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            sock.settimeout(2)
+            sock.sendto(rrq("undionly.kpxe"), second.address)
+            packet, sender = sock.recvfrom(70000)
+            assert struct.unpack_from("!HH", packet) == (DATA, 1)
+            assert sender[0] == "127.0.0.2" and sender[1] != second.address[1]
+            sock.sendto(struct.pack("!HH", ERROR, 0) + b"done\0", sender)
+    finally:
+        second.stop()

@@ -226,6 +226,9 @@ class TftpServer:
         context = context_class(client_ip, client_port, self._timeout, self._empty_root,
                                 self._open_binary, self._refuse_upload, retries=self._retries)
         try:
+            # From the address the client asked, not the one the kernel would pick: an interface with more than
+            # one (a configured IPv6 address and a SLAAC one) would answer from a stranger, which firmware ignores.
+            context.sock.bind((self._sock.getsockname()[0], 0))
             context.start(buffer)
             transfer = _Transfer(key, request.filename, context)
         except Exception as err:  # refused name or path, upload, bad option value: end this transfer only
