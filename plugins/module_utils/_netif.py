@@ -62,8 +62,8 @@ def interface_ipv6(name, if_inet6="/proc/net/if_inet6"):
         pass
     if not candidates:
         raise InterfaceError("%s has no global IPv6 address" % name)
-    # sorted() is stable: among equals the kernel's order stands.
-    return sorted(candidates, key=lambda candidate: candidate[0])[0][1]
+    # min() keeps the first of equals: among them the kernel's order stands.
+    return min(candidates, key=lambda candidate: candidate[0])[1]
 
 
 def interface_address(name, family="auto"):

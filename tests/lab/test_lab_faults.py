@@ -64,10 +64,8 @@ def _drop_one_frame_in_ten(lab):
         lab.run_lab(["nft", *command], check=True)
 
 
-def _scripted_and_one_phoned_home(events, machines):
-    # The server may be half-way through a line: only those ending in a newline are complete.
-    lines = events.read_text().split("\n")[:-1] if events.exists() else []
-    records = [json.loads(line) for line in lines]
+def _scripted_and_one_phoned_home(run, machines):
+    records = run.events()
     scripted = {record["mac"] for record in records if record["step"] == "script"}
     phoned = any(record["step"] == "phone_home" for record in records)
     return phoned and scripted >= {machine.mac for machine in machines}
@@ -83,7 +81,7 @@ def test_lossy_network_and_a_killed_boot_server(lab, installer, tmp_path):
     argv, environment = netboot.provision_command(lab, run)
     with subprocess.Popen(argv, env=environment, cwd=lab.run_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as first:
         deadline = time.monotonic() + 600
-        while not _scripted_and_one_phoned_home(run.run_dir / "events.jsonl", machines):
+        while not _scripted_and_one_phoned_home(run, machines):
             assert time.monotonic() < deadline and first.poll() is None, "no phone-home before the kill"
             time.sleep(0.5)
         server_pid = json.loads((run.run_dir / "state.json").read_text())["pid"]

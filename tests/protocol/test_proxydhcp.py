@@ -15,7 +15,6 @@ import random
 import socket
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from scapy.layers.dhcp import BOOTP, DHCP, DHCPRevOptions
@@ -27,10 +26,10 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd import dhcp
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.booter import Booter
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host, ServerAddress
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.proxydhcp import PortBindError, start_proxydhcp
+from captures import PCAP_DIR
 
 pytestmark = pytest.mark.netns
 
-PCAP_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "pcap"
 KNOWN_MAC = "52:54:00:aa:00:01"
 UNKNOWN_MAC = "02:00:00:00:00:99"
 HTTP_PORT = 8080

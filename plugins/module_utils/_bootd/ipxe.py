@@ -56,7 +56,7 @@ RETRY_SECONDS = 10
 
 def _retrying(commands, what):
     """``commands`` (each ending the boot on success) run again every RETRY_SECONDS until one succeeds."""
-    return [":attempt"] + ["%s || goto retry" % _single_line("iPXE command", command) for command in commands] + [
+    return ["%s || goto retry" % _single_line("iPXE command", command) for command in commands] + [
         ":retry",
         "echo Nixie: %s failed; asking the boot server again in %d s" % (what, RETRY_SECONDS),
         "sleep %d" % RETRY_SECONDS,
@@ -100,7 +100,7 @@ def autoexec_script(base, family):
     """
     configure = "ifconf --configurator %s" % ("ipv6" if family == 6 else "dhcp")
     chain = "chain --replace %s%s" % (base, _SCRIPT_PATH % "${netX/mac:hexhyp}")
-    lines = ["#!ipxe"] + _retrying([configure, chain], "fetching the boot script") + ["goto attempt"]
+    lines = ["#!ipxe", ":attempt"] + _retrying([configure, chain], "fetching the boot script") + ["goto attempt"]
     return "\n".join(lines) + "\n"
 
 

@@ -71,7 +71,11 @@ class NetbootRun:
         return next(line.split(": ", 1)[1] for line in self.inventory.read_text().splitlines() if line.startswith("flake: "))
 
     def events(self) -> list[dict]:
-        return [json.loads(line) for line in (self.run_dir / "events.jsonl").read_text().splitlines()]
+        """The boot server's events so far: none before it wrote any, and no line it is still writing."""
+        path = self.run_dir / "events.jsonl"
+        if not path.exists():
+            return []
+        return [json.loads(line) for line in path.read_text().split("\n")[:-1]]
 
 
 def prepare(lab: LabNetwork, installer: Installer, machines: list[Machine], directory: Path, keep_server: bool = False) -> NetbootRun:

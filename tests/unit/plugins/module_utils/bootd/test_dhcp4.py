@@ -7,8 +7,6 @@ Replies are checked by decoding them with scapy, an implementation independent o
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from scapy.layers.dhcp import BOOTP, DHCP, DHCPRevOptions
 from scapy.layers.inet import UDP
@@ -17,8 +15,8 @@ from scapy.utils import rdpcap
 from ansible_collections.nixie.provision.plugins.module_utils._bootd import dhcp4
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.booter import Booter
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import HTTP_CLIENT, PXE_CLIENT, Firmware, Host, ServerAddress
+from captures import PCAP_DIR
 
-PCAP_DIR = Path(__file__).resolve().parents[4] / "fixtures" / "pcap"
 SERVER = ServerAddress("10.213.0.1", 8080)
 SITE_DHCP_SERVER = "10.88.0.1"  # dnsmasq in the captures
 UUID_OPTION = bytes.fromhex("0078563412bc9af0de1122334455667788")

@@ -43,7 +43,6 @@ def test_installer_script_v4():
     script = installer("http://10.213.0.1:8080")
     assert script.splitlines() == [
         "#!ipxe",
-        ":attempt",
         "kernel http://10.213.0.1:8080/files/m/s/kernel initrd=initrd " + CMDLINE
         + " nixie.api=http://10.213.0.1:8080/api/v1 nixie.token=" + TOKEN + " || goto retry",
         "initrd --name initrd http://10.213.0.1:8080/files/m/s/initrd || goto retry",
