@@ -21,6 +21,7 @@ import tempfile
 import time
 
 from ansible_collections.nixie.provision.plugins.module_utils import _nix
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.tokens import OUTSTANDING_FILE, read_outstanding
 from ansible_collections.nixie.provision.plugins.module_utils._discover import METHODS, Deadline, Discovery
 
 PROBE_TIMEOUT = 3.0
@@ -244,7 +245,8 @@ class StatusCheck:
 
     def run(self):
         result = {"changed": False, "ip": None, "ip_source": None, "state": "unreachable", "current_system": None,
-                  "expected_system": self.expected_system, "os_release": {}, "reason": None, "unreachable_cause": None}
+                  "expected_system": self.expected_system, "os_release": {}, "reason": None, "unreachable_cause": None,
+                  "awaiting_phone_home": self._awaiting_phone_home()}
         reachable, tried = self._find_address()
         if reachable is None:
             if tried:
@@ -259,6 +261,8 @@ class StatusCheck:
         output, cause, problem = self._ask(reachable.address)
         if problem:
             result["unreachable_cause"] = cause
+            if cause == "login_refused" and result["awaiting_phone_home"]:
+                problem += "; it was handed Nixie's installer, whose agent has not phoned home for the key yet"
             return self._finish(result, problem)
         os_release = parse_os_release(output.os_release_text)
         result.update(os_release=os_release, current_system=output.current_system)
@@ -276,6 +280,10 @@ class StatusCheck:
         result.update(reason=reason, msg="%s is %s: %s" % (where, result["state"], reason),
                       elapsed=round(time.monotonic() - self.started, 1))
         return result
+
+    def _awaiting_phone_home(self):
+        run_dir = self.discovery.run_dir
+        return bool(run_dir) and self.discovery.mac in read_outstanding(os.path.join(run_dir, OUTSTANDING_FILE))
 
     def _find_address(self):
         """The first candidate that accepts TCP on the SSH port, and the ``(candidate, why not)`` pairs tried before."""

@@ -55,7 +55,9 @@ options:
         and the scope of IPv6 link-local addresses.
     type: str
   run_dir:
-    description: The boot server's run directory (as given to M(nixie.provision.server)). Used by O(discovery=agent).
+    description:
+      - The boot server's run directory (as given to M(nixie.provision.server)). Used by O(discovery=agent), and for
+        RV(awaiting_phone_home).
     type: path
   discovery:
     description: The ways to find the machine's address, tried in this order.
@@ -208,6 +210,16 @@ unreachable_cause:
   returned: always
   type: str
   sample: no_answer
+awaiting_phone_home:
+  description:
+    - Whether the boot server of O(run_dir) handed the machine an agent token that no phone-home has claimed yet,
+      that is, it was netbooting Nixie's installer when that server stopped. Its agent keeps trying, and a boot
+      server started again on O(run_dir) accepts it. Until then the installer refuses SSH logins
+      (RV(unreachable_cause=login_refused)), as the deployer's key comes with the answer to the phone-home.
+    - False without O(run_dir).
+  returned: always
+  type: bool
+  sample: false
 reason:
   description: Why the machine has RV(state), such as which addresses were tried and what SSH said.
   returned: always

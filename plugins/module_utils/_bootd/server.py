@@ -28,7 +28,9 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd.model impor
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.proxydhcp import PortBindError, start_proxydhcp
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.proxydhcp6 import start_proxydhcp6
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.tftp import TftpServer, find_ipxe_binaries
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.tokens import TokenStore
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.tokens import (
+    OUTSTANDING_FILE, TokenStore, read_outstanding, write_outstanding,
+)
 
 TFTP_PORT = 69
 CONFIG_FILE = "config.json"
@@ -104,6 +106,21 @@ def _explain_bind_failure(protocol, port, exc):
     return str(exc)
 
 
+def _tokens(run_dir, hosts):
+    """The token store, with the tokens an earlier server of this run directory handed out and nobody claimed.
+
+    Their installers keep presenting them to the same URL: a rerun after the server was killed takes their
+    phone-homes instead of leaving them waiting for a power cycle.
+    """
+    path = os.path.join(run_dir, OUTSTANDING_FILE)
+    outstanding = read_outstanding(path)
+    # Hosts outside this run (a --limit) keep theirs for a later run.
+    others = {mac: token for mac, token in outstanding.items() if mac not in {host.mac for host in hosts}}
+    tokens = TokenStore(journal=lambda current: write_outstanding(path, {**others, **current}))
+    tokens.adopt({host.mac: outstanding[host.mac] for host in hosts if host.mac in outstanding and not host.installed})
+    return tokens
+
+
 async def _serve(config, ready):
     hosts, binaries = validate_config(config)
     # tftpy logs every malformed or refused packet at ERROR; tftp.py records those as events already, and a
@@ -127,7 +144,7 @@ async def _serve(config, ready):
 
     state = BootState(
         {host.mac: host for host in hosts}, config["kernel"], config["initrd"], config["cmdline"], config["ipxe_dir"],
-        config["authorized_key"], TokenStore(), events, [base_url(address.ip, address.http_port)],
+        config["authorized_key"], _tokens(run_dir, hosts), events, [base_url(address.ip, address.http_port)],
         on_all_released=stopping.set,
     )
     runner = tftp = proxy = None

@@ -5,19 +5,31 @@
 A token is minted when a host's iPXE script is served and travels to the installer on its kernel
 command line. The first phone-home that presents it *and* reports the host's MAC claims it; from then
 on it is bound to that MAC and to the source address of the claim, so a token copied off the wire or
-off the console cannot be replayed from another machine. Pure bookkeeping, no I/O, like Ironic's
-agent token (handed out once, required on every later call).
+off the console cannot be replayed from another machine. Bookkeeping, like Ironic's agent token (handed
+out once, required on every later call).
+
+Outstanding tokens (minted, not yet claimed) are the one thing a killed boot server must not forget: an
+installer that booted with one keeps presenting it, and nothing but a power cycle gives it another. The
+store reports each change of them to a ``journal`` (the server keeps them in its run directory), and
+a server restarted on that run directory adopts them.
 """
 
 from __future__ import annotations
 
 import hmac
+import json
+import os
 import secrets
 import threading
+
+from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
 
 # secrets.token_urlsafe(32) gives 256 random bits as 43 characters from [A-Za-z0-9_-]: safe on a
 # kernel command line and in an iPXE script without quoting.
 TOKEN_BYTES = 32
+
+# In the boot server's run directory, beside its event log.
+OUTSTANDING_FILE = "agent-tokens.json"
 
 
 class TokenRefused(Exception):
@@ -52,10 +64,12 @@ def _as_bytes(token):
 class TokenStore:
     """Per-host tokens keyed by normalized MAC (lower case, colons); thread-safe."""
 
-    def __init__(self, token_bytes=TOKEN_BYTES):
+    def __init__(self, token_bytes=TOKEN_BYTES, journal=None):
+        """``journal``, if given, is called with ``outstanding()`` after every change of it, under the lock."""
         if token_bytes < 16:
             raise ValueError("agent tokens need at least 128 bits")
         self._token_bytes = token_bytes
+        self._journal = journal
         self._grants = {}
         self._lock = threading.Lock()
 
@@ -64,12 +78,33 @@ class TokenStore:
         token = secrets.token_urlsafe(self._token_bytes)
         with self._lock:
             self._grants[mac] = _Grant(token, mac)
+            self._journal_changes()
         return token
+
+    def adopt(self, outstanding):
+        """Accept the unclaimed ``{mac: token}`` an earlier server handed out, as if minted here."""
+        with self._lock:
+            for mac, token in outstanding.items():
+                self._grants[mac] = _Grant(token, mac)
+            self._journal_changes()
 
     def revoke(self, mac):
         """Forget the token of ``mac`` (the host was installed or left the run)."""
         with self._lock:
-            self._grants.pop(mac, None)
+            if self._grants.pop(mac, None) is not None:
+                self._journal_changes()
+
+    def outstanding(self):
+        """``{mac: token}`` of the tokens no phone-home has claimed yet."""
+        with self._lock:
+            return self._outstanding()
+
+    def _outstanding(self):
+        return {mac: grant.token.decode("ascii") for mac, grant in self._grants.items() if grant.bound_ip is None}
+
+    def _journal_changes(self):
+        if self._journal is not None:
+            self._journal(self._outstanding())
 
     def _find(self, token):
         # Compare against every grant without stopping at the first match, so the time taken does not
@@ -100,7 +135,9 @@ class TokenStore:
             grant = self._usable(token, source_ip)
             if grant.mac not in reported_macs:
                 raise TokenRefused("the reported MACs do not include the MAC the token was issued for", grant.mac)
-            grant.bound_ip = source_ip
+            if grant.bound_ip is None:
+                grant.bound_ip = source_ip
+                self._journal_changes()
             return grant.mac
 
     def holder(self, token, source_ip):
@@ -118,3 +155,28 @@ class TokenStore:
         if grant.bound_ip is not None and grant.bound_ip != source_ip:
             raise TokenRefused("token already claimed from %s" % grant.bound_ip, grant.mac)
         return grant
+
+
+def write_outstanding(path, outstanding):
+    """Replace the file at ``path`` with ``outstanding`` (``{mac: token}``), readable by its owner alone."""
+    scratch = path + ".new"
+    descriptor = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+        json.dump(outstanding, handle, sort_keys=True)
+    # A rename, so that a server killed mid-write leaves the previous list rather than half of one.
+    os.replace(scratch, path)
+
+
+def read_outstanding(path):
+    """``{mac: token}`` from a file ``write_outstanding`` wrote; empty when there is none (no earlier server)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            outstanding = json.load(handle)
+    except FileNotFoundError:
+        return {}
+    except ValueError as exc:
+        raise NixieError("%s: not the boot server's outstanding agent tokens (%s); delete it to forget them" % (path, exc)) from None
+    if not isinstance(outstanding, dict) or not all(isinstance(token, str) for token in outstanding.values()):
+        raise NixieError("%s: not the boot server's outstanding agent tokens (a JSON object of MAC to token); "
+                         "delete it to forget them" % path)
+    return outstanding

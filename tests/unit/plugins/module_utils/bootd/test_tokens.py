@@ -5,9 +5,11 @@
 from __future__ import annotations
 
 import hmac
+import os
 
 import pytest
 
+from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
 from ansible_collections.nixie.provision.plugins.module_utils._bootd import tokens as tokens_module
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.tokens import TokenRefused, TokenStore
 
@@ -124,3 +126,53 @@ def test_every_grant_is_compared_in_constant_time(store, monkeypatch):
     with pytest.raises(TokenRefused):
         store.check("A" * 43, IP)
     assert len(compared) == 6
+
+
+def test_outstanding_lists_unclaimed_tokens_and_the_journal_follows_every_change():
+    journal = []
+    store = TokenStore(journal=journal.append)
+    first = store.mint(MAC)
+    second = store.mint(OTHER_MAC)
+    assert journal[-1] == store.outstanding() == {MAC: first, OTHER_MAC: second}
+    store.claim(first, [MAC], IP)
+    assert journal[-1] == {OTHER_MAC: second}
+    changes = len(journal)
+    store.claim(first, [MAC], IP)
+    assert len(journal) == changes, "a repeated report of a claimed token changes nothing outstanding"
+    store.revoke(OTHER_MAC)
+    store.revoke(OTHER_MAC)
+    assert journal[changes:] == [{}]
+
+
+def test_adopted_tokens_are_claimed_like_minted_ones():
+    earlier = TokenStore()
+    token = earlier.mint(MAC)
+    restarted = TokenStore()
+    restarted.adopt(earlier.outstanding())
+    with pytest.raises(TokenRefused):
+        restarted.claim(token, [OTHER_MAC], IP)
+    assert restarted.claim(token, [MAC], IP) == MAC
+    assert restarted.outstanding() == {}
+    replaced = restarted.mint(MAC)
+    with pytest.raises(TokenRefused):
+        restarted.check(token, IP)
+    assert restarted.outstanding() == {MAC: replaced}
+
+
+def test_outstanding_tokens_file_round_trips_for_its_owner_alone(tmp_path):
+    path = str(tmp_path / tokens_module.OUTSTANDING_FILE)
+    assert tokens_module.read_outstanding(path) == {}
+    tokens_module.write_outstanding(path, {MAC: "a" * 43})
+    tokens_module.write_outstanding(path, {MAC: "b" * 43, OTHER_MAC: "c" * 43})
+    assert tokens_module.read_outstanding(path) == {MAC: "b" * 43, OTHER_MAC: "c" * 43}
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert os.listdir(str(tmp_path)) == [tokens_module.OUTSTANDING_FILE]
+
+
+@pytest.mark.parametrize("text", ["{not json", '["52:54:00:aa:00:01"]', '{"52:54:00:aa:00:01": 7}'])
+def test_a_damaged_tokens_file_is_named(tmp_path, text):
+    path = tmp_path / tokens_module.OUTSTANDING_FILE
+    path.write_text(text)
+    with pytest.raises(NixieError) as raised:
+        tokens_module.read_outstanding(str(path))
+    assert str(path) in str(raised.value) and "delete it" in str(raised.value)
