@@ -410,7 +410,7 @@ def _late_agent(client, marker, ssh_host_keys):
     deadline = time.monotonic() + 120
     while not marker.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    time.sleep(1.5)  # well inside wait_for_agent's polling, whatever the phase of its poll interval
+    time.sleep(1.5)  # wait_for_agent is then waiting on the server for the next event
     done = threading.Thread(target=lambda: (netns.enter(client.netns),
                                             sim.phone_home(api, token, client.mac, client.address, ssh_host_keys, [sim.BLANK_DISK])))
     done.start()

@@ -18,6 +18,9 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd import daem
 
 display = Display()
 
+# Seconds one request may wait for the host's next event; the server holds it at most 30.
+LONG_POLL = 10.0
+
 
 def _describe(event):
     if not event:
@@ -29,16 +32,19 @@ def _describe(event):
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("run_dir", "mac", "timeout", "poll_interval"))
+    _VALID_ARGS = frozenset(("run_dir", "mac", "timeout"))
     _requires_connection = False
 
-    def _host_entry(self, url):
+    def _host_entry(self, url, mac, since, wait):
+        """The host's progress, once it has an event newer than ``since`` or ``wait`` seconds passed."""
+        query = "?wait=%.3f" % wait + ("&since=%r" % since if since is not None else "")
         try:
-            with open_url(url, timeout=5, validate_certs=False) as response:
+            with open_url(url + query, timeout=wait + 10, validate_certs=False) as response:
                 return json.load(response)
         except Exception as exc:  # pylint: disable=broad-except
             if getattr(exc, "code", None) == 404:
-                return None
+                raise AnsibleActionFail("the boot server at %s does not serve %s: it is not among the hosts it was "
+                                        "started for" % (url, mac)) from None
             raise AnsibleActionFail("cannot poll the boot server at %s: %s" % (url, exc)) from exc
 
     def run(self, tmp=None, task_vars=None):
@@ -50,7 +56,6 @@ class ActionModule(ActionBase):
             run_dir=dict(type="path", required=True),
             mac=dict(type="str"),
             timeout=dict(type="int", default=600),
-            poll_interval=dict(type="float", default=1.0),
         ))
         task_vars = task_vars or {}
         mac_value = args["mac"] or task_vars.get("nixie_mac")
@@ -65,17 +70,19 @@ class ActionModule(ActionBase):
         if state is None:
             raise AnsibleActionFail("no boot server runs for %s; start it with nixie.provision.server first" % run_dir)
         url = "%s/api/v1/hosts/%s" % (state["http_url"], mac)
-        interval = min(max(args["poll_interval"], 0.05), 1.0)
         name = task_vars.get("inventory_hostname", mac)
         started = time.monotonic()
         deadline = started + args["timeout"]
-        shown = None
+        shown = since = None
         while True:
-            entry = self._host_entry(url) or {}
+            # The server answers as soon as the host has another event: the phone-home is seen when it happens.
+            entry = self._host_entry(url, mac, since, min(max(deadline - time.monotonic(), 0), LONG_POLL))
             last = entry.get("last_event")
-            if last and last.get("step") != shown:
-                shown = last["step"]
-                display.display("%s (%s): %s" % (name, mac, _describe(last)))
+            if last:
+                since = last["ts"]
+                if last["step"] != shown:
+                    shown = last["step"]
+                    display.display("%s (%s): %s" % (name, mac, _describe(last)))
             report = entry.get("report")
             if report:
                 break
@@ -83,7 +90,6 @@ class ActionModule(ActionBase):
                 result.update(failed=True, elapsed=round(time.monotonic() - started, 1), last_event=last,
                               msg="no phone-home from %s within %d s; last event: %s" % (mac, args["timeout"], _describe(last)))
                 return result
-            time.sleep(interval)
         address = report["ip"]
         result.update(
             changed=False,

@@ -5,15 +5,22 @@
 Before nixos-anywhere may touch the machine: its disks must be blank unless the user allowed wiping them,
 and the SSH host key answering at the target address must be the one the host's agent reported (nixos-anywhere
 itself turns host key checking off). The host's future SSH host key is generated here and handed over with
-``--extra-files``, so the installed system's key is known, and pinned, before it first boots.
+``--extra-files``, so the installed system's key is known, and pinned, before it first boots. While
+nixos-anywhere runs, the boot server knows the host as installed: its reboot into the new system must not
+netboot the installer again.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import subprocess
 import time
 
+from ansible.module_utils.urls import open_url
+
+from ansible_collections.nixie.provision.plugins.module_utils._bootd import daemon
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
 from ansible_collections.nixie.provision.plugins.module_utils._process import stop_process_group
 
@@ -51,6 +58,13 @@ def check_disks(name, disks, may_be_wiped):
                           disks=disks)
 
 
+# ssh-keyscan's -t names of the key types in public key lines.
+_KEYSCAN_TYPES = {
+    "ssh-ed25519": "ed25519", "ssh-rsa": "rsa", "ecdsa-sha2-nistp256": "ecdsa", "ecdsa-sha2-nistp384": "ecdsa",
+    "ecdsa-sha2-nistp521": "ecdsa", "sk-ssh-ed25519@openssh.com": "ed25519-sk", "sk-ecdsa-sha2-nistp256@openssh.com": "ecdsa-sk",
+}
+
+
 def _key_identity(line):
     """``(type, base64)`` of an OpenSSH public key line, with or without a leading host name."""
     fields = line.split()
@@ -69,8 +83,13 @@ def verify_host_key(target, reported_keys, timeout=10):
     expected = {_key_identity(line) for line in reported_keys} - {None}
     if not expected:
         raise InstallError("the agent of %s reported no SSH host key to check it against" % target)
+    # ssh-keyscan connects once per key type: asking for the reported types alone saves the other handshakes, and
+    # an impostor offering none of them fails as one offering other keys does.
+    scanned_types = {_KEYSCAN_TYPES.get(key_type) for key_type, dummy in expected}
+    type_option = ["-t", ",".join(sorted(scanned_types))] if None not in scanned_types else []
     try:
-        scan = subprocess.run(["ssh-keyscan", "-T", str(timeout), target], capture_output=True, text=True, timeout=timeout + 5, check=False)
+        scan = subprocess.run(["ssh-keyscan", "-T", str(timeout), *type_option, target], capture_output=True, text=True,
+                              timeout=timeout + 5, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise InstallError("cannot scan the SSH host key of %s: %s" % (target, exc)) from None
     offered = {_key_identity(line) for line in scan.stdout.splitlines() if line and not line.startswith("#")} - {None}
@@ -132,3 +151,37 @@ def run_logged(command, log_path, timeout):
         raise InstallError("%s failed (exit %d); log: %s\n%s" % (os.path.basename(command[0]), returncode, log_path, _tail(log_path)),
                            log=log_path, rc=returncode)
     return time.monotonic() - started
+
+
+def tell_boot_server(run_dir, mac, installed):
+    """Tell the boot server running for ``run_dir`` whether ``mac`` is installed; False when none runs there."""
+    state = daemon.read_state(run_dir)
+    if state is None:
+        return False
+    url = "%s/api/v1/hosts/%s/installed" % (state["http_url"], mac)
+    try:
+        with open_url(url, data=json.dumps({"installed": installed}), method="POST", timeout=10,
+                      headers={"Content-Type": "application/json"}):
+            return True
+    except Exception as exc:  # pylint: disable=broad-except
+        raise InstallError("cannot tell the boot server at %s that %s is %s: %s"
+                           % (url, mac, "installed" if installed else "not installed", exc)) from None
+
+
+@contextlib.contextmanager
+def known_installed(run_dir, mac):
+    """Have the boot server for ``run_dir``, if one runs, boot ``mac`` from disk; undo that when the body fails.
+
+    Yields whether a boot server was told (never without ``mac``).
+    """
+    told = mac is not None and tell_boot_server(run_dir, mac, True)
+    try:
+        yield told
+    except InstallError:
+        if told:
+            try:
+                tell_boot_server(run_dir, mac, False)
+            except InstallError:
+                # The install's own failure is the one to report; a server that no longer answers boots nothing.
+                pass
+        raise

@@ -18,6 +18,9 @@ description:
     (nixos-anywhere itself disables host key checking), and fails on a mismatch.
   - Generates the installed system's SSH host key (kept in O(run_dir)) and passes it with C(--extra-files), so the
     new system's key is known before it boots; returns it for C(known_hosts).
+  - With O(mac), and a boot server running for O(run_dir) (M(nixie.provision.server)), tells that server the host is
+    installed right before nixos-anywhere starts, so that the host's network boot then boots its disk, and tells it
+    the opposite if nixos-anywhere fails, so that the next try netboots the installer again.
   - Runs under a deadline (nixos-anywhere waits in unbounded loops) and stops nixos-anywhere's whole process group
     when it expires. Its output goes to C(<run_dir>/<name>/install.log); a failure reports the log's path and last lines.
 requirements:
@@ -38,6 +41,11 @@ options:
     description: The host's name, used for its directory under O(run_dir) and its key's comment.
     type: str
     required: true
+  mac:
+    description:
+      - The host's MAC address, by which the boot server of O(run_dir) knows it. Without it no boot server is told
+        anything.
+    type: str
   flake:
     description: The flake holding the host's NixOS configuration.
     type: str
@@ -97,6 +105,7 @@ EXAMPLES = r"""
     agent_report: "{{ nixie_agent }}"
     disks_may_be_wiped: "{{ nixie_disks_may_be_wiped }}"
     run_dir: /var/tmp/nixie
+    mac: "{{ nixie_mac }}"
   delegate_to: localhost
   register: nixie_install
 """
@@ -119,6 +128,11 @@ host_key:
   returned: unless in check mode
   type: str
   sample: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOq3Ae8ciXvwSBoPHmIZVbHJU8KeUiJp6oNX8nn7UBsD root@nixie-01
+boot_server_told:
+  description: Whether a boot server running for O(run_dir) was told the host is installed (false without O(mac)).
+  returned: unless in check mode
+  type: bool
+  sample: true
 seconds:
   description: How long nixos-anywhere ran.
   returned: success
@@ -131,12 +145,14 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nixie.provision.plugins.module_utils import _install
+from ansible_collections.nixie.provision.plugins.module_utils._mac import normalize_mac
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
             name=dict(type="str", required=True),
+            mac=dict(type="str"),
             flake=dict(type="str", required=True),
             flake_attr=dict(type="str"),
             target=dict(type="str", required=True),
@@ -157,6 +173,10 @@ def main():
     log = os.path.join(host_dir, "install.log")
     report = params["agent_report"]
     try:
+        mac = normalize_mac(params["mac"]) if params["mac"] else None
+    except ValueError as exc:
+        module.fail_json(msg="mac: %s" % exc)
+    try:
         _install.check_disks(params["name"], report.get("disks"), params["disks_may_be_wiped"])
         command = _install.nixos_anywhere_command(
             params["nixos_anywhere"], params["flake"], params["flake_attr"] or params["name"], params["target"],
@@ -166,10 +186,11 @@ def main():
             module.exit_json(changed=True, command=command, log=log)
         host_key = _install.ensure_host_key(extra_files, params["name"])
         _install.verify_host_key(params["target"], report.get("ssh_host_keys") or [])
-        seconds = _install.run_logged(command, log, params["timeout"])
+        with _install.known_installed(params["run_dir"], mac) as told:
+            seconds = _install.run_logged(command, log, params["timeout"])
     except _install.InstallError as exc:
         module.fail_json(msg=str(exc), **dict({"log": log}, **exc.details))
-    module.exit_json(changed=True, command=command, log=log, host_key=host_key, seconds=round(seconds, 1))
+    module.exit_json(changed=True, command=command, log=log, host_key=host_key, boot_server_told=told, seconds=round(seconds, 1))
 
 
 if __name__ == "__main__":

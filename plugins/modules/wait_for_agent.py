@@ -9,8 +9,10 @@ short_description: Wait until a machine's installer phones home, and learn its a
 version_added: 0.1.0
 author: Nixie developers (@nixie-provision)
 description:
-  - Polls the boot server started by M(nixie.provision.server) until the nixie agent of the inventory host
-    (found by its MAC address) has phoned home, showing the host's current boot step as it changes.
+  - Asks the boot server started by M(nixie.provision.server) for the inventory host's progress (found by its MAC
+    address) until its nixie agent has phoned home, showing the host's current boot step as it changes. The server
+    holds each answer until the host's next event, so the phone-home is seen the moment it arrives.
+  - A MAC the boot server was not started for fails at once.
   - Returns the address the agent reported as the fact C(nixie_ip). Ansible drops connection variables such as
     C(ansible_host) from any module's facts, so follow this task with C(ansible.builtin.set_fact) of
     C(ansible_host) to C(nixie_ip) (as the examples and the collection's playbooks do) to reach the installer over SSH.
@@ -38,10 +40,6 @@ options:
     description: Seconds to wait for the phone-home.
     type: int
     default: 600
-  poll_interval:
-    description: Seconds between two polls of the server (at most 1).
-    type: float
-    default: 1.0
 """
 
 EXAMPLES = r"""

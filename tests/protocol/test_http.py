@@ -222,6 +222,40 @@ def test_mark_installed_then_released_ends_the_server(files):
     assert steps.count("marked_installed") == 1 and "marked_not_installed" in steps and steps[-1] == "released"
 
 
+def test_a_hosts_progress_is_answered_at_its_next_event(files):
+    state = make_state(files)
+    url = "/api/v1/hosts/52-54-00-aa-00-01"
+
+    async def timed(client, **params):
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        answer = await client.get(url, params=params)
+        return answer.status, (await answer.json() if answer.status == 200 else None), loop.time() - started
+
+    async def scenario(client):
+        loop = asyncio.get_running_loop()
+        # TFTP records its events from its own thread: such an event ends the wait as well.
+        loop.call_later(0.3, lambda: threading.Thread(target=state.events.record, args=(MAC, "tftp_start")).start())
+        status, entry, took = await timed(client, wait="20")
+        assert status == 200 and entry["last_event"]["step"] == "tftp_start" and 0.3 <= took < 5, (entry, took)
+        since = repr(entry["last_event"]["ts"])
+
+        status, same, took = await timed(client, wait="0.5", since=since)
+        assert same["last_event"] == entry["last_event"] and 0.5 <= took < 5, "no newer event: the wait runs out"
+
+        loop.call_later(0.2, state.events.record, MAC, "script")
+        status, entry, took = await timed(client, wait="20", since=since)
+        assert entry["last_event"]["step"] == "script" and took < 5
+        status, entry, took = await timed(client, wait="20", since=since)
+        assert entry["last_event"]["step"] == "script" and took < 0.5, "an event newer than since is answered at once"
+
+        for bad in ({"wait": "nan"}, {"wait": "-1"}, {"wait": "1", "since": "x"}):
+            assert (await timed(client, **bad))[0] == 400, bad
+        assert (await client.get("/api/v1/hosts/52-54-00-ff-ff-ff", params={"wait": "20"})).status == 404
+
+    run_with_client(state, scenario)
+
+
 def test_non_json_body_is_400_but_only_with_a_valid_token(files):
     state = make_state(files)
 

@@ -15,6 +15,7 @@ from nixielab.net import LabNetwork
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
 
 TARGET = "10.213.0.77"
+MAC = "52:54:00:77:00:01"
 BLANK_DISK = {"name": "vda", "size_bytes": 2 * 2 ** 30, "model": "QEMU HARDDISK", "has_partitions": False, "has_filesystem": False}
 # Records its argv and environment-chosen behaviour; the product never knows it is not nixos-anywhere.
 STAND_IN = """#!/bin/sh
@@ -38,7 +39,7 @@ def net():
 def target(net, tmp_path_factory):
     """A client namespace on the lab bridge running dropbear: an installer's SSH server."""
     directory = tmp_path_factory.mktemp("target")
-    client = net.add_client("inst", "52:54:00:77:00:01")
+    client = net.add_client("inst", MAC)
     client.run(["ip", "addr", "add", TARGET + "/24", "dev", "eth0"], check=True)
     host_key = directory / "dropbear_ed25519_host_key"
     subprocess.run(["dropbearkey", "-t", "ed25519", "-f", str(host_key)], check=True, capture_output=True)
@@ -139,3 +140,38 @@ def test_check_mode_writes_and_runs_nothing(net, target, stand_in, tmp_path):
     assert result["changed"] and not result["failed"], result
     assert json.dumps(result["command"]).count("nixos-anywhere") == 1
     assert not stand_in.exists() and not (tmp_path / "run").exists()
+
+
+def test_the_running_boot_server_boots_the_host_from_disk_unless_the_install_fails(net, target, stand_in, tmp_path, monkeypatch):
+    kernel = tmp_path / "bzImage"
+    kernel.write_bytes(b"kernel" * 100)
+    run_dir = str(tmp_path / "run")
+    server = run_module("nixie.provision.server", {
+        "run_dir": run_dir, "interface": net.ctl_if, "kernel": str(kernel), "initrd": str(kernel), "cmdline": "init=/x/init",
+        "authorized_key": target, "hosts": [{"name": "nixie-01", "mac": MAC}]}, netns=net.ctl_ns)
+    assert not server["failed"], server
+    script_url = "%s/boot/%s.ipxe" % (server["http_url"], MAC.replace(":", "-"))
+    try:
+        installed = run_module("nixie.provision.install", install_args(tmp_path, [target], mac=MAC.upper()), netns=net.ctl_ns)
+        assert not installed["failed"] and installed["boot_server_told"] is True, installed
+        assert boot_script(net, script_url).splitlines()[-1] == "exit"
+
+        monkeypatch.setenv("NIXIE_TEST_MODE", "fail")
+        failed = run_module("nixie.provision.install", install_args(tmp_path, [target], mac=MAC), netns=net.ctl_ns)
+        assert failed["failed"] and "nixos-anywhere failed (exit 3)" in failed["msg"], failed
+        assert "kernel " in boot_script(net, script_url), "a failed install must netboot the installer again"
+    finally:
+        run_module("nixie.provision.server", {"run_dir": run_dir, "state": "stopped"}, netns=net.ctl_ns)
+    with open(os.path.join(run_dir, "events.jsonl"), encoding="utf-8") as handle:
+        steps = [event["step"] for event in map(json.loads, handle) if event["step"].startswith("marked")]
+    assert steps == ["marked_installed", "marked_installed", "marked_not_installed"]
+
+    without_server = run_module("nixie.provision.install", install_args(tmp_path, [target], mac=MAC), netns=net.ctl_ns)
+    assert without_server["failed"] and "boot server" not in without_server["msg"], without_server
+    monkeypatch.delenv("NIXIE_TEST_MODE")
+    alone = run_module("nixie.provision.install", install_args(tmp_path, [target], mac=MAC), netns=net.ctl_ns)
+    assert not alone["failed"] and alone["boot_server_told"] is False, alone
+
+
+def boot_script(net, url):
+    return net.run_ctl(["curl", "-sS", "--fail", "--max-time", "10", url], capture_output=True, text=True, check=True).stdout

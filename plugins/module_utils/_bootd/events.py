@@ -4,7 +4,7 @@
 
 Every part of the boot server (ProxyDHCP, TFTP in its own thread, HTTP) records here, so one file
 tells how far each machine got (offer, TFTP, script, kernel, initrd, phone-home) when a boot stalls,
-and ``snapshot()`` answers the controller's ``wait_for_agent`` polling.
+and ``host()`` answers the controller's ``wait_for_agent``, which ``subscribe()`` wakes on each new event.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ class EventLog:
         self._lock = threading.Lock()
         self._last = {}
         self._reports = {}
+        self._listeners = []
         # Line-buffered append: each event reaches the file as a whole line even if the server dies
         # right after, and a restarted server adds to the same history instead of truncating it.
         self._file = open(self.path, "a", buffering=1, encoding="utf-8")
@@ -56,26 +57,30 @@ class EventLog:
                 self._last[mac] = event
                 if step == "phone_home" and "report" in fields:
                     self._reports[mac] = fields["report"]
+            listeners = list(self._listeners)
+        for listener in listeners:
+            listener(mac)
         return event
+
+    def subscribe(self, listener):
+        """Call ``listener(mac)`` after each event is recorded, in the thread that records it."""
+        with self._lock:
+            self._listeners.append(listener)
 
     def snapshot(self):
         """Return ``{"hosts": {mac: {"host", "last_event", "report"}}}`` for every MAC seen or known."""
         with self._lock:
-            macs = sorted(set(self._host_names) | set(self._last))
-            return {
-                "hosts": {
-                    mac: {
-                        "host": self._host_names.get(mac),
-                        "last_event": self._last.get(mac),
-                        "report": self._reports.get(mac),
-                    }
-                    for mac in macs
-                }
-            }
+            return {"hosts": {mac: self._entry(mac) for mac in sorted(set(self._host_names) | set(self._last))}}
 
     def host(self, mac):
         """Return one entry of ``snapshot()``, or None for a MAC neither known nor seen."""
-        return self.snapshot()["hosts"].get(mac)
+        with self._lock:
+            if mac not in self._host_names and mac not in self._last:
+                return None
+            return self._entry(mac)
+
+    def _entry(self, mac):
+        return {"host": self._host_names.get(mac), "last_event": self._last.get(mac), "report": self._reports.get(mac)}
 
     def close(self):
         with self._lock:

@@ -12,7 +12,9 @@ Routes (the contract the agent, iPXE and ``wait_for_agent`` rely on)::
     POST /api/v1/phone-home                agent report; Bearer token; answers the deployer's key
     GET  /api/v1/authorized-keys           the deployer's key again, for a claimed token from its address
     GET  /api/v1/events                    progress snapshot: loopback and the server's own addresses only
-    GET  /api/v1/hosts/<mac>               one host of that snapshot, same restriction
+    GET  /api/v1/hosts/<mac>               one host of that snapshot, same restriction; with ?wait=<s>
+                                           &since=<ts of the last event seen> the answer waits (up to
+                                           30 s) until the host has another event
 
 Kernel and initrd URLs are signed per host (HMAC of the MAC under a key made for this run), as
 Pixiecore signs its URLs, rather than hidden behind one per-run secret path: a URL works only for a
@@ -24,6 +26,7 @@ allow-list; nothing from a request is ever joined onto a file system path.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import dataclasses
@@ -31,6 +34,7 @@ import hmac
 import hashlib
 import ipaddress
 import json
+import math
 import re
 import secrets
 import traceback
@@ -54,6 +58,8 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd.tokens impo
 
 # A report is a few KB (keys, a dozen disks, os-release); anything near this is not our agent.
 API_BODY_LIMIT = 256 * 1024
+# The longest a controller's request for a host's progress is held waiting for its next event.
+HOST_WAIT_LIMIT = 30.0
 
 _HYPHEN_MAC = r"[0-9A-Fa-f]{2}(?:-[0-9A-Fa-f]{2}){5}"
 _SCRIPT_NAME = re.compile(r"^(%s)\.ipxe$" % _HYPHEN_MAC)
@@ -175,6 +181,36 @@ class BootState:
         self.admin_addresses = set(_LOOPBACK) | {_canonical_ip(a) for a in admin_addresses}
         self.admin_addresses |= {_canonical_ip(urlsplit(url).hostname) for url in self.base_urls}
         self.url_key = url_key or secrets.token_bytes(32)
+        # Set once the app runs: TFTP records events from its own thread, and their waiters live in the loop.
+        self.loop = None
+        self._waiters = {}
+        events.subscribe(self._event_recorded)
+
+    def _event_recorded(self, mac):
+        # Only for a host someone waits on: a DHCP burst must not pay a loop wake-up per packet. A TFTP event that
+        # lands between a waiter's read and its registration wakes nobody; the wait's timeout bounds that.
+        if mac in self._waiters:
+            self.loop.call_soon_threadsafe(self._wake, mac)
+
+    def _wake(self, mac):
+        for waiter in self._waiters.pop(mac, ()):
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def next_event(self, mac, timeout):
+        """Return once ``mac`` has another event, or after ``timeout`` seconds."""
+        waiter = self.loop.create_future()
+        self._waiters.setdefault(mac, set()).add(waiter)
+        try:
+            await asyncio.wait_for(waiter, timeout)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            waiting = self._waiters.get(mac)
+            if waiting is not None:
+                waiting.discard(waiter)
+                if not waiting:
+                    del self._waiters[mac]
 
     def file_signature(self, mac):
         return hmac.new(self.url_key, mac.encode("ascii"), hashlib.sha256).hexdigest()[:32]
@@ -323,11 +359,23 @@ class _Handlers:
         if not self._from_admin(request):
             return self.refuse(request, 403, "events are for the controller only")
         try:
-            entry = self.state.events.host(normalize_mac(request.match_info["mac"]))
+            mac = normalize_mac(request.match_info["mac"])
         except ValueError:
-            entry = None
+            return _empty(404)
+        entry = self.state.events.host(mac)
         if entry is None:
             return _empty(404)
+        try:
+            wait = float(request.query.get("wait", 0))
+            since = float(request.query["since"]) if "since" in request.query else None
+        except ValueError:
+            wait = since = math.nan
+        if not (math.isfinite(wait) and wait >= 0 and (since is None or math.isfinite(since))):
+            return web.json_response({"error": "wait: seconds, since: an event's ts; numbers expected"}, status=400)
+        last = entry["last_event"]
+        if wait and (last["ts"] if last else None) == since:
+            await self.state.next_event(mac, min(wait, HOST_WAIT_LIMIT))
+            entry = self.state.events.host(mac)
         return web.json_response(entry)
 
     def _controller_host(self, request, action):
@@ -390,7 +438,11 @@ def make_app(state):
             # No route matched (traversal attempts, scanners) or a file vanished: note it, say nothing more.
             return handlers.refuse(request, err.status, err.reason)
 
+    async def remember_loop(dummy_app):
+        state.loop = asyncio.get_running_loop()
+
     app = web.Application(client_max_size=API_BODY_LIMIT, middlewares=[record_unrouted])
+    app.on_startup.append(remember_loop)
     app.add_routes([
         web.get("/boot/{name}", handlers.boot_script),
         web.get("/files/{mac}/{signature}/{kind}", handlers.boot_file),

@@ -94,3 +94,15 @@ def test_concurrent_writers_never_interleave_lines(log):
         mac = "52:54:00:aa:01:%02x" % index
         assert [e["seq"] for e in events if e["mac"] == mac] == list(range(per_thread))
         assert log.host(mac)["last_event"]["seq"] == per_thread - 1
+
+
+def test_subscribers_hear_of_each_event_after_it_is_recorded(tmp_path):
+    log = EventLog(str(tmp_path), {"52:54:00:aa:00:01": "nixie-01"})
+    heard = []
+    log.subscribe(lambda mac: heard.append((mac, log.host(mac)["last_event"]["step"] if mac else None)))
+    log.record("52:54:00:aa:00:01", "dhcp_offer")
+    log.record(None, "tftp_start")
+    assert heard == [("52:54:00:aa:00:01", "dhcp_offer"), (None, None)]
+    assert log.host("52:54:00:aa:00:01") == log.snapshot()["hosts"]["52:54:00:aa:00:01"]
+    assert log.host("52:54:00:aa:00:99") is None
+    log.close()
