@@ -69,7 +69,7 @@ class ActionModule(ActionBase):
         state = daemon.read_state(run_dir)
         if state is None:
             raise AnsibleActionFail("no boot server runs for %s; start it with nixie.provision.server first" % run_dir)
-        url = "%s/api/v1/hosts/%s" % (state["http_url"], mac)
+        url = daemon.host_api_url(state, mac)
         name = task_vars.get("inventory_hostname", mac)
         started = time.monotonic()
         deadline = started + args["timeout"]

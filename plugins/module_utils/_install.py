@@ -158,7 +158,7 @@ def tell_boot_server(run_dir, mac, installed):
     state = daemon.read_state(run_dir)
     if state is None:
         return False
-    url = "%s/api/v1/hosts/%s/installed" % (state["http_url"], mac)
+    url = daemon.host_api_url(state, mac) + "/installed"
     try:
         with open_url(url, data=json.dumps({"installed": installed}), method="POST", timeout=10,
                       headers={"Content-Type": "application/json"}):

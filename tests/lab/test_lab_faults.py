@@ -58,26 +58,22 @@ def test_one_host_never_phones_home_and_another_fails_to_install(lab, installer,
     failing.wait_for_serial(r"NIXIELAB: installed /nix/store/\S+-nixos-system-nixie-02", timeout=5)
 
 
+def _bridge_drop(lab, table, priority, match):
+    """Drop and count the frames `match` selects, forwarded between the bridge's ports or delivered to it."""
+    lab.run_lab(["nft", "add", "table", "bridge", table], check=True)
+    for hook in ("forward", "input"):
+        lab.run_lab(["nft", "add", "chain", "bridge", table, hook, "{ type filter hook %s priority %d; }" % (hook, priority)], check=True)
+        lab.run_lab(["nft", "add", "rule", "bridge", table, hook, *match, "counter", "drop"], check=True)
+
+
 def _drop_one_frame_in_ten(lab):
     # The kernel here has no netem; nftables' random numbers on the bridge drop frames between its ports just as well.
-    for command in (["add", "table", "bridge", "lossy"],
-                    ["add", "chain", "bridge", "lossy", "forward", "{ type filter hook forward priority 0; }"],
-                    ["add", "chain", "bridge", "lossy", "input", "{ type filter hook input priority 0; }"],
-                    ["add", "rule", "bridge", "lossy", "forward", "numgen", "random", "mod", "10", "0", "counter", "drop"],
-                    ["add", "rule", "bridge", "lossy", "input", "numgen", "random", "mod", "10", "0", "counter", "drop"]):
-        lab.run_lab(["nft", *command], check=True)
+    _bridge_drop(lab, "lossy", 0, ["numgen", "random", "mod", "10", "0"])
 
 
 def _hold_back_phone_homes(lab, machine):
     # The agent's only POST is its phone-home; iPXE's fetches of the same port are GETs and go through.
-    for command in (["add", "table", "bridge", "hold"],
-                    ["add", "chain", "bridge", "hold", "forward", "{ type filter hook forward priority -10; }"],
-                    ["add", "chain", "bridge", "hold", "input", "{ type filter hook input priority -10; }"],
-                    ["add", "rule", "bridge", "hold", "forward", "ether", "saddr", machine.mac, "tcp", "dport", "8080",
-                     "@ih,0,32", "0x504f5354", "counter", "drop"],
-                    ["add", "rule", "bridge", "hold", "input", "ether", "saddr", machine.mac, "tcp", "dport", "8080",
-                     "@ih,0,32", "0x504f5354", "counter", "drop"]):
-        lab.run_lab(["nft", *command], check=True)
+    _bridge_drop(lab, "hold", -10, ["ether", "saddr", machine.mac, "tcp", "dport", "8080", "@ih,0,32", "0x504f5354"])
 
 
 def _dropped(lab, table):

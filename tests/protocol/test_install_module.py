@@ -154,12 +154,14 @@ def test_the_running_boot_server_boots_the_host_from_disk_unless_the_install_fai
     try:
         installed = run_module("nixie.provision.install", install_args(tmp_path, [target], mac=MAC.upper()), netns=net.ctl_ns)
         assert not installed["failed"] and installed["boot_server_told"] is True, installed
-        assert boot_script(net, script_url).splitlines()[-1] == "exit"
+        status, script = net.curl_ctl(script_url)
+        assert status == 200 and script.splitlines()[-1] == "exit", script
 
         monkeypatch.setenv("NIXIE_TEST_MODE", "fail")
         failed = run_module("nixie.provision.install", install_args(tmp_path, [target], mac=MAC), netns=net.ctl_ns)
         assert failed["failed"] and "nixos-anywhere failed (exit 3)" in failed["msg"], failed
-        assert "kernel " in boot_script(net, script_url), "a failed install must netboot the installer again"
+        status, script = net.curl_ctl(script_url)
+        assert status == 200 and "kernel " in script, "a failed install must netboot the installer again: %s" % script
     finally:
         run_module("nixie.provision.server", {"run_dir": run_dir, "state": "stopped"}, netns=net.ctl_ns)
     with open(os.path.join(run_dir, "events.jsonl"), encoding="utf-8") as handle:
@@ -171,7 +173,3 @@ def test_the_running_boot_server_boots_the_host_from_disk_unless_the_install_fai
     monkeypatch.delenv("NIXIE_TEST_MODE")
     alone = run_module("nixie.provision.install", install_args(tmp_path, [target], mac=MAC), netns=net.ctl_ns)
     assert not alone["failed"] and alone["boot_server_told"] is False, alone
-
-
-def boot_script(net, url):
-    return net.run_ctl(["curl", "-sS", "--fail", "--max-time", "10", url], capture_output=True, text=True, check=True).stdout

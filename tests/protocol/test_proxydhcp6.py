@@ -19,6 +19,7 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd.model impor
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.proxydhcp6 import start_proxydhcp6
 from ansible_collections.nixie.provision.plugins.module_utils._netif import interface_mac
 from captures import dhcp6_options, udp_payloads
+from datagrams import received_within
 
 pytestmark = pytest.mark.netns
 
@@ -94,6 +95,12 @@ def test_edk2_solicit_and_port_4011_request_are_answered_over_the_wire(netns_pai
             reply, source = _exchange(boot_service, bytes(request), (SERVER_IP6, dhcp6.PXE_PORT))
             assert reply[0] == dhcp6.REPLY and source[:2] == (SERVER_IP6, dhcp6.PXE_PORT)
             assert dhcp6_options(reply)[dhcp6.OPT_BOOTFILE_URL] == b"tftp://[fd5e:213::1]/ipxe.efi"
+            answered = time.monotonic()
+            copies = received_within(boot_service, 1.5)
+            # Twice more, 0.25 s and 1 s later: EDK2 may start listening only after a quick Reply went by.
+            requests_answered = sum(1 for _mac, step, _fields in events if step == "dhcp_ack")
+            assert [copy for copy, _when in copies] == [reply] * (3 * requests_answered - 1)
+            assert copies[0][1] - answered >= 0.2 and copies[-1][1] - answered >= 0.9
             client.close()
             boot_service.close()
         finally:

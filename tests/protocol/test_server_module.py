@@ -90,18 +90,10 @@ def test_start_is_idempotent_restarts_on_change_and_stops_cleanly(net, boot_file
     assert stopped_again["changed"] is False
 
 
-def curl(net, *argv):
-    """``(HTTP status, body)`` of curl ``argv`` run in the controller namespace."""
-    done = net.run_ctl(["curl", "-sS", "-o", "-", "-w", "\n%{http_code}", "--max-time", "10", *argv],
-                       capture_output=True, text=True, check=True)
-    body, status = done.stdout.rsplit("\n", 1)
-    return int(status), body
-
-
 def test_a_server_started_again_takes_the_phone_home_its_killed_predecessor_was_owed(net, boot_files):
     first = run_module("nixie.provision.server", boot_files, netns=net.ctl_ns)
     assert not first["failed"], first
-    status, script = curl(net, "%s/boot/52-54-00-12-00-01.ipxe" % first["http_url"])
+    status, script = net.curl_ctl("%s/boot/52-54-00-12-00-01.ipxe" % first["http_url"])
     assert status == 200, script
     token = re.search(r"nixie\.token=(\S+)", script).group(1)
     os.kill(first["pid"], signal.SIGKILL)
@@ -114,9 +106,9 @@ def test_a_server_started_again_takes_the_phone_home_its_killed_predecessor_was_
               "disks": [], "os_release": {"ID": "nixos", "VARIANT_ID": "installer"}}
     phone_home = ["-H", "Authorization: Bearer %s" % token, "-H", "Content-Type: application/json",
                   "--data-binary", json.dumps(report), "%s/api/v1/phone-home" % again["http_url"]]
-    status, answer = curl(net, *phone_home)
+    status, answer = net.curl_ctl(*phone_home)
     assert status == 200 and json.loads(answer) == {"authorized_keys": boot_files["authorized_key"]}, answer
-    assert curl(net, "-H", "Authorization: Bearer %s" % ("x" * 43), *phone_home[2:])[0] == 403
+    assert net.curl_ctl("-H", "Authorization: Bearer %s" % ("x" * 43), *phone_home[2:])[0] == 403
     with open(os.path.join(boot_files["run_dir"], OUTSTANDING_FILE), encoding="utf-8") as handle:
         assert json.load(handle) == {}, "a claimed token is no longer owed to anyone"
 

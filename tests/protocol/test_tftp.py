@@ -17,6 +17,7 @@ from tftpy.TftpPacketFactory import TftpPacketFactory
 from tftpy.TftpShared import TftpException
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.tftp import TftpServer, find_ipxe_binaries
+from datagrams import received_within
 
 RRQ, WRQ, DATA, ACK, ERROR, OACK = 1, 2, 3, 4, 5, 6
 
@@ -273,13 +274,7 @@ def test_parallel_clients_and_throughput(server, tftp_dir, tmp_path):
 def _receive_data(sock, wait):
     """The block numbers of the DATA packets that arrive within ``wait`` seconds."""
     blocks = []
-    deadline = time.monotonic() + wait
-    while (left := deadline - time.monotonic()) > 0:
-        sock.settimeout(left)
-        try:
-            packet = sock.recv(70000)
-        except socket.timeout:
-            break
+    for packet, _when in received_within(sock, wait):
         opcode, block = struct.unpack_from("!HH", packet)
         assert opcode == DATA, packet[:64]
         blocks.append(block)

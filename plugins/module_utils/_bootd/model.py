@@ -74,11 +74,15 @@ class BootSpec:
 
 @dataclass(frozen=True)
 class Reply:
-    """A DHCP answer ready to send: ``destination`` is a socket address of the family it goes out on."""
+    """A DHCP answer ready to send: ``destination`` is a socket address of the family it goes out on.
+
+    ``send_again_after`` lists the seconds after the first send at which the same datagram goes out again.
+    """
 
     payload: bytes
     destination: Tuple
     message_type: int
+    send_again_after: Tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)

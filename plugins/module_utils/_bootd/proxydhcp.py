@@ -86,10 +86,18 @@ class _Endpoint(asyncio.DatagramProtocol):
         outcome = self._handle(data, addr, self._port)
         if outcome is None:
             return
-        if outcome.reply is not None:
+        reply = outcome.reply
+        if reply is not None:
             # Reply before reporting: firmware retransmits after ~1 s, the event log can wait.
-            self._transport.sendto(outcome.reply.payload, outcome.reply.destination)
+            self._transport.sendto(reply.payload, reply.destination)
+            loop = asyncio.get_running_loop()
+            for delay in reply.send_again_after:
+                loop.call_later(delay, self._send_again, reply)
         self._on_event(outcome.mac, outcome.step, **outcome.fields)
+
+    def _send_again(self, reply):
+        if not self._transport.is_closing():
+            self._transport.sendto(reply.payload, reply.destination)
 
     def error_received(self, exc):
         # E.g. a relay address (giaddr) that is unreachable: one client's problem, not the server's.

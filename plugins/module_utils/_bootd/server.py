@@ -114,8 +114,9 @@ def _tokens(run_dir, hosts):
     """
     path = os.path.join(run_dir, OUTSTANDING_FILE)
     outstanding = read_outstanding(path)
+    served = {host.mac for host in hosts}
     # Hosts outside this run (a --limit) keep theirs for a later run.
-    others = {mac: token for mac, token in outstanding.items() if mac not in {host.mac for host in hosts}}
+    others = {mac: token for mac, token in outstanding.items() if mac not in served}
     tokens = TokenStore(journal=lambda current: write_outstanding(path, {**others, **current}))
     tokens.adopt({host.mac: outstanding[host.mac] for host in hosts if host.mac in outstanding and not host.installed})
     return tokens

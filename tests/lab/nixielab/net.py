@@ -197,6 +197,12 @@ class LabNetwork:  # pylint: disable=too-many-instance-attributes  # the lab's a
         """subprocess.run inside the controller namespace."""
         return subprocess.run(in_netns(self.ctl_ns, argv), check=kwargs.pop("check", False), **kwargs)
 
+    def curl_ctl(self, *argv: str) -> tuple[int, str]:
+        """`(HTTP status, body)` of curl `argv` run in the controller namespace."""
+        done = self.run_ctl(["curl", "-sS", "-o", "-", "-w", "\n%{http_code}", "--max-time", "10", *argv], capture_output=True, text=True, check=True)
+        body, status = done.stdout.rsplit("\n", 1)
+        return int(status), body
+
     def popen_ctl(self, argv: list[str], **kwargs) -> subprocess.Popen:
         """subprocess.Popen inside the controller namespace, recorded so stop() ends it."""
         return self.tracker.spawn(Path(argv[0]).name, in_netns(self.ctl_ns, argv), **kwargs)

@@ -60,6 +60,8 @@ def test_real_edk2_pxe_solicit_gets_a_proxy_advertise_for_ipxe_efi_over_tftp(cap
     assert options[dhcp6.OPT_BOOTFILE_PARAM] == b"\x00\x042049"
     assert options[dhcp6.OPT_SERVERID] == OUR_DUID
     assert reply.destination == (source[0], dhcp6.CLIENT_PORT, 0, LINK_LOCAL_SCOPE)
+    # EDK2's DHCPv6 driver listens before it solicits: an Advertise goes out once.
+    assert reply.send_again_after == ()
     # scapy reads it back as an Advertise with the layers EDK2 looks for.
     parsed = DHCP6_Advertise(reply.payload)
     assert parsed.msgtype == dhcp6.ADVERTISE and parsed[DHCP6OptVendorClass].enterprisenum == 343 and DHCP6OptIA_NA not in parsed
@@ -87,6 +89,8 @@ def test_edk2_port_4011_request_gets_a_reply_tied_to_the_mac_of_its_solicit():
     outcome = handle(bytes(request), global_source, port=dhcp6.PXE_PORT, memo=memo)
     assert outcome.mac == "52:54:00:aa:00:05" and outcome.step == "dhcp_ack"
     assert outcome.reply.message_type == dhcp6.REPLY and outcome.reply.destination == global_source
+    # EDK2 may open its socket for the Reply only after a fast Reply arrived, and does not ask again.
+    assert outcome.reply.send_again_after == (0.25, 1.0)
     assert dhcp6_options(outcome.reply.payload)[dhcp6.OPT_BOOTFILE_URL] == b"tftp://[fd5e:213::1]/ipxe.efi"
     # TFTP events find the MAC by the address the 4011 Request came from.
     assert memo.mac("fd5e:213::1a7") == "52:54:00:aa:00:05"
