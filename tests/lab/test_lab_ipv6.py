@@ -106,6 +106,10 @@ def test_ovmf_pxev6_boots_ipxe_through_nixie_on_an_ipv6_only_network(lab, instal
         print("WoL to boot-file Reply: %.0f s" % (time.monotonic() - started))
         machine.wait_for_serial(r"NBP file downloaded successfully", timeout=120)
         print("WoL to ipxe.efi over TFTP/IPv6: %.0f s" % (time.monotonic() - started))
+        # Each Request's Reply goes out three times, for EDK2 may start listening only after the first went by.
+        requests = [p for p in capture.packets() if UDP in p and p[UDP].dport == 4011 and p[IPv6].dst == str(lab.ctl_ip6)]
+        replies = [bytes(p[UDP].payload) for p in capture.packets() if UDP in p and p[UDP].sport == 4011 and p[IPv6].src == str(lab.ctl_ip6)]
+        assert len(replies) == 3 * len(requests) and len(set(replies)) == len(requests), (len(requests), len(replies))
         machine.wait_for_serial(r"iPXE 1\.", timeout=60)
         player.join()
     print(outcome.get("output", "")[-2000:])
