@@ -106,9 +106,11 @@ def test_ovmf_pxev6_boots_ipxe_through_nixie_on_an_ipv6_only_network(lab, instal
         print("WoL to boot-file Reply: %.0f s" % (time.monotonic() - started))
         machine.wait_for_serial(r"NBP file downloaded successfully", timeout=120)
         print("WoL to ipxe.efi over TFTP/IPv6: %.0f s" % (time.monotonic() - started))
-        # Each Request's Reply goes out three times, for EDK2 may start listening only after the first went by.
+        # Each Request's Reply goes out three times, for EDK2 may start listening only after the first went by;
+        # the last repeat leaves 1 s after the Request, possibly after the download.
+        capture.wait_for(lambda: _boot_service_replies(capture, lab)[2:], timeout=5, what="third copy of the port-4011 Reply")
         requests = [p for p in capture.packets() if UDP in p and p[UDP].dport == 4011 and p[IPv6].dst == str(lab.ctl_ip6)]
-        replies = [bytes(p[UDP].payload) for p in capture.packets() if UDP in p and p[UDP].sport == 4011 and p[IPv6].src == str(lab.ctl_ip6)]
+        replies = _boot_service_replies(capture, lab)
         assert len(replies) == 3 * len(requests) and len(set(replies)) == len(requests), (len(requests), len(replies))
         machine.wait_for_serial(r"iPXE 1\.", timeout=60)
         player.join()
@@ -118,6 +120,11 @@ def test_ovmf_pxev6_boots_ipxe_through_nixie_on_an_ipv6_only_network(lab, instal
     # EDK2 fetches from a second leased address, not the one of its port-4011 Request: the event may lack the MAC.
     tftp = [event for event in run.events() if event["step"] == "tftp_done"]
     assert tftp and tftp[0]["ok"] and tftp[0]["file"] == "ipxe.efi" and ":" in tftp[0]["ip"], tftp
+
+
+def _boot_service_replies(capture, lab):
+    """The payloads of the port-4011 Replies the capture holds so far."""
+    return [bytes(p[UDP].payload) for p in capture.packets() if UDP in p and p[UDP].sport == 4011 and p[IPv6].src == str(lab.ctl_ip6)]
 
 
 def lab_site_mac(capture, machine):
