@@ -90,9 +90,8 @@ class _Endpoint(asyncio.DatagramProtocol):
         if reply is not None:
             # Reply before reporting: firmware retransmits after ~1 s, the event log can wait.
             self._transport.sendto(reply.payload, reply.destination)
-            loop = asyncio.get_running_loop()
             for delay in reply.send_again_after:
-                loop.call_later(delay, self._send_again, reply)
+                asyncio.get_running_loop().call_later(delay, self._send_again, reply)
         self._on_event(outcome.mac, outcome.step, **outcome.fields)
 
     def _send_again(self, reply):
