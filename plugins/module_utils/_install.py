@@ -21,6 +21,7 @@ import time
 from ansible.module_utils.urls import open_url
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootd import daemon
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import SSH_KEY_TYPES
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
 from ansible_collections.nixie.provision.plugins.module_utils._process import stop_process_group
 
@@ -58,13 +59,6 @@ def check_disks(name, disks, may_be_wiped):
                           disks=disks)
 
 
-# ssh-keyscan's -t names of the key types in public key lines.
-_KEYSCAN_TYPES = {
-    "ssh-ed25519": "ed25519", "ssh-rsa": "rsa", "ecdsa-sha2-nistp256": "ecdsa", "ecdsa-sha2-nistp384": "ecdsa",
-    "ecdsa-sha2-nistp521": "ecdsa", "sk-ssh-ed25519@openssh.com": "ed25519-sk", "sk-ecdsa-sha2-nistp256@openssh.com": "ecdsa-sk",
-}
-
-
 def _key_identity(line):
     """``(type, base64)`` of an OpenSSH public key line, with or without a leading host name."""
     fields = line.split()
@@ -85,7 +79,7 @@ def verify_host_key(target, reported_keys, timeout=10):
         raise InstallError("the agent of %s reported no SSH host key to check it against" % target)
     # ssh-keyscan connects once per key type: asking for the reported types alone saves the other handshakes, and
     # an impostor offering none of them fails as one offering other keys does.
-    scanned_types = {_KEYSCAN_TYPES.get(key_type) for key_type, dummy in expected}
+    scanned_types = {SSH_KEY_TYPES.get(key_type) for key_type, dummy in expected}
     type_option = ["-t", ",".join(sorted(scanned_types))] if None not in scanned_types else []
     try:
         scan = subprocess.run(["ssh-keyscan", "-T", str(timeout), *type_option, target], capture_output=True, text=True,

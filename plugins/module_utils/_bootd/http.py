@@ -53,6 +53,7 @@ from ansible_collections.nixie.provision.plugins.module_utils._mac import normal
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.ipxe import (
     AUTOEXEC_NAME, api_url, autoexec_script, installer_script, local_boot_script, mac_path, script_path,
 )
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import SSH_KEY_TYPES
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.tftp import find_ipxe_binaries
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.tokens import TokenRefused
 
@@ -66,7 +67,6 @@ _SCRIPT_NAME = re.compile(r"^(%s)\.ipxe$" % _HYPHEN_MAC)
 _FILE_MAC = re.compile(r"^%s$" % _HYPHEN_MAC)
 _SIGNATURE = re.compile(r"^[0-9a-f]{32}$")
 _BEARER = re.compile(r"^Bearer ([A-Za-z0-9_-]{16,256})$")
-_KEY_TYPE = re.compile(r"^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com)$")
 _DISK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 _OS_RELEASE_KEY = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -92,7 +92,7 @@ def _list(field, value, limit):
 def _ssh_public_key(field, line):
     _text(field, line, 16384, allow_empty=False)
     parts = line.split(None, 2)
-    if len(parts) < 2 or not _KEY_TYPE.match(parts[0]):
+    if len(parts) < 2 or parts[0] not in SSH_KEY_TYPES:
         raise ReportError("%s: not an OpenSSH public key line ('<type> <base64> [comment]')" % field)
     try:
         blob = base64.b64decode(parts[1], validate=True)

@@ -14,6 +14,12 @@ from ansible_collections.nixie.provision.plugins.module_utils._mac import normal
 PXE_CLIENT = "PXEClient"
 HTTP_CLIENT = "HTTPClient"
 
+# The SSH host key types an agent may report, by their name in public key lines, each with ssh-keyscan's -t name.
+SSH_KEY_TYPES = {
+    "ssh-ed25519": "ed25519", "ssh-rsa": "rsa", "ecdsa-sha2-nistp256": "ecdsa", "ecdsa-sha2-nistp384": "ecdsa",
+    "ecdsa-sha2-nistp521": "ecdsa", "sk-ssh-ed25519@openssh.com": "ed25519-sk", "sk-ecdsa-sha2-nistp256@openssh.com": "ecdsa-sk",
+}
+
 # Client system architecture (DHCP option 93, IANA "Processor Architecture Types").
 ARCH_BIOS = 0
 ARCH_UEFI_IA32 = 6
