@@ -14,7 +14,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.ipxe import api_url, base_url, installer_script
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import api_url, base_url
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.ipxe import installer_script
 from nixielab.processes import REPO_ROOT, in_netns, python_environment
 
 from .lab import HTTP_PORT, SERVER_IP

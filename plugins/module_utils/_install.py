@@ -21,7 +21,7 @@ import time
 from ansible.module_utils.urls import open_url
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootd import daemon
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import SSH_KEY_TYPES
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import SSH_KEY_TYPES
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
 from ansible_collections.nixie.provision.plugins.module_utils._process import stop_process_group
 

@@ -21,7 +21,9 @@ import shutil
 import subprocess
 import time
 
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import INSTALLER_LOG_FILE, INSTALLER_STATE_FILE, IPXE_BINARIES, run_file
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
+from ansible_collections.nixie.provision.plugins.module_utils._ipxe_dir import find_ipxe_binaries
 from ansible_collections.nixie.provision.plugins.module_utils._process import stop_process_group
 
 NIX_FEATURES = ["--extra-experimental-features", "nix-command flakes"]
@@ -37,13 +39,9 @@ NIX_PROFILE_BINS = ("/run/current-system/sw/bin", "/nix/var/nix/profiles/default
 # The NixOS netboot artifacts the installer is made of (nixpkgs nixos/modules/installer/netboot/netboot.nix).
 INSTALLER_ARTIFACTS = ("kernel", "netbootRamdisk", "toplevel")
 
-# Names of the iPXE binaries a boot server hands out (Debian's ipxe package and nixpkgs' ipxe both have them).
-IPXE_BINARIES = ("undionly.kpxe", "ipxe.efi", "snponly.efi")
 
 CONFIGURATION_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 LOG_TAIL_LINES = 20
-STATE_FILE = "installer.json"
-LOG_FILE = "installer-build.log"
 
 
 class NixError(NixieError):
@@ -244,8 +242,8 @@ class InstallerBuild:
         self.ipxe_dir = ipxe_dir
         self.ipxe_installable = ipxe_installable
         self.check_mode = check_mode
-        self.log_path = os.path.join(run_dir, LOG_FILE)
-        self.state_path = os.path.join(run_dir, STATE_FILE)
+        self.log_path = run_file(run_dir, INSTALLER_LOG_FILE)
+        self.state_path = run_file(run_dir, INSTALLER_STATE_FILE)
 
     @property
     def configuration(self):
@@ -352,7 +350,7 @@ class InstallerBuild:
 def check_ipxe_dir(directory, what):
     if not os.path.isdir(directory):
         raise NixError("%s: %s is not a directory" % (what, directory))
-    if not any(os.path.isfile(os.path.join(directory, name)) for name in IPXE_BINARIES):
+    if not find_ipxe_binaries(directory):
         raise NixError("%s: %s has none of the iPXE binaries %s" % (what, directory, ", ".join(IPXE_BINARIES)))
     return directory
 

@@ -21,7 +21,8 @@ import tempfile
 import time
 
 from ansible_collections.nixie.provision.plugins.module_utils import _nix
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.tokens import OUTSTANDING_FILE, read_outstanding
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import TOKENS_FILE
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.tokens import read_outstanding
 from ansible_collections.nixie.provision.plugins.module_utils._discover import METHODS, Deadline, Discovery
 
 PROBE_TIMEOUT = 3.0
@@ -283,7 +284,7 @@ class StatusCheck:
 
     def _awaiting_phone_home(self):
         run_dir = self.discovery.run_dir
-        return bool(run_dir) and self.discovery.mac in read_outstanding(os.path.join(run_dir, OUTSTANDING_FILE))
+        return bool(run_dir) and self.discovery.mac in read_outstanding(os.path.join(run_dir, TOKENS_FILE))
 
     def _find_address(self):
         """The first candidate that accepts TCP on the SSH port, and the ``(candidate, why not)`` pairs tried before."""

@@ -183,7 +183,7 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
 from ansible_collections.nixie.provision.plugins.module_utils._netif import interface_address
-from ansible_collections.nixie.provision.plugins.module_utils._bootd import daemon
+from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract, daemon
 
 
 def _server_code(module):
@@ -192,7 +192,9 @@ def _server_code(module):
     Loading scapy, aiohttp and tftpy takes about a second here, which a status or stop call (the install role makes
     one per host) need not pay. The daemon is a fork of this process, so everything is loaded before it starts.
     """
-    from ansible_collections.nixie.provision.plugins.module_utils._bootd import dhcp4, http, server, tftp  # pylint: disable=import-outside-toplevel
+    from ansible_collections.nixie.provision.plugins.module_utils._bootd import server  # pylint: disable=import-outside-toplevel
+    from ansible_collections.nixie.provision.plugins.module_utils._bootd.io import http, tftp  # pylint: disable=import-outside-toplevel
+    from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire import dhcp4  # pylint: disable=import-outside-toplevel
     for name, error in (("scapy", dhcp4.SCAPY_IMPORT_ERROR), ("aiohttp", http.AIOHTTP_IMPORT_ERROR), ("tftpy", tftp.TFTPY_IMPORT_ERROR)):
         if error:
             module.fail_json(msg=missing_required_lib(name), exception=error)
@@ -221,7 +223,7 @@ class ServerManager:
         }
 
     def _result(self, changed, state):
-        result = {"changed": changed, "running": state is not None, "log_file": os.path.join(self.run_dir, daemon.LOG_FILE)}
+        result = {"changed": changed, "running": state is not None, "log_file": contract.run_file(self.run_dir, contract.LOG_FILE)}
         if state:
             result.update({key: state[key] for key in ("pid", "address", "http_port", "http_url", "ipxe_binaries", "events_file")})
         return result

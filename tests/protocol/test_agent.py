@@ -20,10 +20,10 @@ import time
 
 import pytest
 
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.events import EventLog
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.http import BootState, make_app, start_http
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.events import EventLog
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.http import BootState, make_app, start_http
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.tokens import TokenStore
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.tokens import TokenStore
 
 AGENT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "agent", "nixie-agent")
 MAC = "52:54:00:aa:00:01"

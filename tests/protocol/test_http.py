@@ -18,15 +18,15 @@ import threading
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.events import EventLog
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.http import (
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.events import EventLog
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.http import (
     API_BODY_LIMIT,
     BootState,
     make_app,
     start_http,
 )
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.tokens import TokenStore
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.tokens import TokenStore
 
 MAC = "52:54:00:aa:00:01"
 INSTALLED_MAC = "52:54:00:aa:00:02"

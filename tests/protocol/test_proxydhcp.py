@@ -22,10 +22,10 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 from scapy.utils import rdpcap
 
-from ansible_collections.nixie.provision.plugins.module_utils._bootd import dhcp4
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.booter import Booter
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire import dhcp4
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.booter import Booter
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host, ServerAddress
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.proxydhcp import PortBindError, start_proxydhcp
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.proxydhcp import PortBindError, start_proxydhcp
 from captures import PCAP_DIR
 
 pytestmark = pytest.mark.netns
@@ -324,9 +324,9 @@ def test_port_held_by_another_process_is_reported(netns_pair, port, address):
 
 BIND_WITHOUT_PRIVILEGE = """
 import asyncio, json, sys
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.booter import Booter
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.booter import Booter
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import ServerAddress
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.proxydhcp import PortBindError, start_proxydhcp
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.proxydhcp import PortBindError, start_proxydhcp
 
 async def main():
     try:

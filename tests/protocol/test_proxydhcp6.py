@@ -13,10 +13,10 @@ import time
 import pytest
 from scapy.layers.dhcp6 import DHCP6_Request, DHCP6OptServerId, DHCP6OptUnknown
 
-from ansible_collections.nixie.provision.plugins.module_utils._bootd import dhcp6
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.booter import Booter
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire import dhcp6
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.booter import Booter
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host, ServerAddress
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.proxydhcp6 import start_proxydhcp6
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.proxydhcp6 import start_proxydhcp6
 from ansible_collections.nixie.provision.plugins.module_utils._netif import interface_mac
 from captures import dhcp6_options, udp_payloads
 from datagrams import received_within

@@ -13,7 +13,7 @@ from nixielab.ansiblerun import run_module
 from nixielab.net import LabNetwork
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootd import daemon
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.tokens import OUTSTANDING_FILE
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import TOKENS_FILE
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces and ports below 1024")
 
@@ -109,7 +109,7 @@ def test_a_server_started_again_takes_the_phone_home_its_killed_predecessor_was_
     status, answer = net.curl_ctl(*phone_home)
     assert status == 200 and json.loads(answer) == {"authorized_keys": boot_files["authorized_key"]}, answer
     assert net.curl_ctl("-H", "Authorization: Bearer %s" % ("x" * 43), *phone_home[2:])[0] == 403
-    with open(os.path.join(boot_files["run_dir"], OUTSTANDING_FILE), encoding="utf-8") as handle:
+    with open(os.path.join(boot_files["run_dir"], TOKENS_FILE), encoding="utf-8") as handle:
         assert json.load(handle) == {}, "a claimed token is no longer owed to anyone"
 
 

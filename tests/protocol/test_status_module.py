@@ -18,7 +18,8 @@ from nixielab.ansiblerun import run_module
 from nixielab.net import LabNetwork
 
 from ansible_collections.nixie.provision.plugins.module_utils import _nix
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.tokens import OUTSTANDING_FILE, write_outstanding
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import TOKENS_FILE
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.tokens import write_outstanding
 from ansible_collections.nixie.provision.plugins.module_utils._discover import eui64_link_local
 
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")]
@@ -240,7 +241,7 @@ def test_refused_login_of_an_installer_a_killed_server_booted_says_so(lab, keys,
     ssh_server(NIXOS, SYSTEM)
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    write_outstanding(str(run_dir / OUTSTANDING_FILE), {MAC: "t" * 43})
+    write_outstanding(str(run_dir / TOKENS_FILE), {MAC: "t" * 43})
     result = status(lab, keys, controller_home, mac=MAC, ip=ADDRESS, ssh_private_key=str(keys / "stranger"), run_dir=str(run_dir))
     assert result["state"] == "unreachable" and result["unreachable_cause"] == "login_refused", result
     assert result["awaiting_phone_home"] is True and "agent has not phoned home" in result["reason"]

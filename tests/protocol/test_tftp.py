@@ -16,7 +16,8 @@ import pytest
 from tftpy.TftpPacketFactory import TftpPacketFactory
 from tftpy.TftpShared import TftpException
 
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.tftp import TftpServer, find_ipxe_binaries
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.tftp import TftpServer
+from ansible_collections.nixie.provision.plugins.module_utils._ipxe_dir import find_ipxe_binaries
 from datagrams import received_within
 
 RRQ, WRQ, DATA, ACK, ERROR, OACK = 1, 2, 3, 4, 5, 6

@@ -16,11 +16,8 @@ import select
 import signal
 import time
 
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import LOG_FILE, PID_FILE, STATE_FILE
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
-
-STATE_FILE = "state.json"
-PID_FILE = "server.pid"
-LOG_FILE = "server.log"
 
 
 class DaemonError(NixieError):

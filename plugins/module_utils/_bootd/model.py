@@ -7,27 +7,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Optional, Tuple
 
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.ipxe import base_url
+from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract
 from ansible_collections.nixie.provision.plugins.module_utils._mac import normalize_mac
 
 # Option 60 prefixes (PXE 2.1 and UEFI 2.5+ HTTP boot) and the exact value a reply must echo.
 PXE_CLIENT = "PXEClient"
 HTTP_CLIENT = "HTTPClient"
 
-# The SSH host key types an agent may report, by their name in public key lines, each with ssh-keyscan's -t name.
-SSH_KEY_TYPES = {
-    "ssh-ed25519": "ed25519", "ssh-rsa": "rsa", "ecdsa-sha2-nistp256": "ecdsa", "ecdsa-sha2-nistp384": "ecdsa",
-    "ecdsa-sha2-nistp521": "ecdsa", "sk-ssh-ed25519@openssh.com": "ed25519-sk", "sk-ecdsa-sha2-nistp256@openssh.com": "ecdsa-sk",
-}
-
-# Client system architecture (DHCP option 93, IANA "Processor Architecture Types").
+# Client system architecture (DHCP option 93, IANA "Processor Architecture Types"): those Nixie has an iPXE for.
 ARCH_BIOS = 0
-ARCH_UEFI_IA32 = 6
 ARCH_UEFI_X64 = 7
 ARCH_UEFI_X64_ALT = 9  # some x64 firmware reports 9 (EFI BC) instead of 7
-ARCH_UEFI_ARM32 = 10
 ARCH_UEFI_ARM64 = 11
-ARCH_UEFI_X86_HTTP = 15
 ARCH_UEFI_X64_HTTP = 16  # x64 UEFI *HTTP boot*, not arm64 (danderson/netboot #72, #142)
 ARCH_UEFI_ARM64_HTTP = 19
 
@@ -66,7 +57,7 @@ class ServerAddress:
 
     @property
     def http_base(self):
-        return base_url(self.ip, self.http_port)
+        return contract.base_url(self.ip, self.http_port)
 
 
 @dataclass(frozen=True)

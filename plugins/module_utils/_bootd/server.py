@@ -19,21 +19,17 @@ import os
 import signal
 
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
-from ansible_collections.nixie.provision.plugins.module_utils._bootd import daemon, dhcp4, dhcp6, preflight
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.booter import Booter
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.events import EventLog
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.http import BootState, make_app, start_http
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.ipxe import base_url
+from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract, daemon, preflight
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire import dhcp6
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.booter import Booter
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.events import EventLog
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.http import BootState, make_app, start_http
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host, ServerAddress
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.proxydhcp import PortBindError, start_proxydhcp
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.proxydhcp6 import start_proxydhcp6
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.tftp import TftpServer, find_ipxe_binaries
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.tokens import (
-    OUTSTANDING_FILE, TokenStore, read_outstanding, write_outstanding,
-)
-
-TFTP_PORT = 69
-CONFIG_FILE = "config.json"
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.proxydhcp import PortBindError, start_proxydhcp
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.proxydhcp6 import start_proxydhcp6
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.tftp import TftpServer
+from ansible_collections.nixie.provision.plugins.module_utils._ipxe_dir import find_ipxe_binaries
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.tokens import TokenStore, read_outstanding, write_outstanding
 
 
 class ServerError(NixieError):
@@ -52,8 +48,8 @@ def validate_config(config):
             raise ServerError("%s: no such file: %s" % (key, config[key]))
     binaries = find_ipxe_binaries(config["ipxe_dir"])
     if not binaries:
-        raise ServerError("ipxe_dir: %s holds none of undionly.kpxe, ipxe.efi, snponly.efi, ipxe-arm64.efi "
-                          "(on Debian: apt install ipxe)" % config["ipxe_dir"])
+        raise ServerError("ipxe_dir: %s holds none of %s (on Debian: apt install ipxe)"
+                          % (config["ipxe_dir"], ", ".join(contract.IPXE_BINARIES)))
     hosts = [Host(**host) for host in config["hosts"]]
     if not hosts:
         raise ServerError("hosts: the boot server needs at least one host to answer")
@@ -67,8 +63,8 @@ def is_ipv6(address):
 
 def _dhcp_ports(config):
     if is_ipv6(config["address"]):
-        return (dhcp6.SERVER_PORT, dhcp6.PXE_PORT, TFTP_PORT)
-    return (dhcp4.DHCP_SERVER_PORT, dhcp4.PXE_PORT, TFTP_PORT)
+        return (contract.DHCP6_SERVER_PORT, contract.PXE_PORT, contract.TFTP_PORT)
+    return (contract.DHCP_SERVER_PORT, contract.PXE_PORT, contract.TFTP_PORT)
 
 
 def _tftp_client_mac(ip, arp_table="/proc/net/arp"):
@@ -112,7 +108,7 @@ def _tokens(run_dir, hosts):
     Their installers keep presenting them to the same URL: a rerun after the server was killed takes their
     phone-homes instead of leaving them waiting for a power cycle.
     """
-    path = os.path.join(run_dir, OUTSTANDING_FILE)
+    path = contract.run_file(run_dir, contract.TOKENS_FILE)
     outstanding = read_outstanding(path)
     served = {host.mac for host in hosts}
     # Hosts outside this run (a --limit) keep theirs for a later run.
@@ -145,7 +141,7 @@ async def _serve(config, ready):
 
     state = BootState(
         {host.mac: host for host in hosts}, config["kernel"], config["initrd"], config["cmdline"], config["ipxe_dir"],
-        config["authorized_key"], _tokens(run_dir, hosts), events, [base_url(address.ip, address.http_port)],
+        config["authorized_key"], _tokens(run_dir, hosts), events, [contract.base_url(address.ip, address.http_port)],
         on_all_released=stopping.set,
     )
     runner = tftp = proxy = None
@@ -155,12 +151,12 @@ async def _serve(config, ready):
         except OSError as exc:
             raise ServerError("cannot listen on TCP port %d (%s): %s" % (
                 address.http_port, address.ip, _explain_bind_failure("tcp", address.http_port, exc))) from None
-        tftp = TftpServer(binaries, host=address.ip, port=TFTP_PORT, on_event=on_tftp_event)
+        tftp = TftpServer(binaries, host=address.ip, port=contract.TFTP_PORT, on_event=on_tftp_event)
         try:
             tftp.start()
         except OSError as exc:
             raise ServerError("cannot listen on UDP port %d (%s): %s" % (
-                TFTP_PORT, address.ip, _explain_bind_failure("udp", TFTP_PORT, exc))) from None
+                contract.TFTP_PORT, address.ip, _explain_bind_failure("udp", contract.TFTP_PORT, exc))) from None
         try:
             booter = Booter(hosts, address, binaries)
             if is_ipv6(address.ip):
@@ -173,7 +169,7 @@ async def _serve(config, ready):
         ready({
             "address": address.ip,
             "http_port": address.http_port,
-            "http_url": base_url(address.ip, address.http_port),
+            "http_url": contract.base_url(address.ip, address.http_port),
             "interface": config["interface"],
             "ipxe_binaries": sorted(binaries),
             "events_file": events.path,
@@ -203,7 +199,7 @@ def start(config, timeout=30.0):
         raise ServerError(problem)
     _refuse_shared_udp_ports(config)
     os.makedirs(config["run_dir"], mode=0o700, exist_ok=True)
-    with open(os.path.join(config["run_dir"], CONFIG_FILE), "w", encoding="utf-8") as handle:
+    with open(contract.run_file(config["run_dir"], contract.CONFIG_FILE), "w", encoding="utf-8") as handle:
         json.dump(config, handle, indent=2, sort_keys=True)
     try:
         return daemon.start_detached(config["run_dir"], lambda ready: run(config, ready), timeout)

@@ -12,8 +12,8 @@ import socket
 import struct
 
 from ansible_collections.nixie.provision.plugins.module_utils._netif import interface_mac
-from ansible_collections.nixie.provision.plugins.module_utils._bootd import dhcp6
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.proxydhcp import bound_udp_socket, start_endpoints
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire import dhcp6
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.proxydhcp import bound_udp_socket, start_endpoints
 
 
 def _v6_only(sock):

@@ -15,8 +15,8 @@ import struct
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ansible_collections.nixie.provision.plugins.module_utils._bootd import dhcp4
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.booter import Booter
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire import dhcp4
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.booter import Booter
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host, ServerAddress
 from captures import udp_payloads
 

@@ -12,7 +12,7 @@ import errno
 import logging
 import socket
 
-from ansible_collections.nixie.provision.plugins.module_utils._bootd import dhcp4
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire import dhcp4
 
 # Not exported by every Python build's socket module; 25 is its value on every Linux architecture.
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)

@@ -10,24 +10,17 @@ and ``host()`` answers the controller's ``wait_for_agent``, which ``subscribe()`
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 
-# Steps recorded across the boot server, in the order a healthy network boot produces them.
-STEPS = (
-    "dhcp_offer", "dhcp_ack", "dhcp_ignored", "tftp_start", "tftp_done", "autoexec", "script", "kernel", "initrd",
-    "phone_home", "marked_installed", "marked_not_installed", "released", "refused", "boot_local",
-)
-
-EVENTS_FILE = "events.jsonl"
+from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract
 
 
 class EventLog:
     """Thread-safe event recorder writing one JSON object per line to ``<run_dir>/events.jsonl``."""
 
     def __init__(self, run_dir, host_names=None, clock=time.time):
-        self.path = os.path.join(run_dir, EVENTS_FILE)
+        self.path = contract.run_file(run_dir, contract.EVENTS_FILE)
         self._host_names = dict(host_names or {})
         self._clock = clock
         self._lock = threading.Lock()
@@ -43,7 +36,7 @@ class EventLog:
 
         A ``phone_home`` event's ``report`` field is kept as the host's latest report.
         """
-        if step not in STEPS:
+        if step not in contract.STEPS:
             raise ValueError("unknown event step %r" % (step,))
         event = {"ts": self._clock(), "mac": mac, "host": self._host_names.get(mac), "step": step}
         for key, value in fields.items():
@@ -55,7 +48,7 @@ class EventLog:
             self._file.flush()
             if mac is not None:
                 self._last[mac] = event
-                if step == "phone_home" and "report" in fields:
+                if step == contract.STEP_PHONE_HOME and "report" in fields:
                     self._reports[mac] = fields["report"]
             listeners = list(self._listeners)
         for listener in listeners:

@@ -24,11 +24,9 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd.model impor
     PXE_CLIENT,
     BootSpec,
 )
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.ipxe import script_path
-
-UNDIONLY_KPXE = "undionly.kpxe"
-IPXE_EFI = "ipxe.efi"
-IPXE_ARM64_EFI = "ipxe-arm64.efi"
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import (
+    IPXE_ARM64_EFI, IPXE_EFI, UNDIONLY_KPXE, ipxe_path, script_path,
+)
 
 # Architecture code -> the iPXE build that runs there. The code names the CPU and firmware; whether the
 # client fetches over TFTP or HTTP follows from its option 60 (HTTPClient can only do HTTP). IA32 (6),
@@ -42,11 +40,6 @@ IPXE_BINARY_FOR_ARCH = {
     ARCH_UEFI_ARM64: IPXE_ARM64_EFI,
     ARCH_UEFI_ARM64_HTTP: IPXE_ARM64_EFI,
 }
-
-
-def ipxe_binary_path(name):
-    """The HTTP path under which UEFI HTTP-boot clients fetch an iPXE binary."""
-    return "/ipxe/%s" % name
 
 
 @dataclass(frozen=True)
@@ -95,5 +88,5 @@ class Booter:
             return Decision(None, "client architecture %d needs %s, which the server does not have" % (firmware.arch, binary))
         if firmware.vendor_class == HTTP_CLIENT:
             # UEFI HTTP boot accepts only a URL, and only from an offer that echoes "HTTPClient".
-            return Decision(BootSpec(host, self.server.http_base + ipxe_binary_path(binary), HTTP_CLIENT))
+            return Decision(BootSpec(host, self.server.http_base + ipxe_path(binary), HTTP_CLIENT))
         return Decision(BootSpec(host, binary, PXE_CLIENT))

@@ -14,8 +14,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scapy.layers.dhcp6 import DHCP6_InfoRequest, DHCP6_Request, DHCP6_Solicit, DHCP6OptClientId, DHCP6OptServerId, DHCP6OptUserClass, DUID_LL, USER_CLASS_DATA
 
-from ansible_collections.nixie.provision.plugins.module_utils._bootd import dhcp6
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.booter import Booter
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire import dhcp6
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.booter import Booter
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host, ServerAddress
 from captures import dhcp6_options, udp_payloads
 

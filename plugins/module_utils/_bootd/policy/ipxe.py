@@ -4,44 +4,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
+
+from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract
 
 # iPXE reads the script line by line and expands ${...} settings in every command: a control character
 # in anything we paste into a line could end the command early or start a new one.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-
-
-def url_host(address):
-    """Return ``address`` as it goes between ``//`` and ``:port``: IPv6 literals in brackets (RFC 3986)."""
-    try:
-        parsed = ipaddress.ip_address(address)
-    except ValueError:
-        return address
-    return "[%s]" % parsed if parsed.version == 6 else str(parsed)
-
-
-def base_url(address, port, scheme="http"):
-    """Return ``http://<address>:<port>`` with IPv6 addresses bracketed."""
-    return "%s://%s:%d" % (scheme, url_host(address), port)
-
-
-def mac_path(mac):
-    """Return the hyphenated MAC used in URLs (``${net0/mac:hexhyp}`` in iPXE)."""
-    return mac.replace(":", "-")
-
-
-_SCRIPT_PATH = "/boot/%s.ipxe"
-
-
-def script_path(mac):
-    """The HTTP path of a host's iPXE script: ``/boot/52-54-00-aa-00-01.ipxe`` (the route http.py serves)."""
-    return _SCRIPT_PATH % mac_path(mac)
-
-
-def api_url(base):
-    """Return the agent API root passed to the installer as ``nixie.api=``."""
-    return "%s/api/v1" % base
 
 
 def _single_line(what, value):
@@ -78,17 +47,13 @@ def installer_script(script_url, kernel_url, initrd_url, cmdline, agent_api, tok
     _single_line("cmdline", cmdline)
     params = [] if "initrd=initrd" in cmdline.split() else ["initrd=initrd"]
     params.extend(cmdline.split())
-    params.append("nixie.api=%s" % agent_api)
-    params.append("nixie.token=%s" % token)
+    params.append("%s=%s" % (contract.KERNEL_PARAM_API, agent_api))
+    params.append("%s=%s" % (contract.KERNEL_PARAM_TOKEN, token))
     kernel_line = " ".join(["kernel", kernel_url] + params)
     lines = ["#!ipxe"] + _retrying([kernel_line, "initrd --name initrd %s" % initrd_url, "boot"], "loading the installer")
     # The script runs unregistered, so this frees only the half-loaded kernel and initrd.
     lines += ["imgfree", _single_line("script URL", "chain --replace %s || goto retry" % script_url)]
     return "\n".join(lines) + "\n"
-
-
-# iPXE 2024-03 or later, started by UEFI HTTP boot, runs this script from beside its own URL.
-AUTOEXEC_NAME = "autoexec.ipxe"
 
 
 def autoexec_script(base, family):
@@ -99,7 +64,7 @@ def autoexec_script(base, family):
     ``family`` (4 or 6) picks the configurator; ``${netX}`` is the NIC iPXE configured last, the boot NIC.
     """
     configure = "ifconf --configurator %s" % ("ipv6" if family == 6 else "dhcp")
-    chain = "chain --replace %s%s" % (base, _SCRIPT_PATH % "${netX/mac:hexhyp}")
+    chain = "chain --replace %s%s" % (base, contract.boot_nic_script_path())
     lines = ["#!ipxe", ":attempt"] + _retrying([configure, chain], "fetching the boot script") + ["goto attempt"]
     return "\n".join(lines) + "\n"
 

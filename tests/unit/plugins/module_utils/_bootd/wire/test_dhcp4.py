@@ -12,8 +12,8 @@ from scapy.layers.dhcp import BOOTP, DHCP, DHCPRevOptions
 from scapy.layers.inet import UDP
 from scapy.utils import rdpcap
 
-from ansible_collections.nixie.provision.plugins.module_utils._bootd import dhcp4
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.booter import Booter
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire import dhcp4
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.booter import Booter
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import HTTP_CLIENT, PXE_CLIENT, Firmware, Host, ServerAddress
 from captures import PCAP_DIR
 

@@ -10,8 +10,9 @@ import os
 import pytest
 
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
-from ansible_collections.nixie.provision.plugins.module_utils._bootd import tokens as tokens_module
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.tokens import TokenRefused, TokenStore
+from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state import tokens as tokens_module
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.tokens import TokenRefused, TokenStore
 
 MAC = "52:54:00:aa:00:01"
 OTHER_MAC = "52:54:00:aa:00:02"
@@ -160,18 +161,18 @@ def test_adopted_tokens_are_claimed_like_minted_ones():
 
 
 def test_outstanding_tokens_file_round_trips_for_its_owner_alone(tmp_path):
-    path = str(tmp_path / tokens_module.OUTSTANDING_FILE)
+    path = str(tmp_path / contract.TOKENS_FILE)
     assert tokens_module.read_outstanding(path) == {}
     tokens_module.write_outstanding(path, {MAC: "a" * 43})
     tokens_module.write_outstanding(path, {MAC: "b" * 43, OTHER_MAC: "c" * 43})
     assert tokens_module.read_outstanding(path) == {MAC: "b" * 43, OTHER_MAC: "c" * 43}
     assert os.stat(path).st_mode & 0o777 == 0o600
-    assert os.listdir(str(tmp_path)) == [tokens_module.OUTSTANDING_FILE]
+    assert os.listdir(str(tmp_path)) == [contract.TOKENS_FILE]
 
 
 @pytest.mark.parametrize("text", ["{not json", '["52:54:00:aa:00:01"]', '{"52:54:00:aa:00:01": 7}'])
 def test_a_damaged_tokens_file_is_named(tmp_path, text):
-    path = tmp_path / tokens_module.OUTSTANDING_FILE
+    path = tmp_path / contract.TOKENS_FILE
     path.write_text(text)
     with pytest.raises(NixieError) as raised:
         tokens_module.read_outstanding(str(path))

@@ -6,15 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.ipxe import (
-    api_url,
-    autoexec_script,
-    base_url,
-    installer_script,
-    local_boot_script,
-    mac_path,
-    url_host,
-)
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import api_url, base_url, mac_path, url_host
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.ipxe import autoexec_script, installer_script, local_boot_script
 
 CMDLINE = "init=/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-installer/init loglevel=4 console=ttyS0,115200"
 TOKEN = "soVu51WQjsCTo25MXveoVTvgInCdsOKoTc-Ks1b8HQM"

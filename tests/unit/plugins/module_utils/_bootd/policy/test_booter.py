@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.booter import Booter, script_path
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import script_path
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.booter import Booter
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import (
     HTTP_CLIENT,
     PXE_CLIENT,

@@ -34,7 +34,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Mapping, Optional, Tuple
 
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.dhcp4 import STEP_ACK, STEP_IGNORED, STEP_OFFER
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire.dhcp4 import STEP_ACK, STEP_IGNORED, STEP_OFFER
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import HTTP_CLIENT, PXE_CLIENT, Firmware, Outcome, Reply
 
 try:

@@ -50,12 +50,11 @@ else:
     AIOHTTP_IMPORT_ERROR = None
 
 from ansible_collections.nixie.provision.plugins.module_utils._mac import normalize_mac
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.ipxe import (
-    AUTOEXEC_NAME, api_url, autoexec_script, installer_script, local_boot_script, mac_path, script_path,
-)
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import SSH_KEY_TYPES
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.tftp import find_ipxe_binaries
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.tokens import TokenRefused
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import AUTOEXEC_NAME, api_url, mac_path, script_path
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.ipxe import autoexec_script, installer_script, local_boot_script
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import SSH_KEY_TYPES
+from ansible_collections.nixie.provision.plugins.module_utils._ipxe_dir import find_ipxe_binaries
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.tokens import TokenRefused
 
 # A report is a few KB (keys, a dozen disks, os-release); anything near this is not our agent.
 API_BODY_LIMIT = 256 * 1024

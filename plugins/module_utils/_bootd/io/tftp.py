@@ -23,7 +23,6 @@ tftpy's contexts know only IPv4, so IPv6 transfers get an AF_INET6 socket and sk
 from __future__ import annotations
 
 import logging
-import os
 import select
 import shutil
 import socket
@@ -55,9 +54,6 @@ else:
             self.sock.close()
             self.sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
 
-# The only names TFTP (and HTTP boot) will ever serve: BIOS PXE, UEFI x64 (full and SNP-only), UEFI arm64.
-IPXE_BINARIES = ("undionly.kpxe", "ipxe.efi", "snponly.efi", "ipxe-arm64.efi")
-
 # Largest datagram tftpy negotiates (blksize 65464 + headers fits): read whole packets, never truncate.
 _MAX_DATAGRAM = 65536
 # Clients retransmit their ACK after a second or more; one sooner crossed our block on the wire.
@@ -70,21 +66,6 @@ _DATA, _ACK, _ERROR = 3, 4, 5
 _OPCODE_BLOCK = struct.Struct("!HH")
 
 _log = logging.getLogger(__name__)
-
-
-def find_ipxe_binaries(directory):
-    """Map each allow-listed name present in ``directory`` to its resolved path.
-
-    Symbolic links are followed because distributions ship them (Debian's ``/usr/lib/ipxe/ipxe.efi`` points
-    to ``/boot/ipxe.efi``; a Nix profile is all links): the directory is the operator's choice, and a
-    request can only ever name one of ``IPXE_BINARIES``, so no other file is reachable through it.
-    """
-    found = {}
-    for name in IPXE_BINARIES:
-        path = os.path.realpath(os.path.join(directory, name))
-        if os.path.isfile(path):
-            found[name] = path
-    return found
 
 
 class TftpServer:

@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.events import EventLog
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.events import EventLog
 
 MAC = "52:54:00:aa:00:01"
 

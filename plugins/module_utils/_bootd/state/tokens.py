@@ -28,9 +28,6 @@ from ansible_collections.nixie.provision.plugins.module_utils._errors import Nix
 # kernel command line and in an iPXE script without quoting.
 TOKEN_BYTES = 32
 
-# In the boot server's run directory, beside its event log.
-OUTSTANDING_FILE = "agent-tokens.json"
-
 
 class TokenRefused(Exception):
     """A token is not accepted; ``mac`` names the host it was issued for when that is known.

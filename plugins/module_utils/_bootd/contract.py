@@ -1,0 +1,165 @@
+# Copyright: Nixie developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What the boot server promises to everything that talks to it: each name, route, file, step and port once.
+
+The server's parts (ProxyDHCP, TFTP, HTTP), the controller's client (``_bootclient``), the modules and the
+installer's agent all take their names from here; nothing else spells them. Pure values and builders: no I/O.
+
+The agent (``agent/nixie-agent``, in the installer) relies on this, and a test reads the script against it:
+
+- the kernel command line carries ``nixie.api=<base>/api/v1`` and ``nixie.token=<token>`` (KERNEL_PARAM_*);
+- it POSTs its report as JSON to ``<api>/phone-home`` (PHONE_HOME_ROUTE) with ``Authorization: Bearer <token>``;
+  the report's fields are REPORT_FIELDS, each disk's DISK_FIELDS;
+- a 200 answer is ``{"authorized_keys": "<the deployer's public key lines>"}`` (ANSWER_FIELD); any other status
+  means "try again later" (the server may be restarting), 403 included.
+
+The controller's routes (state, events, hosts) answer the controller alone; ``_bootclient`` is their one caller.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+
+# Ports: ProxyDHCP beside the site's DHCP server, the PXE boot service, TFTP and the HTTP default.
+DHCP_SERVER_PORT = 67
+DHCP_CLIENT_PORT = 68
+PXE_PORT = 4011
+DHCP6_SERVER_PORT = 547
+DHCP6_CLIENT_PORT = 546
+TFTP_PORT = 69
+DEFAULT_HTTP_PORT = 8080
+
+# The iPXE builds the server hands out: BIOS PXE, UEFI x64 (full and SNP-only), UEFI arm64.
+UNDIONLY_KPXE = "undionly.kpxe"
+IPXE_EFI = "ipxe.efi"
+SNPONLY_EFI = "snponly.efi"
+IPXE_ARM64_EFI = "ipxe-arm64.efi"
+IPXE_BINARIES = (UNDIONLY_KPXE, IPXE_EFI, SNPONLY_EFI, IPXE_ARM64_EFI)
+# iPXE 2024-03 or later, started by UEFI HTTP boot, runs this script from beside its own URL.
+AUTOEXEC_NAME = "autoexec.ipxe"
+
+# The SSH host key types an agent may report, by their name in public key lines, each with ssh-keyscan's -t name.
+SSH_KEY_TYPES = {
+    "ssh-ed25519": "ed25519", "ssh-rsa": "rsa", "ecdsa-sha2-nistp256": "ecdsa", "ecdsa-sha2-nistp384": "ecdsa",
+    "ecdsa-sha2-nistp521": "ecdsa", "sk-ssh-ed25519@openssh.com": "ed25519-sk", "sk-ecdsa-sha2-nistp256@openssh.com": "ecdsa-sk",
+}
+
+# Event steps, in the order a healthy network boot produces them, then the controller's and the refusals.
+STEP_DHCP_OFFER = "dhcp_offer"
+STEP_DHCP_ACK = "dhcp_ack"
+STEP_DHCP_IGNORED = "dhcp_ignored"
+STEP_TFTP_START = "tftp_start"
+STEP_TFTP_DONE = "tftp_done"
+STEP_AUTOEXEC = "autoexec"
+STEP_SCRIPT = "script"
+STEP_KERNEL = "kernel"
+STEP_INITRD = "initrd"
+STEP_PHONE_HOME = "phone_home"
+STEP_MARKED_INSTALLED = "marked_installed"
+STEP_MARKED_NOT_INSTALLED = "marked_not_installed"
+STEP_RELEASED = "released"
+STEP_REFUSED = "refused"
+STEP_BOOT_LOCAL = "boot_local"
+STEPS = (
+    STEP_DHCP_OFFER, STEP_DHCP_ACK, STEP_DHCP_IGNORED, STEP_TFTP_START, STEP_TFTP_DONE, STEP_AUTOEXEC, STEP_SCRIPT,
+    STEP_KERNEL, STEP_INITRD, STEP_PHONE_HOME, STEP_MARKED_INSTALLED, STEP_MARKED_NOT_INSTALLED, STEP_RELEASED,
+    STEP_REFUSED, STEP_BOOT_LOCAL,
+)
+# The installer's files, as served under FILE_ROUTE; a download is recorded as the step of its name.
+FILE_KINDS = (STEP_KERNEL, STEP_INITRD)
+
+# HTTP routes, in aiohttp's template syntax; the builders below fill them in.
+SCRIPT_ROUTE = "/boot/{name}"
+SCRIPT_SUFFIX = ".ipxe"
+FILE_ROUTE = "/files/{mac}/{signature}/{kind}"
+IPXE_ROUTE = "/ipxe/{name}"
+API_ROOT = "/api/v1"
+PHONE_HOME_ROUTE = API_ROOT + "/phone-home"
+STATE_ROUTE = API_ROOT + "/state"
+EVENTS_ROUTE = API_ROOT + "/events"
+AWAITING_PHONE_HOME_ROUTE = API_ROOT + "/awaiting-phone-home"
+HOST_ROUTE = API_ROOT + "/hosts/{mac}"
+HOST_INSTALLED_ROUTE = HOST_ROUTE + "/installed"
+HOST_RELEASED_ROUTE = HOST_ROUTE + "/released"
+# GET HOST_ROUTE?wait=<s>&since=<ts of the last event seen> is held until the host's next event, this long at most.
+HOST_WAIT_LIMIT = 30.0
+
+# The installer's kernel command line: where its agent phones home, and with which token.
+KERNEL_PARAM_API = "nixie.api"
+KERNEL_PARAM_TOKEN = "nixie.token"
+REPORT_FIELDS = ("macs", "ip", "ssh_host_keys", "disks", "os_release")
+DISK_FIELDS = ("name", "size_bytes", "model", "has_partitions", "has_filesystem")
+ANSWER_FIELD = "authorized_keys"
+
+# The run directory: the boot server's files, the installer build's, and one directory per host.
+CONFIG_FILE = "config.json"
+STATE_FILE = "state.json"
+PID_FILE = "server.pid"
+LOG_FILE = "server.log"
+EVENTS_FILE = "events.jsonl"
+TOKENS_FILE = "agent-tokens.json"
+INSTALLER_STATE_FILE = "installer.json"
+INSTALLER_LOG_FILE = "installer-build.log"
+HOST_INSTALL_LOG = "install.log"
+HOST_EXTRA_FILES = "extra-files"
+HOST_KNOWN_HOSTS = "known_hosts"
+
+
+def run_file(run_dir: str, name: str) -> str:
+    """The path of one of the run directory's own files (``CONFIG_FILE``, ``EVENTS_FILE``, ...)."""
+    return os.path.join(run_dir, name)
+
+
+def host_file(run_dir: str, host: str, name: str) -> str:
+    """The path of a host's file in the run directory (``HOST_INSTALL_LOG``, ``HOST_EXTRA_FILES``, ...)."""
+    return os.path.join(run_dir, host, name)
+
+
+def url_host(address: str) -> str:
+    """Return ``address`` as it goes between ``//`` and ``:port``: IPv6 literals in brackets (RFC 3986)."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    return "[%s]" % parsed if parsed.version == 6 else str(parsed)
+
+
+def base_url(address: str, port: int, scheme: str = "http") -> str:
+    """Return ``http://<address>:<port>`` with IPv6 addresses bracketed."""
+    return "%s://%s:%d" % (scheme, url_host(address), port)
+
+
+def mac_path(mac: str) -> str:
+    """Return the hyphenated MAC used in boot URLs (``${net0/mac:hexhyp}`` in iPXE)."""
+    return mac.replace(":", "-")
+
+
+def script_path(mac: str) -> str:
+    """The path of the iPXE script of the host with normalised ``mac``: ``/boot/52-54-00-aa-00-01.ipxe``."""
+    return SCRIPT_ROUTE.format(name=mac_path(mac) + SCRIPT_SUFFIX)
+
+
+def boot_nic_script_path() -> str:
+    """The script path as iPXE itself spells it for the NIC it configured last (``${netX}``, the boot NIC)."""
+    return SCRIPT_ROUTE.format(name="${netX/mac:hexhyp}" + SCRIPT_SUFFIX)
+
+
+def file_path(mac: str, signature: str, kind: str) -> str:
+    """The signed path of the installer's ``kind`` (one of FILE_KINDS) for ``mac``."""
+    return FILE_ROUTE.format(mac=mac_path(mac), signature=signature, kind=kind)
+
+
+def ipxe_path(name: str) -> str:
+    """The HTTP path under which UEFI HTTP-boot clients fetch an iPXE binary (or ``autoexec.ipxe``)."""
+    return IPXE_ROUTE.format(name=name)
+
+
+def api_url(base: str) -> str:
+    """Return the agent API root passed to the installer as ``nixie.api=``."""
+    return base + API_ROOT
+
+
+def host_route(mac: str, route: str = HOST_ROUTE) -> str:
+    """``HOST_ROUTE`` (or one of the routes under it) for the host with normalised ``mac``."""
+    return route.format(mac=mac)
