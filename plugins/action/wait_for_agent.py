@@ -4,17 +4,16 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
 from ansible.errors import AnsibleActionFail
-from ansible.module_utils.urls import open_url
 from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
+from ansible_collections.nixie.provision.plugins.module_utils._bootclient import HostNotServed, connect
+from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
 from ansible_collections.nixie.provision.plugins.module_utils._mac import normalize_mac
-from ansible_collections.nixie.provision.plugins.module_utils._bootd import daemon
 
 display = Display()
 
@@ -32,20 +31,8 @@ def _describe(event):
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("run_dir", "mac", "timeout"))
+    _VALID_ARGS = frozenset(("server_url", "run_dir", "mac", "timeout"))
     _requires_connection = False
-
-    def _host_entry(self, url, mac, since, wait):
-        """The host's progress, once it has an event newer than ``since`` or ``wait`` seconds passed."""
-        query = "?wait=%.3f" % wait + ("&since=%r" % since if since is not None else "")
-        try:
-            with open_url(url + query, timeout=wait + 10, validate_certs=False) as response:
-                return json.load(response)
-        except Exception as exc:  # pylint: disable=broad-except
-            if getattr(exc, "code", None) == 404:
-                raise AnsibleActionFail("the boot server at %s does not serve %s: it is not among the hosts it was "
-                                        "started for" % (url, mac)) from None
-            raise AnsibleActionFail("cannot poll the boot server at %s: %s" % (url, exc)) from exc
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
@@ -53,7 +40,8 @@ class ActionModule(ActionBase):
             result.update(skipped=True, msg="check mode: no boot server runs to wait for")
             return result
         dummy, args = self.validate_argument_spec(argument_spec=dict(
-            run_dir=dict(type="path", required=True),
+            server_url=dict(type="str"),
+            run_dir=dict(type="path"),
             mac=dict(type="str"),
             timeout=dict(type="int", default=600),
         ))
@@ -65,18 +53,23 @@ class ActionModule(ActionBase):
             mac = normalize_mac(str(mac_value))
         except ValueError as exc:
             raise AnsibleActionFail("mac: %s" % exc) from None
-        run_dir = os.path.expanduser(args["run_dir"])
-        state = daemon.read_state(run_dir)
-        if state is None:
-            raise AnsibleActionFail("no boot server runs for %s; start it with nixie.provision.server first" % run_dir)
-        url = daemon.host_api_url(state, mac)
+        if not (args["server_url"] or args["run_dir"]):
+            raise AnsibleActionFail("server_url or run_dir: one of them is required to find the boot server")
+        client = connect(args["server_url"], args["run_dir"] and os.path.expanduser(args["run_dir"]))
+        if client is None:
+            raise AnsibleActionFail("no boot server runs for %s; start it with nixie.provision.server first" % args["run_dir"])
         name = task_vars.get("inventory_hostname", mac)
         started = time.monotonic()
         deadline = started + args["timeout"]
         shown = since = None
         while True:
             # The server answers as soon as the host has another event: the phone-home is seen when it happens.
-            entry = self._host_entry(url, mac, since, min(max(deadline - time.monotonic(), 0), LONG_POLL))
+            try:
+                entry = client.host(mac, wait=min(max(deadline - time.monotonic(), 0), LONG_POLL), since=since)
+            except HostNotServed as exc:
+                raise AnsibleActionFail(str(exc)) from None
+            except NixieError as exc:
+                raise AnsibleActionFail("cannot poll the boot server: %s" % exc) from None
             last = entry.get("last_event")
             if last:
                 since = last["ts"]

@@ -11,8 +11,8 @@ Methods, tried in the order the caller gives:
   ICMPv6 echo to all nodes (``ff02::1``), whose answers put the hosts' IPv6 addresses into the table; last,
   the link-local address derived from the MAC (EUI-64), which hosts use unless they generate stable-privacy
   addresses.
-- ``agent``: the address the installer's agent reported to the boot server (``events.jsonl``), which is
-  only right while the installer still runs or when the DHCP server hands the same address out again.
+- ``agent``: the address the installer's agent reported to the run's boot server (asked over its API), which
+  is only right while the installer still runs or when the DHCP server hands the same address out again.
 
 The parsing is done by pure functions, apart from the socket and subprocess calls, so it is unit-tested
 on canned input. Every network step is bounded by a :class:`Deadline`.
@@ -60,8 +60,6 @@ UNUSABLE_STATES = ("INCOMPLETE", "FAILED")
 
 ICMPV6_ECHO_REQUEST = 128
 ALL_NODES = "ff02::1"
-
-EVENTS_FILE = "events.jsonl"
 
 Candidate = collections.namedtuple("Candidate", "address source")
 Neighbor = collections.namedtuple("Neighbor", "address state")
@@ -158,35 +156,19 @@ def sweep_targets(interface_address):
     return [str(host) for host in interface_address.network.hosts() if host != interface_address.ip]
 
 
-def agent_address(lines, mac):
-    """The address in the latest ``phone_home`` event for ``mac`` among ``events.jsonl`` lines, or None.
+def agent_address(entry):
+    """The address in a boot server's host entry (``_bootclient.BootServerClient.host``), or None before a phone-home.
 
-    The agent's own report (``report.ip``: the address it reaches the server from) comes before the source
-    address the server saw, which differs behind NAT. Lines that are not JSON (a server killed mid-write)
-    are skipped.
+    The agent's own report (``ip``: the address it reaches the server from) comes before the source address the
+    server saw, which differs behind NAT.
     """
-    wanted = normalize_mac(mac)
-    address = None
-    for line in lines:
+    report = (entry or {}).get("report") or {}
+    for reported in (report.get("ip"), report.get("source_ip")):
         try:
-            event = json.loads(line)
+            return str(ipaddress.ip_address(reported))
         except ValueError:
             continue
-        if not isinstance(event, dict) or event.get("step") != "phone_home":
-            continue
-        try:
-            if normalize_mac(event.get("mac") or "") != wanted:
-                continue
-        except ValueError:
-            continue
-        report = event.get("report") if isinstance(event.get("report"), dict) else {}
-        for reported in (report.get("ip"), event.get("ip")):
-            try:
-                address = str(ipaddress.ip_address(reported))
-                break
-            except ValueError:
-                continue
-    return address
+    return None
 
 
 def with_scope(address, interface):
@@ -243,17 +225,6 @@ def solicit_ipv6(interface, timeout=SOLICIT_TIMEOUT):
                 sock.recv(2048)
 
 
-def read_agent_events(run_dir, mac):
-    path = os.path.join(run_dir, EVENTS_FILE)
-    try:
-        with open(path, encoding="utf-8", errors="replace") as handle:
-            return agent_address(handle, mac)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise DiscoveryError("cannot read %s: %s" % (path, exc)) from None
-
-
 class Discovery:
     """Yields candidate addresses for one MAC, lazily, so the caller can stop at the first that answers.
 
@@ -261,12 +232,16 @@ class Discovery:
     fix (a subnet too large to sweep, scapy missing).
     """
 
-    def __init__(self, mac, deadline, ip=None, interface=None, run_dir=None, methods=METHODS):
+    def __init__(self, mac, deadline, ip=None, interface=None, server=None, methods=METHODS):
         self.mac = normalize_mac(mac)
         self.deadline = deadline
         self.ip = ip
         self.interface = interface
-        self.run_dir = run_dir
+        self.server = server
+        self._methods = {"static": self._static, "neighbor": self._neighbor, "agent": self._agent}
+        unknown = [method for method in methods if method not in self._methods]
+        if unknown:
+            raise DiscoveryError("discovery: unknown method %s; choose from %s" % (", ".join(unknown), ", ".join(METHODS)))
         self.methods = list(methods)
         self.notes = []
         self.warnings = []
@@ -282,7 +257,7 @@ class Discovery:
             if self.deadline.expired:
                 self.notes.append("%s: not tried, the timeout was reached" % method)
                 return
-            for candidate in getattr(self, "_" + method)():
+            for candidate in self._methods[method]():
                 key = candidate.address.lower()
                 if key not in self._seen:
                     self._seen.add(key)
@@ -355,12 +330,16 @@ class Discovery:
                 yield Candidate(address, "arp_sweep")
 
     def _agent(self):
-        if not self.run_dir:
-            self.notes.append("agent: no run_dir given")
+        if self.server is None:
+            self.notes.append("agent: no boot server to ask")
             return
-        address = read_agent_events(self.run_dir, self.mac)
+        try:
+            address = agent_address(self.server.host(self.mac))
+        except NixieError as exc:
+            self.notes.append("agent: %s" % exc)
+            return
         if address is None:
-            self.notes.append("agent: no phone-home from %s in %s" % (self.mac, os.path.join(self.run_dir, EVENTS_FILE)))
+            self.notes.append("agent: no phone-home from %s at the boot server %s" % (self.mac, self.server.base_url))
             return
         yield Candidate(with_scope(address, self.interface), "agent")
 

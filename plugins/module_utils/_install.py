@@ -13,14 +13,12 @@ netboot the installer again.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import subprocess
 import time
+from typing import Iterator, Optional
 
-from ansible.module_utils.urls import open_url
-
-from ansible_collections.nixie.provision.plugins.module_utils._bootd import daemon
+from ansible_collections.nixie.provision.plugins.module_utils._bootclient import BootServerClient
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import SSH_KEY_TYPES
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
 from ansible_collections.nixie.provision.plugins.module_utils._process import stop_process_group
@@ -105,6 +103,17 @@ def ensure_host_key(extra_files, name):
         return handle.read().strip()
 
 
+def pin_host_key(known_hosts: str, name: str, host_key: str) -> str:
+    """Write ``known_hosts`` with ``host_key`` under ``name`` alone and return its path.
+
+    Pinned under the host's name (ssh's HostKeyAlias), not its address: the installed system may come back on
+    another DHCP address.
+    """
+    with open(known_hosts, "w", encoding="utf-8") as handle:
+        handle.write("%s %s\n" % (name, host_key))
+    return known_hosts
+
+
 def nixos_anywhere_command(executable, flake, flake_attr, target, private_key, extra_files, substitute_on_destination, extra_args):
     command = [
         executable, "--flake", "%s#%s" % (flake, flake_attr), "--target-host", "root@%s" % target, "-i", private_key,
@@ -147,34 +156,30 @@ def run_logged(command, log_path, timeout):
     return time.monotonic() - started
 
 
-def tell_boot_server(run_dir, mac, installed):
-    """Tell the boot server running for ``run_dir`` whether ``mac`` is installed; False when none runs there."""
-    state = daemon.read_state(run_dir)
-    if state is None:
-        return False
-    url = daemon.host_api_url(state, mac) + "/installed"
+def tell_boot_server(client: BootServerClient, mac: str, installed: bool) -> None:
+    """Tell the boot server whether ``mac`` is installed (its script then boots the disk, else the installer)."""
     try:
-        with open_url(url, data=json.dumps({"installed": installed}), method="POST", timeout=10,
-                      headers={"Content-Type": "application/json"}):
-            return True
-    except Exception as exc:  # pylint: disable=broad-except
-        raise InstallError("cannot tell the boot server at %s that %s is %s: %s"
-                           % (url, mac, "installed" if installed else "not installed", exc)) from None
+        client.mark_installed(mac, installed)
+    except NixieError as exc:
+        raise InstallError("cannot tell the boot server that %s is %s: %s"
+                           % (mac, "installed" if installed else "not installed", exc)) from None
 
 
 @contextlib.contextmanager
-def known_installed(run_dir, mac):
-    """Have the boot server for ``run_dir``, if one runs, boot ``mac`` from disk; undo that when the body fails.
+def known_installed(client: Optional[BootServerClient], mac: Optional[str]) -> Iterator[bool]:
+    """Have the boot server, if there is one, boot ``mac`` from disk; undo that when the body fails.
 
     Yields whether a boot server was told (never without ``mac``).
     """
-    told = mac is not None and tell_boot_server(run_dir, mac, True)
+    told = client is not None and mac is not None
+    if told:
+        tell_boot_server(client, mac, True)
     try:
         yield told
     except InstallError:
         if told:
             try:
-                tell_boot_server(run_dir, mac, False)
+                tell_boot_server(client, mac, False)
             except InstallError:
                 # The install's own failure is the one to report; a server that no longer answers boots nothing.
                 pass

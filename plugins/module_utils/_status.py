@@ -20,13 +20,15 @@ import subprocess
 import tempfile
 import time
 
+from typing import Optional, Sequence, Tuple
+
 from ansible_collections.nixie.provision.plugins.module_utils import _nix
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import TOKENS_FILE
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.tokens import read_outstanding
+from ansible_collections.nixie.provision.plugins.module_utils._bootclient import BootServerClient
 from ansible_collections.nixie.provision.plugins.module_utils._discover import METHODS, Deadline, Discovery
 
 PROBE_TIMEOUT = 3.0
 SSH_CONNECT_TIMEOUT = 10
+COMMAND_TIMEOUT = 5.0
 
 # Marks the sections of the remote command's output; no os-release line or store path can look like it.
 _MARK = "@@nixie-status"
@@ -45,6 +47,14 @@ REMOTE_SCRIPT = "; ".join((
 )) % {"mark": _MARK}
 # The login shell may not be a POSIX shell (fish, nushell), so the script goes to sh explicitly.
 REMOTE_COMMAND = "sh -c %s" % shlex.quote(REMOTE_SCRIPT)
+# In the background, so that ssh returns before the connection drops; -f: an installer has nothing to shut down.
+REBOOT_COMMAND = "sh -c %s" % shlex.quote("reboot -f >/dev/null 2>&1 &")
+
+# What the provisioning flow does with a host, decided from its state (see ``decide``).
+NETBOOT = "netboot"
+SKIP = "skip"
+# Unreachable causes that mean nothing answered at all: a blank machine that is off looks like this.
+_SILENT = ("no_address", "no_answer")
 
 _ESCAPED = re.compile(r"\\([$\"\\`])")
 
@@ -121,6 +131,30 @@ def describe(state, os_release, current_system, expected_system, nixie_boot=Fals
     return "/run/current-system is %s, not the expected %s" % (current_system, expected_system)
 
 
+def decide(state: str, unreachable_cause: Optional[str], awaiting_phone_home: bool, reinstall: bool) -> Tuple[str, str]:
+    """``(NETBOOT or SKIP, why)`` for a host found in ``state``: whether the flow may netboot (and so install) it.
+
+    Only a machine that does not answer at all is taken for a blank one that is off. One that answers SSH with
+    another host key, or refuses the key, runs something Nixie did not install, and is left alone; the exception is
+    an installer a killed boot server handed a token, which refuses the key until its agent phones home (which it
+    keeps trying, and a boot server started again on the same run directory takes). A system that is not the
+    flake's is replaced only when the user asked for reinstalls.
+    """
+    if state == "installed":
+        return SKIP, "it is installed"
+    if state == "installer":
+        return NETBOOT, "it runs an installer, which is rebooted into a fresh netboot"
+    if state in ("outdated", "other_os"):
+        if reinstall:
+            return NETBOOT, "reinstall was asked for"
+        return SKIP, "set nixie_reinstall=true and power-cycle it to reinstall"
+    if unreachable_cause in _SILENT:
+        return NETBOOT, "nothing answers: taken for a blank machine that is off"
+    if unreachable_cause == "login_refused" and awaiting_phone_home:
+        return NETBOOT, "its installer refuses the key until its agent phones home to the boot server"
+    return SKIP, "it answers but could not be checked (%s): left alone" % unreachable_cause
+
+
 def parse_probe_output(text):
     """Split the output of REMOTE_COMMAND into a ProbeOutput; raise IncompleteOutput when it was cut short."""
     sections = {}
@@ -141,8 +175,8 @@ def parse_probe_output(text):
     )
 
 
-def ssh_argv(address, user, port, connect_timeout, known_hosts, pinned, private_key=None, options=()):
-    """The ssh command line that runs REMOTE_COMMAND on ``address``.
+def ssh_argv(address, user, port, connect_timeout, known_hosts, pinned, private_key=None, options=(), command=REMOTE_COMMAND):
+    """The ssh command line that runs ``command`` (REMOTE_COMMAND or REBOOT_COMMAND) on ``address``.
 
     The user's ``options`` come first: OpenSSH keeps the first value it sees of an option, so they win.
     """
@@ -160,7 +194,7 @@ def ssh_argv(address, user, port, connect_timeout, known_hosts, pinned, private_
     ]
     if private_key:
         argv += ["-i", private_key, "-o", "IdentitiesOnly=yes"]
-    return argv + ["--", address, REMOTE_COMMAND]
+    return argv + ["--", address, command]
 
 
 def ssh_failure(returncode, stderr, target, known_hosts, pinned):
@@ -217,17 +251,34 @@ def run_bounded(argv, timeout):
     return process.returncode, stdout.decode("utf-8", "replace"), stderr.decode("utf-8", "replace")
 
 
-class StatusCheck:
-    """Finds one host, asks it what it runs and classifies it; ``run()`` returns the module's result.
+def known_hosts_lists(known_hosts: str, name: str) -> bool:
+    """Whether ``known_hosts`` holds a key for ``name`` (hashed entries too: ``ssh-keygen -F`` reads them)."""
+    if not os.path.isfile(known_hosts):
+        return False
+    done = run_bounded(["ssh-keygen", "-F", name, "-f", known_hosts], COMMAND_TIMEOUT)
+    return done is not None and done[0] == 0 and bool(done[1].strip())
 
-    Host problems (no address, SSH refused) are a state, ``unreachable``; only configuration errors (a
-    flake that does not evaluate, an interface that does not exist) raise.
+
+class StatusCheck:
+    """Finds one host, asks it what it runs, classifies it and decides what the flow does with it.
+
+    ``run()`` returns the module's result. Host problems (no address, SSH refused) are a state, ``unreachable``;
+    only configuration errors (a flake that does not evaluate, an interface that does not exist) raise.
+    ``server`` is the run's boot server (a BootServerClient), asked for the agent's report; ``known_hosts_pin``
+    ``if_listed`` pins the host key only where ``known_hosts`` lists ``host_key_alias`` (a host an earlier run
+    installed), so that a machine never installed is still told apart from one that is off.
+    ``reboot_installer`` reboots a host found running an installer, over the connection whose key the check
+    just saw, so that it netboots afresh.
     """
 
-    def __init__(self, mac, ip=None, interface=None, run_dir=None, discovery=None, expected_system=None, flake=None, flake_attr=None,
-                 ssh_user="root", ssh_port=22, ssh_private_key=None, known_hosts=None, ssh_options=(), timeout=30, eval_timeout=300):
+    def __init__(self, mac: str, ip: Optional[str] = None, interface: Optional[str] = None, server: Optional[BootServerClient] = None,
+                 discovery: Optional[Sequence[str]] = None, expected_system: Optional[str] = None, flake: Optional[str] = None,
+                 flake_attr: Optional[str] = None, ssh_user: str = "root", ssh_port: int = 22, ssh_private_key: Optional[str] = None,
+                 known_hosts: Optional[str] = None, known_hosts_pin: str = "always", host_key_alias: Optional[str] = None,
+                 ssh_options: Sequence[str] = (), timeout: float = 30, eval_timeout: float = 300, awaiting_phone_home: bool = False,
+                 reinstall: bool = False, reboot_installer: bool = False, check_mode: bool = False) -> None:
         self.deadline = Deadline(timeout)
-        self.discovery = Discovery(mac, self.deadline, ip=ip, interface=interface, run_dir=run_dir,
+        self.discovery = Discovery(mac, self.deadline, ip=ip, interface=interface, server=server,
                                    methods=METHODS if discovery is None else discovery)
         self.expected_system = expected_system
         self.flake = flake
@@ -236,18 +287,32 @@ class StatusCheck:
         self.ssh_port = ssh_port
         self.ssh_private_key = ssh_private_key
         self.known_hosts = known_hosts
-        self.ssh_options = list(ssh_options)
+        self.known_hosts_pin = known_hosts_pin
+        self.host_key_alias = host_key_alias
+        self.ssh_options = list(ssh_options) + (["HostKeyAlias=%s" % host_key_alias] if host_key_alias else [])
         self.eval_timeout = eval_timeout
+        self.awaiting_phone_home = awaiting_phone_home
+        self.reinstall = reinstall
+        self.reboot_installer = reboot_installer
+        self.check_mode = check_mode
         self.started = time.monotonic()
 
     @property
     def warnings(self):
         return self.discovery.warnings
 
-    def run(self):
+    def run(self) -> dict:
         result = {"changed": False, "ip": None, "ip_source": None, "state": "unreachable", "current_system": None,
                   "expected_system": self.expected_system, "os_release": {}, "reason": None, "unreachable_cause": None,
-                  "awaiting_phone_home": self._awaiting_phone_home()}
+                  "awaiting_phone_home": self.awaiting_phone_home, "rebooted": False}
+        # One scratch known_hosts for the whole check: a reboot goes to the host key the probe saw.
+        with tempfile.TemporaryDirectory(prefix="nixie-status-") as scratch:
+            self._check(result, scratch)
+        action, why = decide(result["state"], result["unreachable_cause"], self.awaiting_phone_home, self.reinstall)
+        result.update(action=action, action_reason=why)
+        return result
+
+    def _check(self, result, scratch):
         reachable, tried = self._find_address()
         if reachable is None:
             if tried:
@@ -259,10 +324,11 @@ class StatusCheck:
                 result["unreachable_cause"] = "no_address"
             return self._finish(result, reason)
         result.update(ip=reachable.address, ip_source=reachable.source)
-        output, cause, problem = self._ask(reachable.address)
+        ssh = self._ssh_to(reachable.address, scratch)
+        output, cause, problem = self._ask(ssh)
         if problem:
             result["unreachable_cause"] = cause
-            if cause == "login_refused" and result["awaiting_phone_home"]:
+            if cause == "login_refused" and self.awaiting_phone_home:
                 problem += "; it was handed Nixie's installer, whose agent has not phoned home for the key yet"
             return self._finish(result, problem)
         os_release = parse_os_release(output.os_release_text)
@@ -274,17 +340,16 @@ class StatusCheck:
             result["expected_system"] = self.expected_system
             state = classify(output.os_release_text, output.current_system, self.expected_system, output.nixie_boot)
         result["state"] = state
-        return self._finish(result, describe(state, os_release, output.current_system, self.expected_system, output.nixie_boot))
+        reason = describe(state, os_release, output.current_system, self.expected_system, output.nixie_boot)
+        if state == "installer" and self.reboot_installer:
+            reason += "; " + self._reboot(ssh, result)
+        return self._finish(result, reason)
 
     def _finish(self, result, reason):
         where = result["ip"] or self.discovery.mac
         result.update(reason=reason, msg="%s is %s: %s" % (where, result["state"], reason),
                       elapsed=round(time.monotonic() - self.started, 1))
         return result
-
-    def _awaiting_phone_home(self):
-        run_dir = self.discovery.run_dir
-        return bool(run_dir) and self.discovery.mac in read_outstanding(os.path.join(run_dir, TOKENS_FILE))
 
     def _find_address(self):
         """The first candidate that accepts TCP on the SSH port, and the ``(candidate, why not)`` pairs tried before."""
@@ -298,28 +363,50 @@ class StatusCheck:
                 break
         return None, tried
 
-    def _ask(self, address):
+    def _ssh_to(self, address, scratch):
+        """``(address, known_hosts, pinned)`` for every ssh call of this check."""
+        pinned = self.known_hosts is not None and (
+            self.known_hosts_pin == "always" or known_hosts_lists(self.known_hosts, self.host_key_alias or address))
+        # Unpinned, the key is accepted into a file of this task alone: parallel tasks share nothing,
+        # and a reinstalled host's new key never clashes with one remembered from before.
+        return address, self.known_hosts if pinned else os.path.join(scratch, "known_hosts"), pinned
+
+    def _ssh(self, ssh, command, pinned=None):
+        address, known_hosts, was_pinned = ssh
+        argv = ssh_argv(address, self.ssh_user, self.ssh_port, self.deadline.bounded(SSH_CONNECT_TIMEOUT), known_hosts,
+                        pinned=was_pinned if pinned is None else pinned, private_key=self.ssh_private_key,
+                        options=self.ssh_options, command=command)
+        return run_bounded(argv, max(self.deadline.remaining(), 1.0))
+
+    def _ask(self, ssh):
         """``(ProbeOutput, None, None)``, or ``(None, cause, why the host could not be asked)``."""
+        address, known_hosts, pinned = ssh
         if self.deadline.expired:
             return None, "timeout", "%s answered on port %d, but the timeout was reached before SSH" % (address, self.ssh_port)
         target = "%s@%s" % (self.ssh_user, address)
-        with tempfile.TemporaryDirectory(prefix="nixie-status-") as scratch:
-            # Unpinned, the key is accepted into a file of this task alone: parallel tasks share nothing,
-            # and a reinstalled host's new key never clashes with one remembered from before.
-            known_hosts = self.known_hosts or os.path.join(scratch, "known_hosts")
-            argv = ssh_argv(address, self.ssh_user, self.ssh_port, self.deadline.bounded(SSH_CONNECT_TIMEOUT), known_hosts,
-                            pinned=self.known_hosts is not None, private_key=self.ssh_private_key, options=self.ssh_options)
-            done = run_bounded(argv, max(self.deadline.remaining(), 1.0))
+        done = self._ssh(ssh, REMOTE_COMMAND)
         if done is None:
             return None, "timeout", "SSH to %s did not finish within the timeout" % target
         returncode, stdout, stderr = done
         if returncode == 255:
-            cause, reason = ssh_failure(returncode, stderr, target, self.known_hosts, self.known_hosts is not None)
+            cause, reason = ssh_failure(returncode, stderr, target, known_hosts, pinned)
             return None, cause, reason
         try:
             return parse_probe_output(stdout), None, None
         except IncompleteOutput as exc:
             return None, "ssh_failed", "SSH to %s worked, but %s (exit status %d, stderr: %s)" % (target, exc, returncode, stderr.strip()[-200:])
+
+    def _reboot(self, ssh, result):
+        """Reboot the installer the probe just saw, pinned to the host key it answered with; say what was done."""
+        if self.check_mode:
+            result["changed"] = True
+            return "it would be rebooted to netboot afresh (check mode)"
+        done = self._ssh(ssh, REBOOT_COMMAND, pinned=True)
+        if done is None or done[0] != 0:
+            detail = "timed out" if done is None else done[2].strip()[-200:] or "exit status %d" % done[0]
+            return "rebooting it failed (%s); it netboots at its next power cycle" % detail
+        result.update(changed=True, rebooted=True)
+        return "it was rebooted to netboot afresh"
 
     def _evaluate(self):
         nix = _nix.Nix(timeout=self.eval_timeout)

@@ -17,10 +17,10 @@ description:
   - Checks right before starting that the SSH host key at O(target) is one the machine's agent reported
     (nixos-anywhere itself disables host key checking), and fails on a mismatch.
   - Generates the installed system's SSH host key (kept in O(run_dir)) and passes it with C(--extra-files), so the
-    new system's key is known before it boots; returns it for C(known_hosts).
-  - With O(mac), and a boot server running for O(run_dir) (M(nixie.provision.server)), tells that server the host is
-    installed right before nixos-anywhere starts, so that the host's network boot then boots its disk, and tells it
-    the opposite if nixos-anywhere fails, so that the next try netboots the installer again.
+    new system's key is known before it boots; returns it, and a C(known_hosts) file that pins it under O(name).
+  - With O(mac), tells the run's boot server (O(server_url), or the one running on this machine for O(run_dir))
+    the host is installed right before nixos-anywhere starts, so that the host's network boot then boots its disk,
+    and tells it the opposite if nixos-anywhere fails, so that the next try netboots the installer again.
   - Runs under a deadline (nixos-anywhere waits in unbounded loops) and stops nixos-anywhere's whole process group
     when it expires. Its output goes to C(<run_dir>/<name>/install.log); a failure reports the log's path and last lines.
 requirements:
@@ -43,8 +43,12 @@ options:
     required: true
   mac:
     description:
-      - The host's MAC address, by which the boot server of O(run_dir) knows it. Without it no boot server is told
-        anything.
+      - The host's MAC address, by which the boot server knows it. Without it no boot server is told anything.
+    type: str
+  server_url:
+    description:
+      - The boot server's URL (M(nixie.provision.server)'s C(http_url)); it may run on another host.
+      - Without it, the boot server running on this machine for O(run_dir), if any.
     type: str
   flake:
     description: The flake holding the host's NixOS configuration.
@@ -128,8 +132,13 @@ host_key:
   returned: unless in check mode
   type: str
   sample: ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOq3Ae8ciXvwSBoPHmIZVbHJU8KeUiJp6oNX8nn7UBsD root@nixie-01
+known_hosts:
+  description: A known_hosts file pinning RV(host_key) under O(name), for C(HostKeyAlias=<name>).
+  returned: unless in check mode
+  type: str
+  sample: /var/tmp/nixie/nixie-01/known_hosts
 boot_server_told:
-  description: Whether a boot server running for O(run_dir) was told the host is installed (false without O(mac)).
+  description: Whether a boot server was told the host is installed (false without O(mac), or when none runs).
   returned: unless in check mode
   type: bool
   sample: true
@@ -140,11 +149,11 @@ seconds:
   sample: 74.2
 """
 
-import os
-
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nixie.provision.plugins.module_utils import _install
+from ansible_collections.nixie.provision.plugins.module_utils._bootclient import connect
+from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract
 from ansible_collections.nixie.provision.plugins.module_utils._mac import normalize_mac
 
 
@@ -153,6 +162,7 @@ def main():
         argument_spec=dict(
             name=dict(type="str", required=True),
             mac=dict(type="str"),
+            server_url=dict(type="str"),
             flake=dict(type="str", required=True),
             flake_attr=dict(type="str"),
             target=dict(type="str", required=True),
@@ -168,9 +178,8 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    host_dir = os.path.join(params["run_dir"], params["name"])
-    extra_files = os.path.join(host_dir, "extra-files")
-    log = os.path.join(host_dir, "install.log")
+    extra_files = contract.host_file(params["run_dir"], params["name"], contract.HOST_EXTRA_FILES)
+    log = contract.host_file(params["run_dir"], params["name"], contract.HOST_INSTALL_LOG)
     report = params["agent_report"]
     try:
         mac = normalize_mac(params["mac"]) if params["mac"] else None
@@ -185,12 +194,16 @@ def main():
         if module.check_mode:
             module.exit_json(changed=True, command=command, log=log)
         host_key = _install.ensure_host_key(extra_files, params["name"])
+        known_hosts = _install.pin_host_key(contract.host_file(params["run_dir"], params["name"], contract.HOST_KNOWN_HOSTS),
+                                            params["name"], host_key)
         _install.verify_host_key(params["target"], report.get("ssh_host_keys") or [])
-        with _install.known_installed(params["run_dir"], mac) as told:
+        client = connect(params["server_url"], params["run_dir"]) if mac else None
+        with _install.known_installed(client, mac) as told:
             seconds = _install.run_logged(command, log, params["timeout"])
     except _install.InstallError as exc:
         module.fail_json(msg=str(exc), **dict({"log": log}, **exc.details))
-    module.exit_json(changed=True, command=command, log=log, host_key=host_key, boot_server_told=told, seconds=round(seconds, 1))
+    module.exit_json(changed=True, command=command, log=log, host_key=host_key, known_hosts=known_hosts, boot_server_told=told,
+                     seconds=round(seconds, 1))
 
 
 if __name__ == "__main__":

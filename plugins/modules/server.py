@@ -175,6 +175,15 @@ log_file:
   returned: always
   type: str
   sample: /var/tmp/nixie/run/server.log
+awaiting_phone_home:
+  description:
+    - The MACs holding an agent token that no phone-home has claimed yet - of the running server, or, when none runs,
+      the ones a killed server of O(run_dir) handed out, which a server started again there accepts. Such a machine
+      runs Nixie's installer, which refuses SSH logins until its agent phones home.
+  returned: with O(state=status)
+  type: list
+  elements: str
+  sample: ["52:54:00:aa:00:02"]
 """
 
 import os
@@ -183,7 +192,9 @@ from ansible.module_utils.basic import AnsibleModule, missing_required_lib
 
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
 from ansible_collections.nixie.provision.plugins.module_utils._netif import interface_address
+from ansible_collections.nixie.provision.plugins.module_utils._bootclient import BootServerClient
 from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract, daemon
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.tokens import read_outstanding
 
 
 def _server_code(module):
@@ -249,10 +260,19 @@ class ServerManager:
         return self._result(running, daemon.read_state(self.run_dir) if self.module.check_mode else None)
 
     def status(self):
-        return self._result(False, daemon.read_state(self.run_dir))
+        state = daemon.read_state(self.run_dir)
+        result = self._result(False, state)
+        if state is not None:
+            awaiting = BootServerClient(state["http_url"]).awaiting_phone_home()
+        else:
+            # A killed server's unclaimed tokens: their installers keep phoning home, and a server started again on
+            # this run directory takes them.
+            awaiting = sorted(read_outstanding(contract.run_file(self.run_dir, contract.TOKENS_FILE)))
+        result["awaiting_phone_home"] = awaiting
+        return result
 
     def run(self):
-        return getattr(self, self.params["state"])()
+        return {"started": self.started, "stopped": self.stopped, "status": self.status}[self.params["state"]]()
 
 
 def main():

@@ -19,12 +19,15 @@ description:
     interface''s IPv4 subnets (at most C(/22) each; a larger one is not swept, with a warning), the controller''s
     neighbour table, an ICMPv6 echo to all nodes (C(ff02::1)) followed by the IPv6 neighbour table, and last the
     link-local address the MAC gives with EUI-64. V(agent): the address the installer''s agent reported to the boot
-    server, from C(events.jsonl) in O(run_dir).'
+    server (O(server_url)), asked over its API.'
   - A machine that cannot be found or asked is not a failure of the task but the state V(unreachable), with the
     reason in RV(reason). The task fails only for configuration errors, such as a flake that does not evaluate.
   - Runs on the controller (C(delegate_to) V(localhost)). The ARP sweep and the ICMPv6 echo need root or
     C(CAP_NET_RAW); without them only the neighbour table is read.
-  - Every step is bounded by O(timeout); nothing on the controller or the machine is changed.
+  - Decides what a provisioning run does with the machine (RV(action)) - V(netboot) it (and so install it) or
+    V(skip) it - and says why (RV(action_reason)), so that playbooks need no rules of their own.
+  - Every step is bounded by O(timeout). Nothing on the controller or the machine is changed, unless
+    O(reboot_installer) is set and the machine runs an installer.
 requirements:
   - ssh (the OpenSSH client)
   - ip (iproute2), for O(discovery=neighbor)
@@ -35,7 +38,7 @@ extends_documentation_fragment:
 attributes:
   check_mode:
     support: full
-    details: The check only reads, so check mode runs it in full.
+    details: The check only reads, so check mode runs it in full; O(reboot_installer) reports the reboot it would make.
   diff_mode:
     support: none
   platform:
@@ -54,11 +57,33 @@ options:
       - The controller's network interface facing the machine (such as V(eno1)). Used by O(discovery=neighbor),
         and the scope of IPv6 link-local addresses.
     type: str
-  run_dir:
+  server_url:
     description:
-      - The boot server's run directory (as given to M(nixie.provision.server)). Used by O(discovery=agent), and for
-        RV(awaiting_phone_home).
+      - The run's boot server (M(nixie.provision.server)'s C(http_url)), asked by O(discovery=agent) for the address
+        the machine's agent reported. It may run on another host.
+    type: str
+  run_dir:
+    description: Without O(server_url), the run directory of a boot server running on the controller, asked instead.
     type: path
+  awaiting_phone_home_macs:
+    description:
+      - The MACs for which the run's boot server holds an agent token that no phone-home has claimed yet
+        (M(nixie.provision.server) O(state=status) returns them as C(awaiting_phone_home)): such a machine was
+        netbooting Nixie's installer when that server stopped. Its installer refuses SSH logins until its agent phones
+        home, so it is netbooted (RV(action)) although it refuses the key.
+    type: list
+    elements: str
+    default: []
+  reinstall:
+    description: Whether a machine that is V(outdated) or runs another OS (V(other_os)) is to be netbooted and reinstalled.
+    type: bool
+    default: false
+  reboot_installer:
+    description:
+      - Reboot a machine found running an installer (V(installer)), so that it netboots afresh from the boot server
+        now running. The reboot goes over SSH pinned to the host key the check itself just saw.
+    type: bool
+    default: false
   discovery:
     description: The ways to find the machine's address, tried in this order.
     type: list
@@ -104,6 +129,17 @@ options:
       - Without it any host key is accepted (C(StrictHostKeyChecking=accept-new) into a file private to this task
         and deleted after it), so the machine is not authenticated.
     type: path
+  known_hosts_pin:
+    description:
+      - V(always) pins the key of O(known_hosts), which must exist. V(if_listed) pins it only where O(known_hosts)
+        lists O(host_key_alias) (or the address found), such as a host an earlier run installed, and accepts any key
+        otherwise, so that a machine never installed is still told apart from one that is off.
+    type: str
+    choices: [always, if_listed]
+    default: always
+  host_key_alias:
+    description: The name the machine's host key is known under (C(HostKeyAlias)), such as its inventory name.
+    type: str
   ssh_options:
     description:
       - More C(ssh) options, each as C(Name=value) (such as V(ProxyJump=bastion)), passed with C(-o).
@@ -139,15 +175,15 @@ EXAMPLES = r"""
   delegate_to: localhost
   register: nixie_status
 
-- name: Provision only the hosts that are not installed
+- name: Netboot only the hosts the check says to
   ansible.builtin.set_fact:
-    nixie_installed: "{{ nixie_status.state == 'installed' }}"
+    nixie_netboot: "{{ nixie_status.action == 'netboot' }}"
 
 - name: After the install, verify with the pinned host key and the address the agent reported
   nixie.provision.status:
     mac: "{{ nixie_mac }}"
     interface: eno1
-    run_dir: /var/tmp/nixie
+    server_url: "{{ nixie_server.http_url }}"
     discovery: [neighbor, agent]
     expected_system: "{{ nixie_toplevels[inventory_hostname] }}"
     known_hosts: /var/tmp/nixie/known_hosts
@@ -211,12 +247,28 @@ unreachable_cause:
   type: str
   sample: no_answer
 awaiting_phone_home:
+  description: Whether O(mac) is among O(awaiting_phone_home_macs).
+  returned: always
+  type: bool
+  sample: false
+action:
   description:
-    - Whether the boot server of O(run_dir) handed the machine an agent token that no phone-home has claimed yet,
-      that is, it was netbooting Nixie's installer when that server stopped. Its agent keeps trying, and a boot
-      server started again on O(run_dir) accepts it. Until then the installer refuses SSH logins
-      (RV(unreachable_cause=login_refused)), as the deployer's key comes with the answer to the phone-home.
-    - False without O(run_dir).
+    - What a provisioning run does with the machine. V(netboot) - a machine that does not answer at all (taken for a
+      blank one that is off), one running an installer, one whose installer awaits its phone-home
+      (O(awaiting_phone_home)), and with O(reinstall) an V(outdated) or V(other_os) one. V(skip) - every other
+      machine, such as one answering SSH with another host key or refusing the key, which runs something Nixie did
+      not install.
+  returned: always
+  type: str
+  choices: [netboot, skip]
+  sample: netboot
+action_reason:
+  description: Why RV(action).
+  returned: always
+  type: str
+  sample: "nothing answers: taken for a blank machine that is off"
+rebooted:
+  description: Whether the machine was rebooted (O(reboot_installer)).
   returned: always
   type: bool
   sample: false
@@ -236,6 +288,7 @@ import os
 
 from ansible.module_utils.basic import AnsibleModule
 
+from ansible_collections.nixie.provision.plugins.module_utils._bootclient import connect
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
 from ansible_collections.nixie.provision.plugins.module_utils._mac import normalize_mac
 from ansible_collections.nixie.provision.plugins.module_utils._status import StatusCheck
@@ -243,16 +296,18 @@ from ansible_collections.nixie.provision.plugins.module_utils._status import Sta
 
 def _check_params(module):
     params = module.params
-    try:
-        params["mac"] = normalize_mac(params["mac"])
-    except ValueError as exc:
-        module.fail_json(msg="mac: %s" % exc)
+    for name in ("mac", "awaiting_phone_home_macs"):
+        try:
+            params[name] = normalize_mac(params[name]) if name == "mac" else [normalize_mac(mac) for mac in params[name]]
+        except ValueError as exc:
+            module.fail_json(msg="%s: %s" % (name, exc))
     if params["timeout"] < 1 or params["eval_timeout"] < 1:
         module.fail_json(msg="timeout and eval_timeout must be at least 1 second")
     if not 0 < params["ssh_port"] < 65536:
         module.fail_json(msg="ssh_port: must be from 1 to 65535, got %d" % params["ssh_port"])
     for name in ("ssh_private_key", "known_hosts"):
-        if params[name] and not os.path.isfile(params[name]):
+        # Pinned only if listed, a known_hosts file need not exist yet: no host has been installed.
+        if params[name] and not os.path.isfile(params[name]) and not (name == "known_hosts" and params["known_hosts_pin"] == "if_listed"):
             module.fail_json(msg="%s: %s is not a file" % (name, params[name]))
 
 
@@ -262,7 +317,11 @@ def main():
             mac=dict(type="str", required=True),
             ip=dict(type="str"),
             interface=dict(type="str"),
+            server_url=dict(type="str"),
             run_dir=dict(type="path"),
+            awaiting_phone_home_macs=dict(type="list", elements="str", default=[]),
+            reinstall=dict(type="bool", default=False),
+            reboot_installer=dict(type="bool", default=False),
             discovery=dict(type="list", elements="str", choices=["static", "neighbor", "agent"], default=["static", "neighbor", "agent"]),
             expected_system=dict(type="str"),
             flake=dict(type="str"),
@@ -272,6 +331,8 @@ def main():
             ssh_port=dict(type="int", default=22),
             ssh_private_key=dict(type="path", no_log=False),
             known_hosts=dict(type="path"),
+            known_hosts_pin=dict(type="str", choices=["always", "if_listed"], default="always"),
+            host_key_alias=dict(type="str"),
             ssh_options=dict(type="list", elements="str", default=[]),
             timeout=dict(type="int", default=30),
         ),
@@ -282,9 +343,12 @@ def main():
     _check_params(module)
     params = module.params
     try:
-        check = StatusCheck(**dict((name, params[name]) for name in (
-            "mac", "ip", "interface", "run_dir", "discovery", "expected_system", "flake", "flake_attr", "eval_timeout",
-            "ssh_user", "ssh_port", "ssh_private_key", "known_hosts", "ssh_options", "timeout")))
+        check = StatusCheck(server=connect(params["server_url"], params["run_dir"]), check_mode=module.check_mode,
+                            awaiting_phone_home=params["mac"] in params["awaiting_phone_home_macs"], **dict(
+            (name, params[name]) for name in (
+                "mac", "ip", "interface", "discovery", "expected_system", "flake", "flake_attr", "eval_timeout", "ssh_user",
+                "ssh_port", "ssh_private_key", "known_hosts", "known_hosts_pin", "host_key_alias", "ssh_options", "timeout",
+                "reinstall", "reboot_installer")))
         result = check.run()
         for warning in check.warnings:
             module.warn(warning)

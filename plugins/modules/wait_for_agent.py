@@ -29,10 +29,14 @@ attributes:
   platform:
     platforms: posix
 options:
+  server_url:
+    description:
+      - The boot server's URL (M(nixie.provision.server)'s C(http_url)); it may run on another host.
+      - One of O(server_url) and O(run_dir) is required.
+    type: str
   run_dir:
-    description: The run directory given to M(nixie.provision.server); its C(state.json) tells where the server listens.
+    description: Without O(server_url), the run directory of the boot server running on the controller.
     type: path
-    required: true
   mac:
     description: MAC address of the host's boot NIC. Defaults to the host variable C(nixie_mac).
     type: str
@@ -45,7 +49,7 @@ options:
 EXAMPLES = r"""
 - name: Wait for each machine's installer and take its address
   nixie.provision.wait_for_agent:
-    run_dir: /var/tmp/nixie/run
+    server_url: "{{ nixie_server.http_url }}"
     timeout: 900
 
 - name: Connect to the installer at the learned address

@@ -21,9 +21,9 @@ import time
 import pytest
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.events import EventLog
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.http import BootState, make_app, start_http
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.http import BootState, Installer, make_app, start_http
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.tokens import TokenStore
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.table import HostTable
 
 AGENT = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "agent", "nixie-agent")
 MAC = "52:54:00:aa:00:01"
@@ -107,14 +107,14 @@ def machine(tmp_path):
 
 @pytest.fixture
 def state(tmp_path):
-    hosts = {MAC: Host("nixie-01", MAC)}
+    table = HostTable([Host("nixie-01", MAC)])
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    events = EventLog(str(run_dir), host_names={MAC: "nixie-01"})
+    events = EventLog(str(run_dir), table)
     kernel = tmp_path / "kernel"
     kernel.write_bytes(b"k")
-    boot_state = BootState(hosts, str(kernel), str(kernel), "init=/x/init", str(tmp_path), DEPLOYER_KEY, TokenStore(),
-                           events, ["http://127.0.0.1:0"])
+    boot_state = BootState(table=table, installer=Installer(str(kernel), str(kernel), "init=/x/init"), ipxe_dir=str(tmp_path),
+                           authorized_key=DEPLOYER_KEY, events=events, base_urls=["http://127.0.0.1:0"])
     yield boot_state
     events.close()
 
@@ -144,7 +144,7 @@ def start_agent(shell, machine, api, token):
 
 
 def check_report(state, machine):
-    entry = state.events.host(MAC)
+    entry = state.table.entry(MAC)
     assert entry["last_event"]["step"] == "phone_home"
     report = entry["report"]
     assert report["macs"] == [MAC, SECOND_MAC]
@@ -167,7 +167,7 @@ def test_agent_reports_and_installs_key(shell, machine, state):
     server = ServerThread(state)
     try:
         state.base_urls = ["http://127.0.0.1:%d" % server.port]
-        token = state.tokens.mint(MAC)
+        token = state.table.tokens.mint(MAC)
         agent = start_agent(shell, machine, "http://127.0.0.1:%d/api/v1" % server.port, token)
         try:
             out, err = agent.communicate(timeout=20)
@@ -187,7 +187,7 @@ def test_agent_reports_and_installs_key(shell, machine, state):
 @pytest.mark.parametrize("shell", ["busybox", "bash"])
 def test_agent_retries_until_the_server_comes_up(shell, machine, state):
     port = free_port()
-    token = state.tokens.mint(MAC)
+    token = state.table.tokens.mint(MAC)
     started = time.monotonic()
     agent = start_agent(shell, machine, "http://127.0.0.1:%d/api/v1" % port, token)
     time.sleep(2.5)

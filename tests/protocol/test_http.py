@@ -22,11 +22,12 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.event
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.http import (
     API_BODY_LIMIT,
     BootState,
+    Installer,
     make_app,
     start_http,
 )
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.tokens import TokenStore
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.table import HostTable
 
 MAC = "52:54:00:aa:00:01"
 INSTALLED_MAC = "52:54:00:aa:00:02"
@@ -59,10 +60,10 @@ def files(tmp_path):
 
 
 def make_state(files, base_urls=("http://127.0.0.1:8080",), admin_addresses=()):
-    hosts = {MAC: Host("nixie-01", MAC), INSTALLED_MAC: Host("nixie-02", INSTALLED_MAC, installed=True)}
-    events = EventLog(str(files["run"]), host_names={mac: host.name for mac, host in hosts.items()})
-    return BootState(hosts, str(files["kernel"]), str(files["initrd"]), CMDLINE, str(files["ipxe"]), DEPLOYER_KEY,
-                     TokenStore(), events, list(base_urls), admin_addresses=admin_addresses)
+    table = HostTable([Host("nixie-01", MAC), Host("nixie-02", INSTALLED_MAC, installed=True)])
+    return BootState(table=table, installer=Installer(str(files["kernel"]), str(files["initrd"]), CMDLINE), ipxe_dir=str(files["ipxe"]),
+                     authorized_key=DEPLOYER_KEY, events=EventLog(str(files["run"]), table), base_urls=list(base_urls),
+                     published={"http_url": base_urls[0]}, admin_addresses=admin_addresses)
 
 
 def script_values(script):
@@ -117,14 +118,16 @@ def test_script_kernel_initrd_and_phone_home_in_process(files, tmp_path):
         answer = await client.post("/api/v1/phone-home", json=report(key), headers=auth)
         assert answer.status == 200
         assert await answer.json() == {"authorized_keys": DEPLOYER_KEY}
-        again = await client.get("/api/v1/authorized-keys", headers=auth)
-        assert again.status == 200 and (await again.json())["authorized_keys"] == DEPLOYER_KEY
         snapshot = await (await client.get("/api/v1/events")).json()
-        return snapshot, await (await client.get("/api/v1/hosts/52-54-00-aa-00-01")).json()
+        published = await (await client.get("/api/v1/state")).json()
+        awaiting = await (await client.get("/api/v1/awaiting-phone-home")).json()
+        return snapshot, await (await client.get("/api/v1/hosts/52-54-00-aa-00-01")).json(), published, awaiting
 
-    snapshot, host = run_with_client(state, scenario)
+    snapshot, host, published, awaiting = run_with_client(state, scenario)
+    assert published == {"http_url": "http://127.0.0.1:8080"}
+    assert awaiting == {"awaiting_phone_home": []}, "the phone-home claimed the token"
     entry = snapshot["hosts"][MAC]
-    assert entry["host"] == "nixie-01" and entry["last_event"]["step"] == "phone_home"
+    assert entry["host"] == "nixie-01" and entry["last_event"]["step"] == "phone_home" and entry["token"] == "claimed"
     assert entry["report"]["ssh_host_keys"] == [key] and entry["report"]["source_ip"] == "127.0.0.1"
     assert host == entry
     with open(state.events.path, encoding="utf-8") as handle:
@@ -141,7 +144,7 @@ def test_installed_host_gets_local_boot_and_no_token(files):
 
     status, script = run_with_client(state, scenario)
     assert status == 200 and "\nexit\n" in script and "nixie.token" not in script
-    assert state.events.host(INSTALLED_MAC)["last_event"]["step"] == "boot_local"
+    assert state.table.entry(INSTALLED_MAC)["last_event"]["step"] == "boot_local"
 
 
 @pytest.mark.parametrize("body, field", [
@@ -396,10 +399,6 @@ def test_curl_phone_home_replay_forged_too_large(server, tmp_path):
     assert phone_home(server, "A" * 43, report(key)) == (403, b"")
     assert phone_home(server, token[:-2], report(key)) == (403, b"")
     assert phone_home(server, token, report(key, macs=["52:54:00:aa:00:99"])) == (403, b"")
-    status, dummy, dummy = curl("-H", "Authorization: Bearer " + token, server.base + "/api/v1/authorized-keys", source="127.0.0.3")
-    assert status == 403
-    status, dummy, body = curl("-H", "Authorization: Bearer " + token, server.base + "/api/v1/authorized-keys")
-    assert status == 200 and json.loads(body)["authorized_keys"] == DEPLOYER_KEY
     # A fresh script (the host rebooted into the installer) replaces the token.
     new_token = fetch_script(server)["token"]
     assert phone_home(server, token, report(key)) == (403, b"")
@@ -416,7 +415,7 @@ def test_events_only_for_loopback_and_own_addresses(server):
     for source in ("127.0.0.1", "127.0.0.2"):
         status, dummy, body = curl(server.base + "/api/v1/events", source=source)
         assert status == 200 and MAC in json.loads(body)["hosts"], source
-    for path in ("/api/v1/events", "/api/v1/hosts/52-54-00-aa-00-01"):
+    for path in ("/api/v1/events", "/api/v1/state", "/api/v1/awaiting-phone-home", "/api/v1/hosts/52-54-00-aa-00-01"):
         status, dummy, body = curl(server.base + path, source="127.0.0.3")
         assert (status, body) == (403, b""), path
     # Nor may a LAN host tell the server a machine is installed, or release it.

@@ -24,6 +24,7 @@ from scapy.utils import rdpcap
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire import dhcp4
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.booter import Booter
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.table import HostTable
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host, ServerAddress
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.proxydhcp import PortBindError, start_proxydhcp
 from captures import PCAP_DIR
@@ -95,7 +96,7 @@ class RunningProxy:
 @pytest.fixture
 def proxy(netns_pair):
     hosts = [Host("node-1", KNOWN_MAC), Host("node-2", "52:54:00:aa:00:02")]
-    booter = Booter(hosts, ServerAddress(netns_pair.server_ip, HTTP_PORT), ("undionly.kpxe", "ipxe.efi"))
+    booter = Booter(HostTable(hosts), ServerAddress(netns_pair.server_ip, HTTP_PORT), ("undionly.kpxe", "ipxe.efi"))
     events = []
     with netns_pair.event_loop(netns_pair.server_ns) as loop:
         server = loop.run(start_proxydhcp(netns_pair.server_if, booter, lambda mac, step, **fields: events.append((mac, step, fields))))
@@ -284,7 +285,7 @@ def test_server_survives_a_burst_of_malformed_packets(proxy, wire):
 
 
 def _start(pair, loop, interface):
-    booter = Booter([Host("node-1", KNOWN_MAC)], ServerAddress(pair.server_ip, HTTP_PORT), ("undionly.kpxe",))
+    booter = Booter(HostTable([Host("node-1", KNOWN_MAC)]), ServerAddress(pair.server_ip, HTTP_PORT), ("undionly.kpxe",))
     return loop.run(start_proxydhcp(interface, booter, lambda mac, step, **fields: None))
 
 
@@ -326,11 +327,12 @@ BIND_WITHOUT_PRIVILEGE = """
 import asyncio, json, sys
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.booter import Booter
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import ServerAddress
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.table import HostTable
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.proxydhcp import PortBindError, start_proxydhcp
 
 async def main():
     try:
-        await start_proxydhcp(sys.argv[1], Booter([], ServerAddress(sys.argv[2], 8080), ()), None)
+        await start_proxydhcp(sys.argv[1], Booter(HostTable([]), ServerAddress(sys.argv[2], 8080), ()), None)
     except PortBindError as exc:
         print(json.dumps({"errno": exc.errno, "port": exc.port, "message": str(exc)}))
 

@@ -15,6 +15,7 @@ from scapy.layers.dhcp6 import DHCP6_Request, DHCP6OptServerId, DHCP6OptUnknown
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire import dhcp6
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.booter import Booter
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.table import HostTable
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host, ServerAddress
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.proxydhcp6 import start_proxydhcp6
 from ansible_collections.nixie.provision.plugins.module_utils._netif import interface_mac
@@ -69,7 +70,7 @@ def test_edk2_solicit_and_port_4011_request_are_answered_over_the_wire(netns_pai
     pair.ip("-n", pair.client_ns, "address", "add", "%s/64" % CLIENT_IP6, "dev", pair.client_if, "nodad")
     _wait_until_addresses_usable(pair)
     client_mac = pair.call(pair.client_ns, interface_mac, pair.client_if)
-    booter = Booter([Host("node", client_mac)], ServerAddress(SERVER_IP6, 8080), ("ipxe.efi",))
+    booter = Booter(HostTable([Host("node", client_mac)]), ServerAddress(SERVER_IP6, 8080), ("ipxe.efi",))
     events = []
     with pair.event_loop(pair.server_ns) as loop:
         server = loop.run(start_proxydhcp6(pair.server_if, booter, lambda mac, step, **fields: events.append((mac, step, fields)),

@@ -8,7 +8,9 @@ over /root (the authorized key) and fixture files over /etc/os-release and /proc
 """
 
 import importlib.util
+import json
 import os
+import re
 import shlex
 import subprocess
 import time
@@ -18,8 +20,6 @@ from nixielab.ansiblerun import run_module
 from nixielab.net import LabNetwork
 
 from ansible_collections.nixie.provision.plugins.module_utils import _nix
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import TOKENS_FILE
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.tokens import write_outstanding
 from ansible_collections.nixie.provision.plugins.module_utils._discover import eui64_link_local
 
 pytestmark = [pytest.mark.netns, pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")]
@@ -60,6 +60,7 @@ def keys(tmp_path_factory):
     subprocess.run(["dropbearkey", "-t", "ed25519", "-f", str(directory / "hostkey")], check=True, capture_output=True)
     host_public = subprocess.run(["dropbearkey", "-y", "-f", str(directory / "hostkey")], check=True, capture_output=True, text=True).stdout
     host_key = [line for line in host_public.splitlines() if line.startswith("ssh-ed25519 ")][0]
+    (directory / "hostkey.pub").write_text(host_key + "\n")
     (directory / "known_hosts").write_text("%s %s\n" % (ADDRESS, " ".join(host_key.split()[:2])))
     subprocess.run(["dropbearkey", "-t", "ed25519", "-f", str(directory / "otherkey")], check=True, capture_output=True)
     other_public = subprocess.run(["dropbearkey", "-y", "-f", str(directory / "otherkey")], check=True, capture_output=True, text=True).stdout
@@ -73,6 +74,7 @@ class SshServer:
 
     def __init__(self, client, keys, directory, os_release, current_system=None, nixie_boot=False):
         self.client = client
+        self.reboots = directory / "reboots"
         home = directory / "root"
         (home / ".ssh").mkdir(parents=True, mode=0o700)
         (home / ".ssh" / "authorized_keys").write_text((keys / "id.pub").read_text())
@@ -86,6 +88,10 @@ class SshServer:
             # Private tmpfs mounts: the symlink, dropbear's pid file and login records stay in this namespace.
             "mount -t tmpfs tmpfs /run",
             "mount -t tmpfs tmpfs /var/log",
+            # A recording stand-in for reboot, first on dropbear's PATH: the test must not reboot this machine.
+            "mount -t tmpfs tmpfs /usr/local/bin",
+            "printf '#!/bin/sh\\necho \"$*\" >> %s\\n' > /usr/local/bin/reboot" % shlex.quote(str(directory / "reboots")),
+            "chmod +x /usr/local/bin/reboot",
         ]
         if current_system:
             steps.append("ln -s %s /run/current-system" % shlex.quote(current_system))
@@ -196,6 +202,51 @@ def test_installers(lab, keys, controller_home, ssh_server, os_release, nixie_bo
     assert "secret-token" not in str(result)
 
 
+def test_an_installer_is_netbooted_and_rebooted_over_the_key_the_check_saw(lab, keys, controller_home, ssh_server):
+    server = ssh_server(NIXOS_INSTALLER)
+    checked = status(lab, keys, controller_home, mac=MAC, ip=ADDRESS)
+    assert checked["action"] == "netboot" and checked["rebooted"] is False and not server.reboots.exists(), checked
+    would = status(lab, keys, controller_home, check=True, mac=MAC, ip=ADDRESS, reboot_installer=True)
+    assert would["changed"] and not would["rebooted"] and "check mode" in would["reason"] and not server.reboots.exists(), would
+    rebooted = status(lab, keys, controller_home, mac=MAC, ip=ADDRESS, reboot_installer=True)
+    assert rebooted["changed"] and rebooted["rebooted"] and "rebooted to netboot afresh" in rebooted["reason"], rebooted
+    deadline = time.monotonic() + 5
+    while not server.reboots.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert server.reboots.read_text() == "-f\n"
+
+
+def test_an_installed_system_is_never_rebooted(lab, keys, controller_home, ssh_server):
+    server = ssh_server(NIXOS, SYSTEM)
+    result = status(lab, keys, controller_home, mac=MAC, ip=ADDRESS, expected_system=SYSTEM, reboot_installer=True)
+    assert result["state"] == "installed" and result["action"] == "skip" and not result["rebooted"] and not result["changed"], result
+    assert not server.reboots.exists()
+
+
+def test_a_listed_host_is_pinned_and_an_unlisted_one_is_not(lab, keys, controller_home, ssh_server, tmp_path):
+    ssh_server(NIXOS, SYSTEM)
+    other_key = (keys / "wrong_known_hosts").read_text().split(None, 1)[1]
+    listed = tmp_path / "known_hosts"
+    listed.write_text("nixie-01 %s" % other_key)
+    pinned = status(lab, keys, controller_home, mac=MAC, ip=ADDRESS, expected_system=SYSTEM, known_hosts=str(listed),
+                    known_hosts_pin="if_listed", host_key_alias="nixie-01")
+    assert pinned["unreachable_cause"] == "host_key" and pinned["action"] == "skip", pinned
+    unlisted = status(lab, keys, controller_home, mac=MAC, ip=ADDRESS, expected_system=SYSTEM, known_hosts=str(listed),
+                      known_hosts_pin="if_listed", host_key_alias="nixie-02")
+    assert unlisted["state"] == "installed", unlisted
+    missing = status(lab, keys, controller_home, mac=MAC, ip=ADDRESS, expected_system=SYSTEM, known_hosts=str(tmp_path / "none"),
+                     known_hosts_pin="if_listed", host_key_alias="nixie-01")
+    assert missing["state"] == "installed" and not missing["failed"], missing
+
+
+def test_other_os_is_reinstalled_only_when_asked(lab, keys, controller_home, ssh_server):
+    ssh_server(DEBIAN)
+    left = status(lab, keys, controller_home, mac=MAC, ip=ADDRESS)
+    assert left["action"] == "skip" and "nixie_reinstall=true" in left["action_reason"], left
+    taken = status(lab, keys, controller_home, mac=MAC, ip=ADDRESS, reinstall=True)
+    assert taken["action"] == "netboot", taken
+
+
 def test_other_os_in_check_mode(lab, keys, controller_home, ssh_server):
     ssh_server(DEBIAN)
     result = status(lab, keys, controller_home, check=True, mac=MAC, ip=ADDRESS, expected_system=SYSTEM)
@@ -206,12 +257,34 @@ def test_other_os_in_check_mode(lab, keys, controller_home, ssh_server):
 
 def test_agent_report_is_the_last_resort(lab, keys, controller_home, ssh_server, tmp_path):
     ssh_server(NIXOS, SYSTEM)
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    (run_dir / "events.jsonl").write_text(
-        '{"ts": 1.0, "mac": "%s", "step": "phone_home", "ip": "%s", "report": {"ip": "%s", "macs": ["%s"]}}\n' % (MAC, ADDRESS, ADDRESS, MAC))
-    result = status(lab, keys, controller_home, mac=MAC, run_dir=str(run_dir), discovery=["static", "agent"], expected_system=SYSTEM)
-    assert result["ip"] == ADDRESS and result["ip_source"] == "agent" and result["state"] == "installed", result
+    kernel = tmp_path / "bzImage"
+    kernel.write_bytes(b"kernel")
+    run_dir = str(tmp_path / "run")
+    server = run_module("nixie.provision.server", {
+        "run_dir": run_dir, "interface": lab.ctl_if, "kernel": str(kernel), "initrd": str(kernel), "cmdline": "init=/x/init",
+        "authorized_key": "ssh-ed25519 AAAA deployer", "hosts": [{"name": "nixie-01", "mac": MAC}]}, netns=lab.ctl_ns)
+    assert not server["failed"], server
+    try:
+        before = status(lab, keys, controller_home, mac=MAC, server_url=server["http_url"], discovery=["agent"], timeout=5)
+        assert before["state"] == "unreachable" and "no phone-home from %s" % MAC in before["reason"], before
+        # The agent's phone-home, as the installer sends it, with the token its script carried.
+        code, script = lab.curl_ctl("%s/boot/%s.ipxe" % (server["http_url"], MAC.replace(":", "-")))
+        token = re.search(r"nixie\.token=(\S+)", script).group(1)
+        report = {"macs": [MAC], "ip": ADDRESS, "ssh_host_keys": [(keys / "hostkey.pub").read_text().strip()], "disks": [],
+                  "os_release": {}}
+        code, dummy = lab.curl_ctl("-H", "Authorization: Bearer " + token, "-H", "Content-Type: application/json",
+                                   "--data", json.dumps(report), server["http_url"] + "/api/v1/phone-home")
+        assert code == 200
+        result = status(lab, keys, controller_home, mac=MAC, server_url=server["http_url"], discovery=["static", "agent"],
+                        expected_system=SYSTEM)
+        assert result["ip"] == ADDRESS and result["ip_source"] == "agent" and result["state"] == "installed", result
+        # A server on this machine is found from its run directory too.
+        local = status(lab, keys, controller_home, mac=MAC, run_dir=run_dir, discovery=["agent"], expected_system=SYSTEM)
+        assert local["ip_source"] == "agent" and local["action"] == "skip", local
+    finally:
+        run_module("nixie.provision.server", {"run_dir": run_dir, "state": "stopped"}, netns=lab.ctl_ns)
+    gone = status(lab, keys, controller_home, mac=MAC, server_url=server["http_url"], discovery=["agent"], timeout=5)
+    assert gone["state"] == "unreachable" and "did not answer" in gone["reason"] and not gone["failed"], gone
 
 
 def test_ipv6_link_local_host_is_found_by_its_mac(lab, keys, controller_home, ssh_server):
@@ -235,24 +308,26 @@ def test_refused_login_is_unreachable(lab, keys, controller_home, ssh_server):
     assert result["state"] == "unreachable" and not result["failed"], result
     assert result["reason"].startswith("SSH login to root@%s was refused" % ADDRESS) and "Permission denied" in result["reason"]
     assert result["unreachable_cause"] == "login_refused" and result["awaiting_phone_home"] is False
+    assert result["action"] == "skip" and "left alone" in result["action_reason"], "a machine refusing the key is not Nixie's"
 
 
-def test_refused_login_of_an_installer_a_killed_server_booted_says_so(lab, keys, controller_home, ssh_server, tmp_path):
+def test_refused_login_of_an_installer_a_killed_server_booted_is_netbooted(lab, keys, controller_home, ssh_server):
     ssh_server(NIXOS, SYSTEM)
-    run_dir = tmp_path / "run"
-    run_dir.mkdir()
-    write_outstanding(str(run_dir / TOKENS_FILE), {MAC: "t" * 43})
-    result = status(lab, keys, controller_home, mac=MAC, ip=ADDRESS, ssh_private_key=str(keys / "stranger"), run_dir=str(run_dir))
+    awaiting = [MAC.upper(), "52:54:00:00:00:99"]
+    result = status(lab, keys, controller_home, mac=MAC, ip=ADDRESS, ssh_private_key=str(keys / "stranger"), awaiting_phone_home_macs=awaiting)
     assert result["state"] == "unreachable" and result["unreachable_cause"] == "login_refused", result
     assert result["awaiting_phone_home"] is True and "agent has not phoned home" in result["reason"]
-    other = status(lab, keys, controller_home, mac=MAC_V6_ONLY, discovery=["static"], ip=ADDRESS, run_dir=str(run_dir))
-    assert other["awaiting_phone_home"] is False, other
+    assert result["action"] == "netboot" and "phones home" in result["action_reason"]
+    other = status(lab, keys, controller_home, mac=MAC_V6_ONLY, discovery=["static"], ip=ADDRESS, ssh_private_key=str(keys / "stranger"),
+                   awaiting_phone_home_macs=awaiting)
+    assert other["awaiting_phone_home"] is False and other["action"] == "skip", other
 
 
 def test_closed_ssh_port_is_unreachable(lab, keys, controller_home):
     result = status(lab, keys, controller_home, mac=MAC, ip=ADDRESS, discovery=["static"], timeout=10)
     assert result["state"] == "unreachable" and result["ip"] == ADDRESS, result
     assert "%s (static): TCP port 22 refused the connection" % ADDRESS in result["reason"] and result["unreachable_cause"] == "no_answer"
+    assert result["action"] == "netboot" and "blank machine" in result["action_reason"]
 
 
 @pytest.mark.parametrize("timeout", [2, 8])

@@ -144,11 +144,6 @@ def read_state(run_dir):
         return None
 
 
-def host_api_url(state, mac):
-    """The URL of ``mac`` in the hosts API of the server that published ``state``."""
-    return "%s/api/v1/hosts/%s" % (state["http_url"], mac)
-
-
 def stop(run_dir, timeout=10.0):
     """Stop the daemon serving ``run_dir``; return True when one was running."""
     pid = running_pid(run_dir)

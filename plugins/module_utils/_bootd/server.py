@@ -23,12 +23,13 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd import cont
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire import dhcp6
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.booter import Booter
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.events import EventLog
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.http import BootState, make_app, start_http
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.http import BootState, Installer, make_app, start_http
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host, ServerAddress
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.proxydhcp import PortBindError, start_proxydhcp
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.proxydhcp6 import start_proxydhcp6
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.tftp import TftpServer
 from ansible_collections.nixie.provision.plugins.module_utils._ipxe_dir import find_ipxe_binaries
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.table import HostTable
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.tokens import TokenStore, read_outstanding, write_outstanding
 
 
@@ -53,6 +54,7 @@ def validate_config(config):
     hosts = [Host(**host) for host in config["hosts"]]
     if not hosts:
         raise ServerError("hosts: the boot server needs at least one host to answer")
+    HostTable(hosts)  # refuses two hosts with one MAC before the daemon forks
     return hosts, binaries
 
 
@@ -125,7 +127,8 @@ async def _serve(config, ready):
     logging.getLogger("tftpy").setLevel(logging.CRITICAL)
     run_dir = config["run_dir"]
     address = ServerAddress(config["address"], config["http_port"])
-    events = EventLog(run_dir, {host.mac: host.name for host in hosts})
+    table = HostTable(hosts, _tokens(run_dir, hosts))
+    events = EventLog(run_dir, table)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -139,9 +142,18 @@ async def _serve(config, ready):
         mac = memo.mac(client_ip) if ":" in client_ip else _tftp_client_mac(client_ip)
         events.record(mac, step, ip=client_ip, **fields)
 
+    published = {
+        "address": address.ip,
+        "http_port": address.http_port,
+        "http_url": address.http_base,
+        "interface": config["interface"],
+        "ipxe_binaries": sorted(binaries),
+        "events_file": events.path,
+        "config_digest": config_digest(config),
+    }
     state = BootState(
-        {host.mac: host for host in hosts}, config["kernel"], config["initrd"], config["cmdline"], config["ipxe_dir"],
-        config["authorized_key"], _tokens(run_dir, hosts), events, [contract.base_url(address.ip, address.http_port)],
+        table=table, installer=Installer(config["kernel"], config["initrd"], config["cmdline"]), ipxe_dir=config["ipxe_dir"],
+        authorized_key=config["authorized_key"], events=events, base_urls=[address.http_base], published=published,
         on_all_released=stopping.set,
     )
     runner = tftp = proxy = None
@@ -158,7 +170,7 @@ async def _serve(config, ready):
             raise ServerError("cannot listen on UDP port %d (%s): %s" % (
                 contract.TFTP_PORT, address.ip, _explain_bind_failure("udp", contract.TFTP_PORT, exc))) from None
         try:
-            booter = Booter(hosts, address, binaries)
+            booter = Booter(table, address, binaries)
             if is_ipv6(address.ip):
                 sizes = {name: os.path.getsize(path) for name, path in binaries.items()}
                 proxy = await start_proxydhcp6(config["interface"], booter, events.record, sizes, memo)
@@ -166,15 +178,7 @@ async def _serve(config, ready):
                 proxy = await start_proxydhcp(config["interface"], booter, events.record)
         except PortBindError as exc:
             raise ServerError(_explain_bind_failure("udp", exc.port, exc)) from None
-        ready({
-            "address": address.ip,
-            "http_port": address.http_port,
-            "http_url": contract.base_url(address.ip, address.http_port),
-            "interface": config["interface"],
-            "ipxe_binaries": sorted(binaries),
-            "events_file": events.path,
-            "config_digest": config_digest(config),
-        })
+        ready(published)
         await stopping.wait()
     finally:
         if proxy is not None:

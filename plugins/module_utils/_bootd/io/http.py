@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """The boot server's HTTP side: per-MAC iPXE scripts, kernel and initrd, iPXE binaries, the agent API.
 
-Routes (the contract the agent, iPXE and ``wait_for_agent`` rely on)::
+Routes (``contract``: the agent, iPXE and ``_bootclient`` rely on them)::
 
     GET  /boot/<mac-with-hyphens>.ipxe     script for a host in the run; 404 for any other MAC
     GET  /files/<mac>/<signature>/kernel   installer kernel (sendfile, Content-Length, Range)
@@ -10,11 +10,14 @@ Routes (the contract the agent, iPXE and ``wait_for_agent`` rely on)::
     GET  /ipxe/<name>                      allow-listed iPXE binary, for UEFI HTTP boot
     GET  /ipxe/autoexec.ipxe               what that iPXE runs first: chain the script of its MAC
     POST /api/v1/phone-home                agent report; Bearer token; answers the deployer's key
-    GET  /api/v1/authorized-keys           the deployer's key again, for a claimed token from its address
-    GET  /api/v1/events                    progress snapshot: loopback and the server's own addresses only
-    GET  /api/v1/hosts/<mac>               one host of that snapshot, same restriction; with ?wait=<s>
-                                           &since=<ts of the last event seen> the answer waits (up to
-                                           30 s) until the host has another event
+  controller only (loopback and the server's own addresses):
+    GET  /api/v1/state                     what the server serves (address, URL, interface, iPXE binaries)
+    GET  /api/v1/events                    every host's entry of the host table
+    GET  /api/v1/awaiting-phone-home       MACs holding a token no phone-home has claimed yet
+    GET  /api/v1/hosts/<mac>               one host's entry; with ?wait=<s>&since=<ts of the last event
+                                           seen> the answer waits (up to 30 s) until its next event
+    POST /api/v1/hosts/<mac>/installed     {"installed": true|false}: boot its disk, or the installer
+    POST /api/v1/hosts/<mac>/released      the controller is done with it
 
 Kernel and initrd URLs are signed per host (HMAC of the MAC under a key made for this run), as
 Pixiecore signs its URLs, rather than hidden behind one per-run secret path: a URL works only for a
@@ -29,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import dataclasses
 import hmac
 import hashlib
 import ipaddress
@@ -38,6 +40,8 @@ import math
 import re
 import secrets
 import traceback
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence
 from urllib.parse import urlsplit
 
 try:
@@ -50,16 +54,17 @@ else:
     AIOHTTP_IMPORT_ERROR = None
 
 from ansible_collections.nixie.provision.plugins.module_utils._mac import normalize_mac
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import AUTOEXEC_NAME, api_url, mac_path, script_path
+from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import AUTOEXEC_NAME, SSH_KEY_TYPES, api_url, script_path
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.ipxe import autoexec_script, installer_script, local_boot_script
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import SSH_KEY_TYPES
 from ansible_collections.nixie.provision.plugins.module_utils._ipxe_dir import find_ipxe_binaries
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.events import EventLog
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.table import HostTable
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.tokens import TokenRefused
+from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
 
 # A report is a few KB (keys, a dozen disks, os-release); anything near this is not our agent.
 API_BODY_LIMIT = 256 * 1024
-# The longest a controller's request for a host's progress is held waiting for its next event.
-HOST_WAIT_LIMIT = 30.0
 
 _HYPHEN_MAC = r"[0-9A-Fa-f]{2}(?:-[0-9A-Fa-f]{2}){5}"
 _SCRIPT_NAME = re.compile(r"^(%s)\.ipxe$" % _HYPHEN_MAC)
@@ -72,7 +77,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _LOOPBACK = ("127.0.0.1", "::1")
 
 
-class ReportError(ValueError):
+class ReportError(NixieError):
     """A phone-home body is not valid; the message starts with the offending field."""
 
 
@@ -122,7 +127,7 @@ def _disk(field, disk):
     return dict(name=name, size_bytes=size, model=model.strip(), **flags)
 
 
-def parse_report(body):
+def parse_report(body: Any) -> Dict[str, Any]:
     """Validate a phone-home body and return the normalized report; raise ReportError naming the field."""
     if not isinstance(body, dict):
         raise ReportError("body: must be a JSON object")
@@ -153,30 +158,38 @@ def parse_report(body):
     return {"macs": macs, "ip": ip, "ssh_host_keys": keys, "disks": disks, "os_release": dict(os_release)}
 
 
+@dataclass(frozen=True)
+class Installer:
+    """The installer every host of the run boots: its kernel and initrd files and its kernel command line."""
+
+    kernel: str
+    initrd: str
+    cmdline: str
+
+
 class BootState:
-    """What the HTTP side serves. ``hosts`` maps normalized MACs to ``model.Host`` (name, mac, installed).
+    """What the HTTP side serves: the run's ``table`` (a HostTable), the ``installer``, the iPXE binaries of ``ipxe_dir``.
 
     ``base_urls`` are the server's advertised roots (``http://10.0.0.2:8080``, ``http://[fd5e::1]:8080``):
     scripts point back at the one the client used, and their hosts count as the server's own addresses
-    for the events API, together with loopback and ``admin_addresses``.
+    for the controller's routes, together with loopback and ``admin_addresses``. ``published`` is what the
+    state route answers.
 
     ``on_all_released`` is called once every host that was not installed at start has been released by the
     controller (it no longer needs the server): the transient server's end when no single task can stop it.
     """
 
-    def __init__(self, hosts, kernel, initrd, cmdline, ipxe_dir, authorized_key, tokens, events, base_urls,
-                 admin_addresses=(), url_key=None, on_all_released=None):
-        self.hosts = dict(hosts)
-        self.awaiting_release = {mac for mac, host in self.hosts.items() if not host.installed}
+    def __init__(self, *, table: HostTable, installer: Installer, ipxe_dir: str, authorized_key: str, events: EventLog,
+                 base_urls: Sequence[str], published: Optional[Mapping[str, Any]] = None, admin_addresses: Iterable[str] = (),
+                 url_key: Optional[bytes] = None, on_all_released: Optional[Callable[[], None]] = None) -> None:
+        self.table = table
         self.on_all_released = on_all_released
-        self.kernel = kernel
-        self.initrd = initrd
-        self.cmdline = cmdline
+        self.installer = installer
         self.ipxe_binaries = find_ipxe_binaries(ipxe_dir)
         self.authorized_key = authorized_key
-        self.tokens = tokens
         self.events = events
         self.base_urls = list(base_urls)
+        self.published = dict(published or {})
         self.admin_addresses = set(_LOOPBACK) | {_canonical_ip(a) for a in admin_addresses}
         self.admin_addresses |= {_canonical_ip(urlsplit(url).hostname) for url in self.base_urls}
         self.url_key = url_key or secrets.token_bytes(32)
@@ -196,7 +209,7 @@ class BootState:
             if not waiter.done():
                 waiter.set_result(None)
 
-    async def next_event(self, mac, timeout):
+    async def next_event(self, mac: str, timeout: float) -> None:
         """Return once ``mac`` has another event, or after ``timeout`` seconds."""
         waiter = self.loop.create_future()
         self._waiters.setdefault(mac, set()).add(waiter)
@@ -211,11 +224,11 @@ class BootState:
                 if not waiting:
                     del self._waiters[mac]
 
-    def file_signature(self, mac):
+    def file_signature(self, mac: str) -> str:
         return hmac.new(self.url_key, mac.encode("ascii"), hashlib.sha256).hexdigest()[:32]
 
-    def file_url(self, base, mac, kind):
-        return "%s/files/%s/%s/%s" % (base, mac_path(mac), self.file_signature(mac), kind)
+    def file_url(self, base: str, mac: str, kind: str) -> str:
+        return base + contract.file_path(mac, self.file_signature(mac), kind)
 
 
 def _canonical_ip(address):
@@ -238,7 +251,7 @@ class _Handlers:
         return _canonical_ip(request.remote)
 
     def refuse(self, request, status, reason, mac=None, **fields):
-        self.state.events.record(mac, "refused", ip=self._client(request), method=request.method,
+        self.state.events.record(mac, contract.STEP_REFUSED, ip=self._client(request), method=request.method,
                                  path=request.path[:256], status=status, reason=reason, **fields)
         return _empty(status)
 
@@ -253,26 +266,26 @@ class _Handlers:
     async def boot_script(self, request):
         match = _SCRIPT_NAME.match(request.match_info["name"])
         mac = normalize_mac(match.group(1)) if match else None
-        host = self.state.hosts.get(mac)
+        host = self.state.table.get(mac)
         if host is None:
             return self.refuse(request, 404, "no host with this MAC in the run", requested=request.match_info["name"][:64])
         if host.installed:
-            self.state.tokens.revoke(mac)
-            self.state.events.record(mac, "boot_local", ip=self._client(request))
+            self.state.table.tokens.revoke(mac)
+            self.state.events.record(mac, contract.STEP_BOOT_LOCAL, ip=self._client(request))
             return web.Response(text=local_boot_script(host.name), content_type="text/plain")
         base = self._base_for(request)
         script = installer_script(base + script_path(mac),
-                                  self.state.file_url(base, mac, "kernel"), self.state.file_url(base, mac, "initrd"),
-                                  self.state.cmdline, api_url(base), self.state.tokens.mint(mac))
-        self.state.events.record(mac, "script", ip=self._client(request))
+                                  self.state.file_url(base, mac, contract.STEP_KERNEL), self.state.file_url(base, mac, contract.STEP_INITRD),
+                                  self.state.installer.cmdline, api_url(base), self.state.table.tokens.mint(mac))
+        self.state.events.record(mac, contract.STEP_SCRIPT, ip=self._client(request))
         return web.Response(text=script, content_type="text/plain")
 
     async def boot_file(self, request):
         kind = request.match_info["kind"]
-        path = {"kernel": self.state.kernel, "initrd": self.state.initrd}.get(kind)
+        path = {contract.STEP_KERNEL: self.state.installer.kernel, contract.STEP_INITRD: self.state.installer.initrd}.get(kind)
         mac_text, signature = request.match_info["mac"], request.match_info["signature"]
         mac = normalize_mac(mac_text) if _FILE_MAC.match(mac_text) else None
-        if path is None or mac not in self.state.hosts or not _SIGNATURE.match(signature) \
+        if path is None or mac not in self.state.table or not _SIGNATURE.match(signature) \
                 or not hmac.compare_digest(signature, self.state.file_signature(mac)):
             return self.refuse(request, 404, "unsigned or unknown file URL")
         self.state.events.record(mac, kind, ip=self._client(request), range=request.headers.get("Range"))
@@ -291,7 +304,7 @@ class _Handlers:
         # yet, so the script names its MAC to us, and nothing host-specific is in this answer.
         base = self._base_for(request)
         family = 6 if ":" in urlsplit(base).hostname else 4
-        self.state.events.record(None, "autoexec", ip=self._client(request))
+        self.state.events.record(None, contract.STEP_AUTOEXEC, ip=self._client(request))
         return web.Response(text=autoexec_script(base, family), content_type="text/plain")
 
     def _bearer(self, request):
@@ -304,7 +317,7 @@ class _Handlers:
         try:
             if token is None:
                 raise TokenRefused("no bearer token")
-            self.state.tokens.check(token, client)
+            self.state.table.tokens.check(token, client)
         except TokenRefused as refused:
             return self.refuse(request, 403, str(refused), refused.mac)
         if request.content_length is not None and request.content_length > API_BODY_LIMIT:
@@ -324,46 +337,42 @@ class _Handlers:
             self.refuse(request, 400, "body is not JSON")
             return web.json_response({"error": "body: not valid JSON"}, status=400)
         try:
-            mac = self.state.tokens.claim(token, report["macs"], client)
+            mac = self.state.table.tokens.claim(token, report["macs"], client)
         except TokenRefused as refused:
             return self.refuse(request, 403, str(refused), refused.mac)
         report["source_ip"] = client
-        self.state.events.record(mac, "phone_home", ip=client, report=report)
-        return self._key_answer()
-
-    async def authorized_keys(self, request):
-        token = self._bearer(request)
-        try:
-            if token is None:
-                raise TokenRefused("no bearer token")
-            self.state.tokens.holder(token, self._client(request))
-        except TokenRefused as refused:
-            return self.refuse(request, 403, str(refused), refused.mac)
+        self.state.events.record(mac, contract.STEP_PHONE_HOME, ip=client, report=report)
         return self._key_answer()
 
     def _key_answer(self):
         # Raw UTF-8 rather than \u escapes: the agent unescapes JSON in awk and a key comment may be non-ASCII.
-        body = json.dumps({"authorized_keys": self.state.authorized_key}, ensure_ascii=False)
+        body = json.dumps({contract.ANSWER_FIELD: self.state.authorized_key}, ensure_ascii=False)
         return web.Response(text=body, content_type="application/json")
 
-    def _from_admin(self, request):
-        return self._client(request) in self.state.admin_addresses
+    def _controller_only(self, request):
+        """None for the controller's request, else the refusal to answer (a response, never falsy by accident)."""
+        if self._client(request) in self.state.admin_addresses:
+            return None
+        return self.refuse(request, 403, "%s is for the controller only" % request.path[:64])
+
+    async def _answer_controller(self, request, answer):
+        refusal = self._controller_only(request)
+        return refusal if refusal is not None else web.json_response(answer())
+
+    async def published(self, request):
+        return await self._answer_controller(request, lambda: self.state.published)
 
     async def events(self, request):
-        if not self._from_admin(request):
-            return self.refuse(request, 403, "events are for the controller only")
-        return web.json_response(self.state.events.snapshot())
+        return await self._answer_controller(request, lambda: {"hosts": self.state.table.snapshot()})
+
+    async def awaiting_phone_home(self, request):
+        return await self._answer_controller(request, lambda: {"awaiting_phone_home": self.state.table.awaiting_phone_home()})
 
     async def host(self, request):
-        if not self._from_admin(request):
-            return self.refuse(request, 403, "events are for the controller only")
-        try:
-            mac = normalize_mac(request.match_info["mac"])
-        except ValueError:
-            return _empty(404)
-        entry = self.state.events.host(mac)
-        if entry is None:
-            return _empty(404)
+        mac, refusal = self._controller_host(request)
+        if refusal is not None:
+            return refusal
+        entry = self.state.table.entry(mac)
         try:
             wait = float(request.query.get("wait", 0))
             since = float(request.query["since"]) if "since" in request.query else None
@@ -373,28 +382,28 @@ class _Handlers:
             return web.json_response({"error": "wait: seconds, since: an event's ts; numbers expected"}, status=400)
         last = entry["last_event"]
         if wait and (last["ts"] if last else None) == since:
-            await self.state.next_event(mac, min(wait, HOST_WAIT_LIMIT))
-            entry = self.state.events.host(mac)
+            await self.state.next_event(mac, min(wait, contract.HOST_WAIT_LIMIT))
+            entry = self.state.table.entry(mac)
         return web.json_response(entry)
 
-    def _controller_host(self, request, action):
+    def _controller_host(self, request):
         """``(mac, None)`` for a controller's request naming a host of the run, else ``(None, the answer to give)``."""
-        if not self._from_admin(request):
-            return None, self.refuse(request, 403, "only the controller %s" % action)
+        refusal = self._controller_only(request)
+        if refusal is not None:
+            return None, refusal
         try:
             mac = normalize_mac(request.match_info["mac"])
         except ValueError:
             mac = None
-        if mac not in self.state.hosts:
+        if mac not in self.state.table:
             return None, _empty(404)
         return mac, None
 
     async def mark_installed(self, request):
         """``POST {"installed": true|false}``: whether the host's script boots its disk or the installer."""
-        mac, refusal = self._controller_host(request, "marks hosts installed")
+        mac, refusal = self._controller_host(request)
         if refusal is not None:
             return refusal
-        host = self.state.hosts[mac]
         try:
             installed = json.loads((await request.read()) or b"{}").get("installed", True)
         except (ValueError, AttributeError):
@@ -403,25 +412,24 @@ class _Handlers:
             return web.json_response({"error": "body: expected {\"installed\": true or false}"}, status=400)
         # Marked before nixos-anywhere reboots the machine: one that keeps the network first in its boot order
         # must then boot its new disk, not the installer again. A failed install marks it back.
-        self.state.hosts[mac] = dataclasses.replace(host, installed=installed)
-        self.state.tokens.revoke(mac)
-        self.state.events.record(mac, "marked_installed" if installed else "marked_not_installed", ip=self._client(request))
+        host = self.state.table.set_installed(mac, installed)
+        self.state.events.record(mac, contract.STEP_MARKED_INSTALLED if installed else contract.STEP_MARKED_NOT_INSTALLED,
+                                 ip=self._client(request))
         return web.json_response({"host": host.name, "mac": mac, "installed": installed})
 
     async def release(self, request):
         """``POST``: the controller is done with this host; the server ends when no host is left to serve."""
-        mac, refusal = self._controller_host(request, "releases hosts")
+        mac, refusal = self._controller_host(request)
         if refusal is not None:
             return refusal
-        self.state.events.record(mac, "released", ip=self._client(request))
-        self.state.awaiting_release.discard(mac)
-        remaining = sorted(self.state.hosts[other].name for other in self.state.awaiting_release)
+        self.state.events.record(mac, contract.STEP_RELEASED, ip=self._client(request))
+        remaining = self.state.table.release(mac)
         if not remaining and self.state.on_all_released is not None:
             self.state.on_all_released()
-        return web.json_response({"host": self.state.hosts[mac].name, "remaining": remaining})
+        return web.json_response({"host": self.state.table.name(mac), "remaining": remaining})
 
 
-def make_app(state):
+def make_app(state: BootState) -> "web.Application":
     """Return the aiohttp application serving ``state`` (a BootState)."""
     if not HAS_AIOHTTP:
         raise RuntimeError("the aiohttp Python library is required:\n%s" % AIOHTTP_IMPORT_ERROR)
@@ -443,20 +451,21 @@ def make_app(state):
     app = web.Application(client_max_size=API_BODY_LIMIT, middlewares=[record_unrouted])
     app.on_startup.append(remember_loop)
     app.add_routes([
-        web.get("/boot/{name}", handlers.boot_script),
-        web.get("/files/{mac}/{signature}/{kind}", handlers.boot_file),
-        web.get("/ipxe/{name}", handlers.ipxe_binary),
-        web.post("/api/v1/phone-home", handlers.phone_home),
-        web.get("/api/v1/authorized-keys", handlers.authorized_keys),
-        web.get("/api/v1/events", handlers.events),
-        web.get("/api/v1/hosts/{mac}", handlers.host),
-        web.post("/api/v1/hosts/{mac}/installed", handlers.mark_installed),
-        web.post("/api/v1/hosts/{mac}/released", handlers.release),
+        web.get(contract.SCRIPT_ROUTE, handlers.boot_script),
+        web.get(contract.FILE_ROUTE, handlers.boot_file),
+        web.get(contract.IPXE_ROUTE, handlers.ipxe_binary),
+        web.post(contract.PHONE_HOME_ROUTE, handlers.phone_home),
+        web.get(contract.STATE_ROUTE, handlers.published),
+        web.get(contract.EVENTS_ROUTE, handlers.events),
+        web.get(contract.AWAITING_PHONE_HOME_ROUTE, handlers.awaiting_phone_home),
+        web.get(contract.HOST_ROUTE, handlers.host),
+        web.post(contract.HOST_INSTALLED_ROUTE, handlers.mark_installed),
+        web.post(contract.HOST_RELEASED_ROUTE, handlers.release),
     ])
     return app
 
 
-async def start_http(app, host, port):
+async def start_http(app: "web.Application", host: str, port: int) -> "web.AppRunner":
     """Serve ``app`` on host:port (port 0 picks one); return the started AppRunner (``cleanup()`` stops it).
 
     ``runner.addresses`` gives the bound (host, port).

@@ -11,7 +11,7 @@ installed host's script tells iPXE to boot from disk, so installed hosts are sti
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Iterable, Optional
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import (
     ARCH_BIOS,
@@ -23,10 +23,14 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd.model impor
     HTTP_CLIENT,
     PXE_CLIENT,
     BootSpec,
+    Firmware,
+    Host,
+    ServerAddress,
 )
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import (
     IPXE_ARM64_EFI, IPXE_EFI, UNDIONLY_KPXE, ipxe_path, script_path,
 )
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.table import HostTable
 
 # Architecture code -> the iPXE build that runs there. The code names the CPU and firmware; whether the
 # client fetches over TFTP or HTTP follows from its option 60 (HTTPClient can only do HTTP). IA32 (6),
@@ -51,29 +55,24 @@ class Decision:
 
 
 class Booter:
-    """Decides the boot file for known hosts.
+    """Decides the boot file for the hosts of ``table`` (the run's HostTable).
 
-    ``hosts``: the Host values to boot; ``server``: the ServerAddress used in URLs; ``ipxe_binaries``: names
-    of the iPXE binaries the server actually has (e.g. ``{"undionly.kpxe", "ipxe.efi"}``), so a client is
-    never sent to a file that would 404.
+    ``server``: the ServerAddress used in URLs; ``ipxe_binaries``: names of the iPXE binaries the server actually
+    has (e.g. ``{"undionly.kpxe", "ipxe.efi"}``), so a client is never sent to a file that would 404.
     """
 
-    def __init__(self, hosts, server, ipxe_binaries):
+    def __init__(self, table: HostTable, server: ServerAddress, ipxe_binaries: Iterable[str]) -> None:
         self.server = server
         self._ipxe_binaries = frozenset(ipxe_binaries)
-        self._hosts = {}
-        for host in hosts:
-            if host.mac in self._hosts:
-                raise ValueError("hosts %r and %r share the MAC address %s" % (self._hosts[host.mac].name, host.name, host.mac))
-            self._hosts[host.mac] = host
+        self._table = table
 
-    def host(self, mac):
+    def host(self, mac: Optional[str]) -> Optional[Host]:
         """The Host with this normalised MAC, or None."""
-        return self._hosts.get(mac)
+        return self._table.get(mac)
 
-    def decide(self, mac, firmware):
+    def decide(self, mac: Optional[str], firmware: Firmware) -> Decision:
         """Return the Decision for the client with normalised ``mac`` and classified ``firmware``."""
-        host = self._hosts.get(mac)
+        host = self._table.get(mac)
         if host is None:
             # Other machines on the site network may PXE boot too; they belong to someone else.
             return Decision(None, "unknown MAC address")

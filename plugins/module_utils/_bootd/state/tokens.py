@@ -29,14 +29,14 @@ from ansible_collections.nixie.provision.plugins.module_utils._errors import Nix
 TOKEN_BYTES = 32
 
 
-class TokenRefused(Exception):
+class TokenRefused(NixieError):
     """A token is not accepted; ``mac`` names the host it was issued for when that is known.
 
     The reason is for the event log only: clients get a bare 403, whatever the reason.
     """
 
     def __init__(self, reason, mac=None):
-        super().__init__(reason)
+        super().__init__(reason, mac=mac)
         self.mac = mac
 
 
@@ -137,13 +137,10 @@ class TokenStore:
                 self._journal_changes()
             return grant.mac
 
-    def holder(self, token, source_ip):
-        """Return the MAC of a claimed token presented from its bound address; raise TokenRefused otherwise."""
+    def holds(self, mac):
+        """Whether ``mac`` has a token, claimed or not."""
         with self._lock:
-            grant = self._usable(token, source_ip)
-            if grant.bound_ip is None:
-                raise TokenRefused("the token has not been claimed by a phone-home yet", grant.mac)
-            return grant.mac
+            return mac in self._grants
 
     def _usable(self, token, source_ip):
         grant = self._find(token)

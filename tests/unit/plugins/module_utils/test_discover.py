@@ -11,6 +11,7 @@ import pytest
 
 from ansible_collections.nixie.provision.plugins.module_utils import _discover
 from ansible_collections.nixie.provision.plugins.module_utils._discover import Candidate, Deadline, Discovery, Neighbor
+from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
 
 MAC = "52:54:00:12:34:56"
 OTHER_MAC = "52:54:00:99:99:99"
@@ -108,39 +109,39 @@ def test_sweeps_up_to_a_22_and_refuses_larger_subnets_naming_the_limit():
         _discover.check_sweep_size(ipaddress.IPv4Network("10.20.0.0/16"))
 
 
-def phone_home(mac, ip, report_ip=None, ts=1.0):
-    event = {"ts": ts, "mac": mac, "host": "nixie-01", "step": "phone_home", "ip": ip}
-    if report_ip is not None:
-        event["report"] = {"macs": [mac], "ip": report_ip, "source_ip": ip}
-    return json.dumps(event)
+def host_entry(source_ip=None, report_ip=None):
+    """A boot server's answer for MAC (``_bootclient.BootServerClient.host``) after, or before, a phone-home."""
+    report = None if source_ip is None else {"macs": [MAC], "ip": report_ip, "source_ip": source_ip}
+    return {"host": "nixie-01", "mac": MAC, "installed": False, "released": False, "token": "claimed", "last_event": None, "report": report}
 
 
-def test_agent_address_is_the_latest_report_of_that_mac():
-    lines = [
-        json.dumps({"ts": 0.5, "mac": MAC, "step": "dhcp_offer"}),
-        phone_home(MAC, "10.213.0.100", "10.213.0.100"),
-        phone_home(OTHER_MAC, "10.213.0.120", "10.213.0.120"),
-        '{"ts": 2.0, "mac": "52:54:00:12:34:56", "step": "phone_h',  # cut short by a killed server
-        phone_home(MAC.upper(), "10.213.0.101", "10.213.0.101", ts=3.0),
-        "",
-    ]
-    assert _discover.agent_address(lines, MAC) == "10.213.0.101"
-    assert _discover.agent_address(lines, OTHER_MAC) == "10.213.0.120"
-    assert _discover.agent_address(lines, "52:54:00:00:00:01") is None
-    assert _discover.agent_address([], MAC) is None
+class FakeBootServer:
+    """Answers ``host()`` as the boot server's client does: the protocol tests run the real one."""
+
+    base_url = "http://10.213.0.1:8080"
+
+    def __init__(self, entry=None, error=None):
+        self.entry = entry
+        self.error = error
+
+    def host(self, mac):
+        if self.error:
+            raise self.error
+        assert mac == MAC
+        return self.entry
+
+
+def test_agent_address_is_the_reported_one():
+    assert _discover.agent_address(host_entry("10.213.0.100", "10.213.0.100")) == "10.213.0.100"
+    assert _discover.agent_address(host_entry()) is None
+    assert _discover.agent_address(None) is None
 
 
 def test_agent_address_prefers_the_agents_own_report_over_the_source_address():
-    assert _discover.agent_address([phone_home(MAC, "192.0.2.1", "10.213.0.100")], MAC) == "10.213.0.100"
-    assert _discover.agent_address([phone_home(MAC, "10.213.0.100")], MAC) == "10.213.0.100"
-    assert _discover.agent_address([phone_home(MAC, "10.213.0.100", "garbage")], MAC) == "10.213.0.100"
-    assert _discover.agent_address(['["not", "an", "event"]', '{"step": "phone_home", "mac": null}'], MAC) is None
-
-
-def test_read_agent_events_from_a_run_dir(tmp_path):
-    assert _discover.read_agent_events(str(tmp_path), MAC) is None
-    (tmp_path / "events.jsonl").write_text(phone_home(MAC, "10.213.0.100", "10.213.0.100") + "\n")
-    assert _discover.read_agent_events(str(tmp_path), MAC) == "10.213.0.100"
+    assert _discover.agent_address(host_entry("192.0.2.1", "10.213.0.100")) == "10.213.0.100"
+    assert _discover.agent_address(host_entry("10.213.0.100")) == "10.213.0.100"
+    assert _discover.agent_address(host_entry("10.213.0.100", "garbage")) == "10.213.0.100"
+    assert _discover.agent_address(host_entry("garbage", "garbage")) is None
 
 
 def test_with_scope_only_for_ipv6_link_local():
@@ -243,18 +244,26 @@ def test_without_scapy_the_table_is_still_read_with_a_warning(monkeypatch):
     assert not any(call[0] == "arp_sweep" for call in link.calls)
 
 
-def test_agent_after_neighbor_and_notes_for_methods_without_input(monkeypatch, tmp_path):
+def test_agent_after_neighbor_and_notes_for_methods_without_input(monkeypatch):
     FakeLink(monkeypatch)
-    (tmp_path / "events.jsonl").write_text(phone_home(MAC, "10.213.0.100", "10.213.0.100") + "\n")
-    discovery = Discovery(MAC, Deadline(30), run_dir=str(tmp_path))
+    discovery = Discovery(MAC, Deadline(30), server=FakeBootServer(host_entry("10.213.0.100", "10.213.0.100")))
     assert list(discovery.candidates()) == [Candidate("10.213.0.100", "agent")]
     assert discovery.notes == ["static: no ip given", "neighbor: no interface given"]
 
 
-def test_nothing_found_explains_every_method(monkeypatch, tmp_path):
-    discovery = Discovery(MAC, Deadline(30), run_dir=str(tmp_path), methods=["static", "agent"])
+def test_nothing_found_explains_every_method():
+    discovery = Discovery(MAC, Deadline(30), server=FakeBootServer(host_entry()), methods=["static", "agent"])
     assert list(discovery.candidates()) == []
-    assert discovery.notes == ["static: no ip given", "agent: no phone-home from %s in %s/events.jsonl" % (MAC, tmp_path)]
+    assert discovery.notes == ["static: no ip given", "agent: no phone-home from %s at the boot server http://10.213.0.1:8080" % MAC]
+    unanswered = Discovery(MAC, Deadline(30), server=FakeBootServer(error=NixieError("the boot server did not answer")), methods=["agent"])
+    assert list(unanswered.candidates()) == [] and unanswered.notes == ["agent: the boot server did not answer"]
+    alone = Discovery(MAC, Deadline(30), methods=["agent"])
+    assert list(alone.candidates()) == [] and alone.notes == ["agent: no boot server to ask"]
+
+
+def test_an_unknown_method_is_refused_by_name():
+    with pytest.raises(_discover.DiscoveryError, match="unknown method arp"):
+        Discovery(MAC, Deadline(30), methods=["static", "arp"])
 
 
 def test_no_method_starts_after_the_deadline(monkeypatch):

@@ -224,11 +224,12 @@ def test_unreachable_names_each_address_tried(monkeypatch):
                                 "fe80::1%nixie0 (link_local): TCP port 22 refused the connection")
 
 
-def test_unreachable_without_any_address(tmp_path):
-    result = _status.StatusCheck(MAC, run_dir=str(tmp_path), discovery=["static", "agent"]).run()
+def test_unreachable_without_any_address():
+    result = _status.StatusCheck(MAC, discovery=["static", "agent"]).run()
     assert result["state"] == "unreachable" and result["ip"] is None and result["ip_source"] is None
     assert result["unreachable_cause"] == "no_address"
-    assert result["reason"].startswith("no address found for %s: static: no ip given; agent: no phone-home" % MAC)
+    assert result["reason"].startswith("no address found for %s: static: no ip given; agent: no boot server to ask" % MAC)
+    assert result["action"] == "netboot"
 
 
 def test_ssh_failure_is_unreachable_with_ssh_reason(monkeypatch, tmp_path):
@@ -265,3 +266,21 @@ def test_flake_is_evaluated_only_for_an_installed_looking_nixos(monkeypatch):
     outdated = _status.StatusCheck(MAC, ip="10.0.0.5", flake="/srv/infra", flake_attr="nixie-01").run()
     assert outdated["state"] == "outdated" and outdated["expected_system"] == OTHER_SYSTEM
     assert evaluated == [("/srv/infra", ["nixie-01"])]
+
+
+@pytest.mark.parametrize("state, cause, awaiting, reinstall, action", [
+    ("installed", None, False, True, "skip"),
+    ("installer", None, False, False, "netboot"),
+    ("outdated", None, False, False, "skip"),
+    ("other_os", None, False, True, "netboot"),
+    ("unreachable", "no_address", False, False, "netboot"),
+    ("unreachable", "no_answer", False, False, "netboot"),
+    ("unreachable", "login_refused", False, False, "skip"),
+    ("unreachable", "login_refused", True, False, "netboot"),
+    ("unreachable", "host_key", True, True, "skip"),
+    ("unreachable", "timeout", False, True, "skip"),
+    ("unreachable", "ssh_failed", False, False, "skip"),
+])
+def test_decide_netboots_only_what_is_safe_to_install(state, cause, awaiting, reinstall, action):
+    decided, why = _status.decide(state, cause, awaiting, reinstall)
+    assert decided == action and why

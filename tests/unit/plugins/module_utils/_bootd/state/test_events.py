@@ -1,6 +1,6 @@
 # Copyright: Nixie developers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The per-host event log: one JSON line per event, the latest state per MAC, safe across threads."""
+"""The per-host event log: one JSON line per event, each host's last event in the host table, safe across threads."""
 
 from __future__ import annotations
 
@@ -9,16 +9,28 @@ import threading
 
 import pytest
 
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.events import EventLog
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.table import HostTable
 
 MAC = "52:54:00:aa:00:01"
 
 
+def event_log(run_dir, *hosts):
+    table = HostTable(hosts)
+    return EventLog(str(run_dir), table), table
+
+
 @pytest.fixture
-def log(tmp_path):
-    event_log = EventLog(str(tmp_path), host_names={MAC: "nixie-01"})
-    yield event_log
-    event_log.close()
+def logged(tmp_path):
+    log, table = event_log(tmp_path, Host("nixie-01", MAC))
+    yield log, table
+    log.close()
+
+
+@pytest.fixture
+def log(logged):
+    return logged[0]
 
 
 def lines(path):
@@ -35,23 +47,26 @@ def test_each_event_is_one_flushed_json_line(log):
     assert isinstance(event["ts"], float)
 
 
-def test_snapshot_keeps_last_event_and_report(log):
+def test_the_table_keeps_each_hosts_last_event_and_report(logged):
+    log, table = logged
     report = {"ip": "10.0.0.5", "macs": [MAC]}
     log.record(MAC, "script")
     log.record(MAC, "phone_home", report=report)
     log.record(MAC, "refused", reason="replay")
-    entry = log.snapshot()["hosts"][MAC]
+    entry = table.snapshot()[MAC]
     assert entry["host"] == "nixie-01"
     assert entry["last_event"]["step"] == "refused"
     assert entry["report"] == report
-    assert json.loads(json.dumps(log.snapshot())) == log.snapshot()
+    assert json.loads(json.dumps(table.snapshot())) == table.snapshot()
 
 
-def test_known_hosts_appear_before_any_event_and_unknown_senders_stay_out(log):
+def test_unknown_senders_reach_the_file_but_not_the_table(logged):
+    log, table = logged
     log.record(None, "tftp_start", ip="10.0.0.9", file="ipxe.efi")
-    assert log.snapshot() == {"hosts": {MAC: {"host": "nixie-01", "last_event": None, "report": None}}}
-    assert lines(log.path)[0]["mac"] is None
-    assert log.host("52:54:00:ff:ff:ff") is None
+    log.record("52:54:00:ff:ff:ff", "dhcp_ignored", reason="unknown MAC address")
+    assert [event["mac"] for event in lines(log.path)] == [None, "52:54:00:ff:ff:ff"]
+    assert table.entry(MAC)["last_event"] is None
+    assert table.entry("52:54:00:ff:ff:ff") is None
 
 
 def test_reserved_fields_cannot_be_overwritten(log):
@@ -65,17 +80,18 @@ def test_unknown_step_is_a_programming_error(log):
 
 
 def test_appends_to_an_existing_log(tmp_path):
-    first = EventLog(str(tmp_path))
+    first, dummy = event_log(tmp_path)
     first.record(MAC, "script")
     first.close()
-    second = EventLog(str(tmp_path))
+    second, dummy = event_log(tmp_path)
     second.record(MAC, "kernel")
     second.close()
     assert [event["step"] for event in lines(second.path)] == ["script", "kernel"]
 
 
-def test_concurrent_writers_never_interleave_lines(log):
+def test_concurrent_writers_never_interleave_lines(tmp_path):
     threads_count, per_thread = 8, 250
+    log, table = event_log(tmp_path, *[Host("node-%d" % index, "52:54:00:aa:01:%02x" % index) for index in range(threads_count)])
     barrier = threading.Barrier(threads_count)
 
     def writer(index):
@@ -93,16 +109,15 @@ def test_concurrent_writers_never_interleave_lines(log):
     for index in range(threads_count):
         mac = "52:54:00:aa:01:%02x" % index
         assert [e["seq"] for e in events if e["mac"] == mac] == list(range(per_thread))
-        assert log.host(mac)["last_event"]["seq"] == per_thread - 1
+        assert table.entry(mac)["last_event"]["seq"] == per_thread - 1
+    log.close()
 
 
 def test_subscribers_hear_of_each_event_after_it_is_recorded(tmp_path):
-    log = EventLog(str(tmp_path), {"52:54:00:aa:00:01": "nixie-01"})
+    log, table = event_log(tmp_path, Host("nixie-01", "52:54:00:aa:00:01"))
     heard = []
-    log.subscribe(lambda mac: heard.append((mac, log.host(mac)["last_event"]["step"] if mac else None)))
+    log.subscribe(lambda mac: heard.append((mac, table.entry(mac)["last_event"]["step"] if mac else None)))
     log.record("52:54:00:aa:00:01", "dhcp_offer")
     log.record(None, "tftp_start")
     assert heard == [("52:54:00:aa:00:01", "dhcp_offer"), (None, None)]
-    assert log.host("52:54:00:aa:00:01") == log.snapshot()["hosts"]["52:54:00:aa:00:01"]
-    assert log.host("52:54:00:aa:00:99") is None
     log.close()

@@ -14,6 +14,7 @@ from scapy.utils import rdpcap
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire import dhcp4
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.booter import Booter
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.table import HostTable
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import HTTP_CLIENT, PXE_CLIENT, Firmware, Host, ServerAddress
 from captures import PCAP_DIR
 
@@ -21,7 +22,7 @@ SERVER = ServerAddress("10.213.0.1", 8080)
 SITE_DHCP_SERVER = "10.88.0.1"  # dnsmasq in the captures
 UUID_OPTION = bytes.fromhex("0078563412bc9af0de1122334455667788")
 HOSTS = [Host("node-%d" % n, "52:54:00:aa:00:0%d" % n) for n in range(1, 7)]
-BOOTER = Booter(HOSTS, SERVER, ("undionly.kpxe", "ipxe.efi"))
+BOOTER = Booter(HostTable(HOSTS), SERVER, ("undionly.kpxe", "ipxe.efi"))
 
 IPXE_BIOS = Firmware(0, PXE_CLIENT, True)
 IPXE_EFI = Firmware(7, PXE_CLIENT, True)
@@ -338,7 +339,7 @@ def test_request_to_the_site_server_is_left_alone():
 
 
 def test_request_naming_us_is_acked():
-    site_booter = Booter(HOSTS, ServerAddress(SITE_DHCP_SERVER, 8080), ("undionly.kpxe", "ipxe.efi"))
+    site_booter = Booter(HostTable(HOSTS), ServerAddress(SITE_DHCP_SERVER, 8080), ("undionly.kpxe", "ipxe.efi"))
     outcome = dhcp4.handle(captured("ovmf-httpboot.pcap", 9), ("0.0.0.0", 68), 67, site_booter)
     assert outcome.step == dhcp4.STEP_ACK
     bootp, options = scapy_options(outcome.reply.payload)
@@ -413,7 +414,7 @@ def test_silent_on_non_requests(payload):
 
 def test_yiaddr_is_zero_in_every_reply_to_every_captured_request():
     replies = 0
-    site_booter = Booter(HOSTS, ServerAddress(SITE_DHCP_SERVER, 8080), ("undionly.kpxe", "ipxe.efi"))
+    site_booter = Booter(HostTable(HOSTS), ServerAddress(SITE_DHCP_SERVER, 8080), ("undionly.kpxe", "ipxe.efi"))
     for capture in EXPECTED:
         for payload in dhcp_payloads(capture).values():
             for port in (dhcp4.DHCP_SERVER_PORT, dhcp4.PXE_PORT):

@@ -17,13 +17,14 @@ from hypothesis import strategies as st
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire import dhcp4
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.booter import Booter
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.table import HostTable
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host, ServerAddress
 from captures import udp_payloads
 
 SEED = 20240611
 SERVER = ServerAddress("10.88.0.1", 8080)  # the captures' DHCP server, so their REQUESTs get ACKs too
 # Every MAC of the captures is known, so mutations that keep the MAC reach build_reply.
-BOOTER = Booter([Host("node-%d" % n, "52:54:00:aa:00:0%d" % n) for n in range(1, 7)], SERVER, ("undionly.kpxe", "ipxe.efi", "ipxe-arm64.efi"))
+BOOTER = Booter(HostTable([Host("node-%d" % n, "52:54:00:aa:00:0%d" % n) for n in range(1, 7)]), SERVER, ("undionly.kpxe", "ipxe.efi", "ipxe-arm64.efi"))
 SOURCES = [(("0.0.0.0", 68), dhcp4.DHCP_SERVER_PORT), (("10.88.0.186", 68), dhcp4.DHCP_SERVER_PORT), (("10.88.0.186", 4011), dhcp4.PXE_PORT)]
 
 

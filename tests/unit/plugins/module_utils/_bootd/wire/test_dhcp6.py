@@ -14,13 +14,14 @@ from scapy.layers.inet6 import IPv6
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire import dhcp6
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.booter import Booter
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.table import HostTable
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host, ServerAddress
 from captures import dhcp6_options, udp_frames
 
 SERVER = ServerAddress("fd5e:213::1", 8080)
 OUR_DUID = dhcp6.server_duid("02:00:5e:00:02:13")
 SIZES = {"ipxe.efi": 1024 * 1024 + 1}
-BOOTER = Booter([Host("node-%d" % n, "52:54:00:aa:00:0%d" % n) for n in range(1, 7)], SERVER, ("ipxe.efi", "undionly.kpxe"))
+BOOTER = Booter(HostTable([Host("node-%d" % n, "52:54:00:aa:00:0%d" % n) for n in range(1, 7)]), SERVER, ("ipxe.efi", "undionly.kpxe"))
 LINK_LOCAL_SCOPE = 3
 
 

@@ -16,12 +16,13 @@ from scapy.layers.dhcp6 import DHCP6_InfoRequest, DHCP6_Request, DHCP6_Solicit, 
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire import dhcp6
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.booter import Booter
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.table import HostTable
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host, ServerAddress
 from captures import dhcp6_options, udp_payloads
 
 SEED = 20240612
 OUR_DUID = dhcp6.server_duid("02:00:5e:00:02:13")
-BOOTER = Booter([Host("node-%d" % n, "52:54:00:aa:00:0%d" % n) for n in range(1, 7)], ServerAddress("fd5e:213::1", 8080), ("ipxe.efi",))
+BOOTER = Booter(HostTable([Host("node-%d" % n, "52:54:00:aa:00:0%d" % n) for n in range(1, 7)]), ServerAddress("fd5e:213::1", 8080), ("ipxe.efi",))
 SIZES = {"ipxe.efi": 1048576}
 # Link-local EUI-64 sources of the captures' MACs, a stranger's, and a global address on the 4011 port.
 SOURCES = [(("fe80::5054:ff:feaa:%d" % n, 546, 0, 3), dhcp6.SERVER_PORT) for n in (3, 4, 5)]
