@@ -19,3 +19,7 @@ class NixieError(Exception):
 
 class HostsFileError(NixieError):
     """hosts.json (or host variables) is not valid; the message names the file, host and field."""
+
+
+class MalformedPacket(NixieError):
+    """A datagram is not a well-formed DHCP message; the message says where."""

@@ -22,11 +22,15 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Ether
 from scapy.utils import rdpcap
 
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import (
+    DHCP_CLIENT_PORT, DHCP_SERVER_PORT, PXE_PORT, STEP_DHCP_ACK, STEP_DHCP_IGNORED, STEP_DHCP_OFFER,
+)
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire import dhcp4
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.booter import Booter
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.table import HostTable
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host, ServerAddress
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.proxydhcp import PortBindError, start_proxydhcp
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.proxydhcp import start_proxydhcp
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.udp import PortBindError
 from captures import PCAP_DIR
 
 pytestmark = pytest.mark.netns
@@ -68,7 +72,7 @@ class Wire:
             if address[2] == PACKET_OUTGOING:
                 continue
             frame = Ether(data)
-            if UDP in frame and frame[UDP].sport == dhcp4.DHCP_SERVER_PORT and BOOTP in frame:
+            if UDP in frame and frame[UDP].sport == DHCP_SERVER_PORT and BOOTP in frame:
                 if frame[BOOTP].op == dhcp4.BOOTREPLY and frame[BOOTP].chaddr[:6] == chaddr:
                     found.append(frame)
         return found
@@ -137,7 +141,7 @@ def assert_proxy_reply(frame, boot_file, vendor_class, server_ip):
     assert options[60] == vendor_class.encode()
     assert options[54] == server_ip
     assert frame[IP].src == server_ip
-    assert frame[UDP].dport == dhcp4.DHCP_CLIENT_PORT
+    assert frame[UDP].dport == DHCP_CLIENT_PORT
     return options
 
 
@@ -161,21 +165,21 @@ def test_udhcpc_pxe_client_gets_proxy_offer(proxy, wire, options, boot_file, ven
         assert_proxy_reply(frame, boot_file, vendor_class, proxy.pair.server_ip)
         # No broadcast flag and no address yet: the reply must be a broadcast, not unicast to nowhere.
         assert (frame[IP].dst, frame[Ether].dst) == ("255.255.255.255", "ff:ff:ff:ff:ff:ff")
-    assert proxy.events_for(KNOWN_MAC, dhcp4.STEP_OFFER)[0]["boot_file"] == boot_file
+    assert proxy.events_for(KNOWN_MAC, STEP_DHCP_OFFER)[0]["boot_file"] == boot_file
 
 
 def test_unknown_mac_gets_nothing(proxy, wire):
     proxy.pair.set_client_mac(UNKNOWN_MAC)
     run_udhcpc(proxy.pair, "-V", "PXEClient:Arch:00000:UNDI:002001", "-x", "0x5d:0000")
     assert wire.replies(UNKNOWN_MAC, wait=2.0) == []
-    assert proxy.events_for(UNKNOWN_MAC, dhcp4.STEP_IGNORED)[0]["reason"] == "unknown MAC address"
+    assert proxy.events_for(UNKNOWN_MAC, STEP_DHCP_IGNORED)[0]["reason"] == "unknown MAC address"
 
 
 def test_known_mac_without_pxe_vendor_class_gets_nothing(proxy, wire):
     run_udhcpc(proxy.pair)
     assert wire.replies(KNOWN_MAC, wait=2.0) == []
-    assert proxy.events_for(KNOWN_MAC, dhcp4.STEP_IGNORED)[0]["reason"] == "not a PXE or HTTP boot request"
-    assert proxy.events_for(KNOWN_MAC, dhcp4.STEP_OFFER, wait=0) == []
+    assert proxy.events_for(KNOWN_MAC, STEP_DHCP_IGNORED)[0]["reason"] == "not a PXE or HTTP boot request"
+    assert proxy.events_for(KNOWN_MAC, STEP_DHCP_OFFER, wait=0) == []
 
 
 # --- real firmware packets replayed ---------------------------------------------------------------
@@ -235,17 +239,17 @@ def test_pxe_port_request_is_acked_to_its_source(proxy):
     sock = pair.call(pair.client_ns, client_socket)
     try:
         sock.settimeout(3)
-        sock.sendto(bytes(bootp), (pair.server_ip, dhcp4.PXE_PORT))
+        sock.sendto(bytes(bootp), (pair.server_ip, PXE_PORT))
         data, sender = sock.recvfrom(65535)
     finally:
         sock.close()
-    assert sender == (pair.server_ip, dhcp4.PXE_PORT)
+    assert sender == (pair.server_ip, PXE_PORT)
     ack = BOOTP(data)
     options = options_of(ack)
     assert options[53] == dhcp4.DHCPACK
     assert (ack.yiaddr, ack.ciaddr, ack.siaddr) == ("0.0.0.0", pair.client_ip, pair.server_ip)
     assert options[67] == b"ipxe.efi"
-    assert proxy.events_for(KNOWN_MAC, dhcp4.STEP_ACK)[0]["port"] == dhcp4.PXE_PORT
+    assert proxy.events_for(KNOWN_MAC, STEP_DHCP_ACK)[0]["port"] == PXE_PORT
 
 
 def test_server_survives_a_burst_of_malformed_packets(proxy, wire):
@@ -328,7 +332,8 @@ import asyncio, json, sys
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.booter import Booter
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import ServerAddress
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.table import HostTable
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.proxydhcp import PortBindError, start_proxydhcp
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.proxydhcp import start_proxydhcp
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.udp import PortBindError
 
 async def main():
     try:

@@ -13,11 +13,13 @@ import time
 import pytest
 from scapy.layers.dhcp6 import DHCP6_Request, DHCP6OptServerId, DHCP6OptUnknown
 
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import DHCP6_CLIENT_PORT, DHCP6_SERVER_PORT, PXE_PORT
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire import dhcp6
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.booter import Booter
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.table import HostTable
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host, ServerAddress
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.proxydhcp6 import start_proxydhcp6
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.proxy import ClientMemo
 from ansible_collections.nixie.provision.plugins.module_utils._netif import interface_mac
 from captures import dhcp6_options, udp_payloads
 from datagrams import received_within
@@ -29,7 +31,7 @@ CLIENT_IP6 = "fd5e:213::1a7"
 
 
 def edk2_solicit():
-    return udp_payloads("ovmf-ipv6-solicit.pcap", (dhcp6.SERVER_PORT,))[0]
+    return udp_payloads("ovmf-ipv6-solicit.pcap", (DHCP6_SERVER_PORT,))[0]
 
 
 def _wait_until_addresses_usable(pair):
@@ -74,27 +76,27 @@ def test_edk2_solicit_and_port_4011_request_are_answered_over_the_wire(netns_pai
     events = []
     with pair.event_loop(pair.server_ns) as loop:
         server = loop.run(start_proxydhcp6(pair.server_if, booter, lambda mac, step, **fields: events.append((mac, step, fields)),
-                                           {"ipxe.efi": 1024}, dhcp6.ClientMemo()))
+                                           {"ipxe.efi": 1024}, ClientMemo()))
         try:
             solicit = edk2_solicit()
-            client = pair.call(pair.client_ns, _client_socket, "::", dhcp6.CLIENT_PORT)
+            client = pair.call(pair.client_ns, _client_socket, "::", DHCP6_CLIENT_PORT)
             index = pair.call(pair.client_ns, socket.if_nametoindex, pair.client_if)
-            advertise, source = _exchange(client, solicit, (dhcp6.ALL_DHCP_RELAY_AGENTS_AND_SERVERS, dhcp6.SERVER_PORT, 0, index))
+            advertise, source = _exchange(client, solicit, (dhcp6.ALL_DHCP_RELAY_AGENTS_AND_SERVERS, DHCP6_SERVER_PORT, 0, index))
             assert advertise[0] == dhcp6.ADVERTISE and advertise[1:4] == solicit[1:4]
-            assert source[0].startswith("fe80::") and source[1] == dhcp6.SERVER_PORT
+            assert source[0].startswith("fe80::") and source[1] == DHCP6_SERVER_PORT
             options = dhcp6_options(advertise)
             assert options[dhcp6.OPT_BOOTFILE_URL] == b"tftp://[fd5e:213::1]/ipxe.efi" and 3 not in options
             server_id = options[dhcp6.OPT_SERVERID]
             assert server_id == dhcp6.server_duid(pair.call(pair.server_ns, interface_mac, pair.server_if))
 
             # EDK2 asks again from its leased (here: global) address, port 4011 to port 4011, naming our server id.
-            boot_service = pair.call(pair.client_ns, _client_socket, CLIENT_IP6, dhcp6.PXE_PORT)
+            boot_service = pair.call(pair.client_ns, _client_socket, CLIENT_IP6, PXE_PORT)
             request = DHCP6_Request(trid=int.from_bytes(solicit[1:4], "big")) / DHCP6OptServerId(duid=server_id)
             # PxeBcRequestBootService copies the client's own options (client id, vendor class, architecture...).
             for code in (dhcp6.OPT_CLIENTID, dhcp6.OPT_VENDOR_CLASS, dhcp6.OPT_CLIENT_ARCH):
                 request /= DHCP6OptUnknown(optcode=code, data=dhcp6_options(solicit)[code])
-            reply, source = _exchange(boot_service, bytes(request), (SERVER_IP6, dhcp6.PXE_PORT))
-            assert reply[0] == dhcp6.REPLY and source[:2] == (SERVER_IP6, dhcp6.PXE_PORT)
+            reply, source = _exchange(boot_service, bytes(request), (SERVER_IP6, PXE_PORT))
+            assert reply[0] == dhcp6.REPLY and source[:2] == (SERVER_IP6, PXE_PORT)
             assert dhcp6_options(reply)[dhcp6.OPT_BOOTFILE_URL] == b"tftp://[fd5e:213::1]/ipxe.efi"
             answered = time.monotonic()
             copies = received_within(boot_service, 1.5)

@@ -20,14 +20,15 @@ import signal
 
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
 from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract, daemon, preflight
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire import dhcp6
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.booter import Booter
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.proxy import ClientMemo
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.events import EventLog
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.http import BootState, Installer, make_app, start_http
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host, ServerAddress
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.proxydhcp import PortBindError, start_proxydhcp
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.proxydhcp import start_proxydhcp
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.proxydhcp6 import start_proxydhcp6
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.tftp import TftpServer
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.udp import PortBindError
 from ansible_collections.nixie.provision.plugins.module_utils._ipxe_dir import find_ipxe_binaries
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.table import HostTable
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.tokens import TokenStore, read_outstanding, write_outstanding
@@ -135,7 +136,7 @@ async def _serve(config, ready):
         loop.add_signal_handler(signum, stopping.set)
 
     # IPv6 has no ARP cache to read; proxy DHCPv6 learns each client's address from its port-4011 Request.
-    memo = dhcp6.ClientMemo()
+    memo = ClientMemo()
 
     def on_tftp_event(step, client_ip, **fields):
         # Called from the TFTP thread; the event log is thread-safe.

@@ -1,152 +1,38 @@
 # Copyright: Nixie developers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""ProxyDHCP sockets: asyncio UDP endpoints on ports 67 and 4011 that hand every datagram to ``dhcp4``.
+"""ProxyDHCP sockets: asyncio UDP endpoints on ports 67 and 4011 that hand every datagram to ``Dhcp4Proxy``.
 
-All decisions live in ``dhcp4.handle`` and the Booter; this module only receives, sends and reports.
+All decisions live in ``policy.proxy`` and the Booter; this module only opens the ports.
 """
 
 from __future__ import annotations
 
-import asyncio
-import errno
-import logging
 import socket
 
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import DHCP_SERVER_PORT, PXE_PORT
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.udp import Endpoints, OnEvent, bound_udp_socket, start_endpoints
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.booter import Booter
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.proxy import Dhcp4Proxy
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire import dhcp4
 
-# Not exported by every Python build's socket module; 25 is its value on every Linux architecture.
-SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 
-_LOG = logging.getLogger(__name__)
-
-_HINTS = {
-    errno.EACCES: "ports below 1024 need root or CAP_NET_BIND_SERVICE",
-    errno.EPERM: "binding to an interface needs root or CAP_NET_RAW (before Linux 5.7)",
-    errno.EADDRINUSE: "another DHCP or ProxyDHCP server (often dnsmasq) holds it",
-    errno.EADDRNOTAVAIL: "the address is not configured on this machine",
-    errno.ENODEV: "there is no such network interface",
-}
-
-
-class PortBindError(OSError):
-    """A ProxyDHCP port could not be opened; ``port``, ``interface`` and ``errno`` say which and why."""
-
-    def __init__(self, port, address, interface, cause):
-        reason = cause.strerror or str(cause)
-        hint = _HINTS.get(cause.errno)
-        message = "cannot listen on UDP port %d (%s, interface %s): %s" % (port, address, interface, reason)
-        super().__init__(cause.errno, message + ("; " + hint if hint else ""))
-        self.port = port
-        self.address = address
-        self.interface = interface
-
-
-def bound_udp_socket(family, port, address, interface, configure):
-    """Return a non-blocking UDP socket of ``family`` bound to ``address``:``port`` on ``interface`` only.
-
-    ``configure(sock)`` sets the family's own options before the bind. Raises PortBindError.
-    """
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    try:
-        # REUSEADDR: a restarted server must not wait for the old socket; the kernel still refuses a
-        # second bind unless the holder also set it.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        # Clients broadcast or multicast to the well-known ports: the device binding keeps us to the boot
-        # network and sends our replies out of that interface only.
-        sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, interface.encode())
-        configure(sock)
-        sock.bind((address, port))
-    except OSError as exc:
-        sock.close()
-        raise PortBindError(port, address, interface, exc) from exc
-    sock.setblocking(False)
-    return sock
-
-
-def _allow_broadcast(sock):
+def _allow_broadcast(sock: socket.socket) -> None:
     # Port 67 is bound to 0.0.0.0 because clients without an address broadcast to it, and we answer them
     # by broadcast when they cannot take unicast yet.
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
 
 
-class _Endpoint(asyncio.DatagramProtocol):
-    """One UDP port: each datagram goes to ``handle(data, addr, port)``; its reply is sent, then reported."""
-
-    def __init__(self, port, handle, on_event, label):
-        self._port = port
-        self._handle = handle
-        self._on_event = on_event
-        self._label = label
-        self._transport = None
-
-    def connection_made(self, transport):
-        self._transport = transport
-
-    def datagram_received(self, data, addr):
-        outcome = self._handle(data, addr, self._port)
-        if outcome is None:
-            return
-        reply = outcome.reply
-        if reply is not None:
-            # Reply before reporting: firmware retransmits after ~1 s, the event log can wait.
-            self._transport.sendto(reply.payload, reply.destination)
-            for delay in reply.send_again_after:
-                asyncio.get_running_loop().call_later(delay, self._send_again, reply)
-        self._on_event(outcome.mac, outcome.step, **outcome.fields)
-
-    def _send_again(self, reply):
-        if not self._transport.is_closing():
-            self._transport.sendto(reply.payload, reply.destination)
-
-    def error_received(self, exc):
-        # E.g. a relay address (giaddr) that is unreachable: one client's problem, not the server's.
-        _LOG.warning("%s port %d: send failed: %s", self._label, self._port, exc)
-
-
-class ProxyDHCP:
-    """The running endpoints of a ProxyDHCP (v4 or v6); ``close()`` stops them."""
-
-    def __init__(self, transports):
-        self.transports = transports
-
-    def close(self):
-        for transport in self.transports:
-            transport.close()
-
-
-async def start_endpoints(openers, handle, on_event, label):
-    """Open every ``(port, open_socket)`` of ``openers`` and serve them; return a ProxyDHCP to close.
-
-    All or nothing: when one port cannot be opened (PortBindError) or served, those already open are closed.
-    """
-    loop = asyncio.get_running_loop()
-    sockets = []
-    server = ProxyDHCP([])
-    try:
-        for port, open_socket in openers:
-            sockets.append((port, open_socket()))
-        for port, sock in sockets:
-            transport, dummy = await loop.create_datagram_endpoint(lambda port=port: _Endpoint(port, handle, on_event, label), sock=sock)
-            server.transports.append(transport)
-    except BaseException:
-        server.close()
-        for dummy, sock in sockets:
-            sock.close()
-        raise
-    return server
-
-
-async def start_proxydhcp(interface, booter, on_event):
-    """Start ProxyDHCP on ``interface``; return a ProxyDHCP to close.
+async def start_proxydhcp(interface: str, booter: Booter, on_event: OnEvent) -> Endpoints:
+    """Start ProxyDHCP on ``interface``; return the Endpoints to close.
 
     Listens on UDP 67 (0.0.0.0, bound to ``interface``) and UDP 4011 (``booter.server.ip``, which must be
     an address of ``interface``). ``on_event(mac, step, **fields)`` is called for every offer, ack and
-    ignored PXE request (``dhcp4.STEP_*``). Raises PortBindError when either port cannot be opened.
+    ignored PXE request (``contract.STEP_DHCP_*``). Raises PortBindError when either port cannot be opened.
     """
     if not dhcp4.HAS_SCAPY:
         raise ImportError("ProxyDHCP needs scapy to build replies:\n" + dhcp4.SCAPY_IMPORT_ERROR)
     openers = [
-        (dhcp4.DHCP_SERVER_PORT, lambda: bound_udp_socket(socket.AF_INET, dhcp4.DHCP_SERVER_PORT, dhcp4.ANY_ADDRESS, interface, _allow_broadcast)),
-        (dhcp4.PXE_PORT, lambda: bound_udp_socket(socket.AF_INET, dhcp4.PXE_PORT, booter.server.ip, interface, _allow_broadcast)),
+        (DHCP_SERVER_PORT, lambda: bound_udp_socket(socket.AF_INET, DHCP_SERVER_PORT, dhcp4.ANY_ADDRESS, interface, _allow_broadcast)),
+        (PXE_PORT, lambda: bound_udp_socket(socket.AF_INET, PXE_PORT, booter.server.ip, interface, _allow_broadcast)),
     ]
-    return await start_endpoints(openers, lambda data, addr, port: dhcp4.handle(data, addr, port, booter), on_event, "ProxyDHCP")
+    return await start_endpoints(openers, Dhcp4Proxy(booter).handle, on_event, "ProxyDHCP")

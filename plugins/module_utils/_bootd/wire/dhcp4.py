@@ -1,11 +1,11 @@
 # Copyright: Nixie developers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""ProxyDHCP for IPv4, as pure functions: bytes in, decision and reply bytes out, no sockets.
+"""DHCPv4 as ProxyDHCP speaks it, as pure functions: bytes in, request values out, and reply bytes back.
 
 A ProxyDHCP server sits beside the site's DHCP server: the site server hands out addresses, the proxy
 only tells PXE firmware what to boot (PXE 2.1 spec; RFC 4578). Its offers therefore carry no address
-(``yiaddr`` 0.0.0.0), echo option 60, and name the boot file. The pipeline is
-``parse`` -> ``classify`` -> ``Booter.decide`` -> ``build_reply``; ``handle`` runs it for the socket layer.
+(``yiaddr`` 0.0.0.0), echo option 60, and name the boot file. ``parse``, ``classify``, ``expects_answer``
+and ``build_reply`` are the steps; ``policy.proxy`` runs them around ``Booter.decide``.
 
 ``parse`` is written by hand rather than with scapy: it sees every DHCP packet on the segment, most of
 them not for us, and a fixed header plus a TLV walk costs microseconds where scapy costs ~450 µs. Its
@@ -18,9 +18,11 @@ import socket
 import struct
 import traceback
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Tuple
+from typing import Dict, Mapping, Optional, Tuple
 
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import HTTP_CLIENT, PXE_CLIENT, Firmware, Outcome, Reply
+from ansible_collections.nixie.provision.plugins.module_utils._errors import MalformedPacket
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import DHCP_CLIENT_PORT, DHCP_SERVER_PORT, PXE_PORT
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import HTTP_CLIENT, PXE_CLIENT, BootSpec, Firmware, Reply, ServerAddress
 
 try:
     from scapy.layers.dhcp import BOOTP, DHCP
@@ -30,11 +32,6 @@ except ImportError:
 else:
     HAS_SCAPY = True
     SCAPY_IMPORT_ERROR = None
-
-DHCP_SERVER_PORT = 67
-DHCP_CLIENT_PORT = 68
-# PXE boot-server port: iPXE and EDK2 send a unicast DHCPREQUEST here after a proxy offer.
-PXE_PORT = 4011
 
 BOOTREQUEST = 1
 BOOTREPLY = 2
@@ -56,10 +53,6 @@ OPT_CLIENT_ARCH = 93
 OPT_CLIENT_UUID = 97
 OPT_IPXE_ENCAPSULATED = 175
 
-STEP_OFFER = "dhcp_offer"
-STEP_ACK = "dhcp_ack"
-STEP_IGNORED = "dhcp_ignored"
-
 MAGIC_COOKIE = b"\x63\x82\x53\x63"
 BROADCAST_FLAG = 0x8000
 ANY_ADDRESS = "0.0.0.0"
@@ -76,10 +69,6 @@ _PXE_DISCOVERY_CONTROL = bytes((6, 1, 8, OPT_END))
 _IPXE_NO_PXEDHCP = bytes((176, 1, 1))
 # RFC 1542: BOOTP messages shorter than 300 bytes are dropped by some relays and old PXE ROMs.
 _MIN_BOOTP_LENGTH = 300
-
-
-class MalformedPacket(ValueError):
-    """The bytes are not a well-formed BOOTP/DHCP message; the only exception ``parse`` raises."""
 
 
 @dataclass(frozen=True)
@@ -102,7 +91,7 @@ class Request:
     local_port: int = DHCP_SERVER_PORT
 
 
-def _options(data):
+def _options(data: bytes) -> Dict[int, bytes]:
     parts = {}
     position = _HEADER.size
     size = len(data)
@@ -125,7 +114,7 @@ def _options(data):
     return {code: b"".join(values) for code, values in parts.items()}
 
 
-def parse(data, source=None, local_port=DHCP_SERVER_PORT):
+def parse(data: bytes, source: Optional[Tuple[str, int]] = None, local_port: int = DHCP_SERVER_PORT) -> Optional[Request]:
     """Parse one UDP payload.
 
     Returns a Request for a DHCP BOOTREQUEST from an Ethernet client, None for anything well-formed
@@ -157,13 +146,13 @@ def parse(data, source=None, local_port=DHCP_SERVER_PORT):
     )
 
 
-def _is_ipxe(options):
+def _is_ipxe(options: Mapping[int, bytes]) -> bool:
     # iPXE sends user class "iPXE" (raw, not RFC 3004 length-prefixed) and its own option 175. Both are
     # also sent by QEMU's BIOS network ROM, which *is* iPXE, so that ROM gets the script straight away.
     return OPT_IPXE_ENCAPSULATED in options or b"iPXE" in options.get(OPT_USER_CLASS, b"")
 
 
-def classify(request):
+def classify(request: Request) -> Optional[Firmware]:
     """Return the client's Firmware, or None when it is not a PXE or UEFI HTTP boot client."""
     vendor_class = request.options.get(OPT_VENDOR_CLASS, b"")
     if vendor_class.startswith(b"PXEClient"):
@@ -184,7 +173,7 @@ def classify(request):
     return Firmware(arch=arch, vendor_class=kind, is_ipxe=_is_ipxe(request.options))
 
 
-def expects_answer(request, server_ip):
+def expects_answer(request: Request, server_ip: str) -> bool:
     """Whether a ProxyDHCP server at ``server_ip`` answers ``request`` at all (given a PXE client)."""
     if request.local_port == PXE_PORT:
         # Port 4011 only carries requests meant for us: the PXE boot-server request after a proxy offer.
@@ -197,7 +186,7 @@ def expects_answer(request, server_ip):
     return request.message_type == DHCPREQUEST and request.options.get(OPT_SERVER_ID) == socket.inet_aton(server_ip)
 
 
-def reply_destination(request):
+def reply_destination(request: Request) -> Tuple[str, int]:
     """Where the reply to ``request`` goes, as (address, port)."""
     if request.local_port == PXE_PORT and request.source is not None:
         return request.source
@@ -211,7 +200,7 @@ def reply_destination(request):
     return (request.ciaddr, DHCP_CLIENT_PORT)
 
 
-def build_reply(request, spec, server):
+def build_reply(request: Request, spec: BootSpec, server: ServerAddress) -> Reply:
     """Build the proxy reply telling ``request``'s client to boot ``spec``; return a Reply.
 
     A DISCOVER gets an OFFER, anything else an ACK. ``server`` is the ServerAddress: its IP becomes
@@ -255,35 +244,3 @@ def build_reply(request, spec, server):
     if len(payload) < _MIN_BOOTP_LENGTH:
         payload += bytes(_MIN_BOOTP_LENGTH - len(payload))
     return Reply(payload=payload, destination=reply_destination(request), message_type=message_type)
-
-
-def handle(data, source, local_port, booter):
-    """Run the whole ProxyDHCP pipeline on one datagram; return an Outcome, or None for nothing to report.
-
-    Nothing is reported for malformed packets, non-requests and non-PXE traffic from unknown MACs (the
-    site's ordinary DHCP chatter), nor for a client's REQUEST to the site server, which every boot sends.
-    """
-    try:
-        request = parse(data, source, local_port)
-    except MalformedPacket:
-        return None
-    if request is None:
-        return None
-    firmware = classify(request)
-    fields = {"xid": "%08x" % request.xid, "port": local_port}
-    if firmware is None:
-        if booter.host(request.mac) is None:
-            return None
-        # A known host doing plain DHCP: its OS or installer is up, or its firmware skipped network boot.
-        fields["reason"] = "not a PXE or HTTP boot request"
-        return Outcome(request.mac, STEP_IGNORED, None, fields)
-    if not expects_answer(request, booter.server.ip):
-        return None
-    fields.update(arch=firmware.arch, client=firmware.vendor_class, ipxe=firmware.is_ipxe)
-    decision = booter.decide(request.mac, firmware)
-    if decision.spec is None:
-        fields["reason"] = decision.reason
-        return Outcome(request.mac, STEP_IGNORED, None, fields)
-    reply = build_reply(request, decision.spec, booter.server)
-    fields.update(boot_file=decision.spec.boot_file, to="%s:%d" % reply.destination)
-    return Outcome(request.mac, STEP_ACK if reply.message_type == DHCPACK else STEP_OFFER, reply, fields)

@@ -1,10 +1,10 @@
 # Copyright: Nixie developers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Proxy DHCPv6 for network boot, as pure functions: bytes in, decision and reply bytes out, no sockets.
+"""DHCPv6 as a boot proxy speaks it, as pure functions: bytes in, request values out, and reply bytes back.
 
 The site's DHCPv6 server hands out addresses; Nixie only tells boot firmware what to boot (RFC 5970 options
-59 and 60). Its answers carry no IA_NA, so the site server stays authoritative. The pipeline is ``parse`` ->
-``classify`` -> ``Booter.decide`` -> ``build_reply``; ``handle`` runs it for the socket layer.
+59 and 60). Its answers carry no IA_NA, so the site server stays authoritative. ``parse``, ``classify``,
+``expects_answer`` and ``build_reply`` are the steps; ``policy.proxy`` runs them around ``Booter.decide``.
 
 What EDK2's PXEv6 client (NetworkPkg/UefiPxeBcDxe/PxeBcDhcp6.c, OVMF 2022.11) accepts as a proxy offer:
 an Advertise with its transaction id, its client id echoed and any server id (Dhcp6Dxe drops it otherwise),
@@ -30,12 +30,12 @@ from __future__ import annotations
 import ipaddress
 import struct
 import traceback
-from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire.dhcp4 import STEP_ACK, STEP_IGNORED, STEP_OFFER
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import HTTP_CLIENT, PXE_CLIENT, Firmware, Outcome, Reply
+from ansible_collections.nixie.provision.plugins.module_utils._errors import MalformedPacket
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import DHCP6_CLIENT_PORT, DHCP6_SERVER_PORT, PXE_PORT
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import HTTP_CLIENT, PXE_CLIENT, BootSpec, Firmware, Reply
 
 try:
     from scapy.layers.dhcp6 import (
@@ -55,14 +55,6 @@ else:
     HAS_SCAPY = True
     SCAPY_IMPORT_ERROR = None
 
-SERVER_PORT = 547
-CLIENT_PORT = 546
-# EDK2 sends its boot-file Request to the host named in the proxy offer's option 59, on this port.
-PXE_PORT = 4011
-# PxeBcRequestBootService sends that Request and only then opens the socket it reads the Reply on, and it
-# never asks twice: a Reply quicker than that opening is lost, and the PXEv6 boot with it (seen about one
-# boot in five in the lab). The Reply goes out again within the 3 s EDK2 waits.
-BOOT_SERVICE_REPLY_AGAIN_AFTER = (0.25, 1.0)
 ALL_DHCP_RELAY_AGENTS_AND_SERVERS = "ff02::1:2"
 
 SOLICIT = 1
@@ -99,10 +91,6 @@ _HEADER = struct.Struct("!I")  # message type (8 bits) and transaction id (24 bi
 _OPTION = struct.Struct("!HH")
 
 
-class MalformedPacket(ValueError):
-    """The bytes are not a well-formed DHCPv6 client message; the only exception ``parse`` raises."""
-
-
 @dataclass(frozen=True)
 class Request:
     """A parsed DHCPv6 client message. ``options`` maps option code to the value of its first occurrence.
@@ -116,41 +104,19 @@ class Request:
     options: Mapping[int, bytes] = field(repr=False)
     mac: Optional[str]
     source: Optional[Tuple] = None
-    local_port: int = SERVER_PORT
+    local_port: int = DHCP6_SERVER_PORT
 
     @property
-    def client_duid(self):
+    def client_duid(self) -> Optional[bytes]:
         return self.options.get(OPT_CLIENTID)
 
 
-class ClientMemo:
-    """Client DUID or address -> MAC: learned from Solicits and port-4011 Requests, asked by 4011 and TFTP.
-
-    EDK2 identifies itself by a DUID-UUID, which holds no MAC, and sends the port-4011 Request and its TFTP
-    requests from its leased global address, which does not derive from the MAC either. Bounded, oldest
-    forgotten first. Keys are DUID bytes or address strings; both kinds share the bound.
-    """
-
-    def __init__(self, size=4096):
-        self._size = size
-        self._macs = OrderedDict()
-
-    def learn(self, key, mac):
-        self._macs[key] = mac
-        self._macs.move_to_end(key)
-        while len(self._macs) > self._size:
-            self._macs.popitem(last=False)
-
-    def mac(self, key):
-        return self._macs.get(key)
-
-
-def server_duid(mac):
+def server_duid(mac: str) -> bytes:
     """The server's DUID-LL from the MAC of its boot interface: stable across restarts, as RFC 8415 asks."""
     return struct.pack("!HH", DUID_LL, HTYPE_ETHERNET) + bytes.fromhex(mac.replace(":", ""))
 
 
-def mac_from_duid(duid):
+def mac_from_duid(duid: Optional[bytes]) -> Optional[str]:
     """The MAC inside a DUID-LL or DUID-LLT of an Ethernet client, else None (DUID-UUID, DUID-EN...)."""
     if duid is None or len(duid) < 4:
         return None
@@ -164,7 +130,7 @@ def mac_from_duid(duid):
     return None
 
 
-def mac_from_link_local(address):
+def mac_from_link_local(address: str) -> Optional[str]:
     """The MAC behind a modified EUI-64 link-local address (fe80::5054:ff:fe12:3456), else None.
 
     Boot firmware (EDK2, iPXE) forms its link-local address this way; operating systems with stable or
@@ -180,7 +146,7 @@ def mac_from_link_local(address):
     return bytes((packed[8] ^ 0x02,) + tuple(packed[9:11]) + tuple(packed[13:16])).hex(":")
 
 
-def _options(data):
+def _options(data: bytes) -> Dict[int, bytes]:
     options = {}
     position = _HEADER.size
     size = len(data)
@@ -196,7 +162,7 @@ def _options(data):
     return options
 
 
-def parse(data, source=None, local_port=SERVER_PORT):
+def parse(data: bytes, source: Optional[Tuple] = None, local_port: int = DHCP6_SERVER_PORT) -> Optional[Request]:
     """Parse one UDP payload.
 
     Returns a Request for a client message, None for well-formed messages a proxy never answers (server
@@ -216,7 +182,7 @@ def parse(data, source=None, local_port=SERVER_PORT):
     return Request(message_type=message_type, xid=word & 0xFFFFFF, options=options, mac=mac, source=source, local_port=local_port)
 
 
-def _class_strings(value):
+def _class_strings(value: bytes) -> List[bytes]:
     """The strings of a user class (RFC 8415 21.15) or of a vendor class after its enterprise number."""
     strings = []
     position = 0
@@ -227,11 +193,11 @@ def _class_strings(value):
     return strings
 
 
-def _is_ipxe(options):
+def _is_ipxe(options: Mapping[int, bytes]) -> bool:
     return b"iPXE" in _class_strings(options.get(OPT_USER_CLASS, b""))
 
 
-def classify(request):
+def classify(request: Request) -> Optional[Firmware]:
     """Return the client's Firmware, or None when it is neither a PXE/HTTP boot client nor iPXE."""
     vendor_class = request.options.get(OPT_VENDOR_CLASS, b"")
     strings = _class_strings(vendor_class[4:]) if vendor_class[:4] == struct.pack("!I", ENTERPRISE_PXE) else []
@@ -250,7 +216,7 @@ def classify(request):
     return Firmware(arch=arch, vendor_class=kind, is_ipxe=is_ipxe)
 
 
-def expects_answer(request, our_duid):
+def expects_answer(request: Request, our_duid: bytes) -> bool:
     """Whether a proxy with server DUID ``our_duid`` answers ``request`` at all (given a boot client)."""
     server_id = request.options.get(OPT_SERVERID)
     if request.local_port == PXE_PORT:
@@ -264,22 +230,22 @@ def expects_answer(request, our_duid):
     return request.message_type == REQUEST and server_id == our_duid
 
 
-def reply_destination(request):
+def reply_destination(request: Request) -> Tuple[str, int, int, int]:
     """Where the reply to ``request`` goes: the client's source address and, on port 4011, its port."""
     address = request.source[0]
     scope = request.source[3] if len(request.source) > 3 else 0
-    port = request.source[1] if request.local_port == PXE_PORT else CLIENT_PORT
+    port = request.source[1] if request.local_port == PXE_PORT else DHCP6_CLIENT_PORT
     return (address, port, 0, scope)
 
 
-def boot_file_url(spec, server_ip):
+def boot_file_url(spec: BootSpec, server_ip: str) -> str:
     """Option 59: an HTTP URL as the booter made it, or a TFTP file name as ``tftp://[address]/name``."""
     if "://" in spec.boot_file:
         return spec.boot_file
     return "tftp://[%s]/%s" % (server_ip, spec.boot_file)
 
 
-def boot_file_param(spec, boot_file_sizes):
+def boot_file_param(spec: BootSpec, boot_file_sizes: Mapping[str, int]) -> Optional[bytes]:
     """Option 60's value for EDK2's TFTP client (the size in 512-byte blocks), or None to leave it out."""
     size = boot_file_sizes.get(spec.boot_file)
     if "://" in spec.boot_file or size is None:
@@ -291,7 +257,7 @@ def boot_file_param(spec, boot_file_sizes):
     return struct.pack("!H", len(digits)) + digits
 
 
-def build_reply(request, spec, server_ip, our_duid, boot_file_sizes):
+def build_reply(request: Request, spec: BootSpec, server_ip: str, our_duid: bytes, boot_file_sizes: Mapping[str, int]) -> Reply:
     """Build the proxy answer telling ``request``'s client to boot ``spec``; return a Reply.
 
     A Solicit gets an Advertise, anything else a Reply; neither holds an address. ``boot_file_sizes`` maps
@@ -308,47 +274,4 @@ def build_reply(request, spec, server_ip, our_duid, boot_file_sizes):
     param = boot_file_param(spec, boot_file_sizes)
     if param is not None:
         packet /= DHCP6OptUnknown(optcode=OPT_BOOTFILE_PARAM, data=param)
-    return Reply(payload=bytes(packet), destination=reply_destination(request), message_type=message_type,
-                 send_again_after=BOOT_SERVICE_REPLY_AGAIN_AFTER if request.local_port == PXE_PORT else ())
-
-
-def handle(data, source, local_port, booter, our_duid, memo, boot_file_sizes):
-    """Run the whole proxy DHCPv6 pipeline on one datagram; return an Outcome, or None for nothing to report.
-
-    ``booter`` decides with its server's IPv6 address; ``memo`` (a ClientMemo) is how a port-4011 Request
-    is tied to the MAC its Solicit came from. Nothing is reported for malformed or unanswerable messages,
-    nor for non-boot traffic from unknown clients.
-    """
-    try:
-        request = parse(data, source, local_port)
-    except MalformedPacket:
-        return None
-    if request is None or not source:
-        return None
-    mac = request.mac
-    duid = request.client_duid
-    if local_port == PXE_PORT and duid is not None:
-        mac = memo.mac(duid) or mac
-    if mac is None:
-        return None
-    firmware = classify(request)
-    fields = {"xid": "%06x" % request.xid, "port": local_port, "family": "ipv6"}
-    if firmware is None:
-        if booter.host(mac) is None:
-            return None
-        fields["reason"] = "not a PXE, HTTP boot or iPXE request"
-        return Outcome(mac, STEP_IGNORED, None, fields)
-    if not expects_answer(request, our_duid):
-        return None
-    fields.update(arch=firmware.arch, client=firmware.vendor_class, ipxe=firmware.is_ipxe)
-    decision = booter.decide(mac, firmware)
-    if decision.spec is None:
-        fields["reason"] = decision.reason
-        return Outcome(mac, STEP_IGNORED, None, fields)
-    if duid is not None and request.message_type == SOLICIT:
-        memo.learn(duid, mac)
-    if local_port == PXE_PORT:
-        memo.learn(str(ipaddress.IPv6Address(source[0].split("%", 1)[0])), mac)
-    reply = build_reply(request, decision.spec, booter.server.ip, our_duid, boot_file_sizes)
-    fields.update(boot_file=boot_file_url(decision.spec, booter.server.ip), to="[%s]:%d" % reply.destination[:2])
-    return Outcome(mac, STEP_ACK if reply.message_type == REPLY else STEP_OFFER, reply, fields)
+    return Reply(payload=bytes(packet), destination=reply_destination(request), message_type=message_type)

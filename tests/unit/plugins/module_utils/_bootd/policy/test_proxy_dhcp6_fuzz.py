@@ -1,6 +1,8 @@
+# Copyright: Nixie developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Malformed input never breaks the proxy DHCPv6 pipeline.
 
-Contract: ``dhcp6.parse`` returns a Request or None, or raises ``MalformedPacket``; ``dhcp6.handle`` (parse,
+Contract: ``dhcp6.parse`` returns a Request or None, or raises ``MalformedPacket``; ``Dhcp6Proxy.handle`` (parse,
 classify, decide, build_reply) never raises, and every reply it builds is a proxy answer: the client's
 transaction id, an Advertise or Reply, our server id, and no IA_NA. The seeds are the real EDK2 Solicits from
 tests/fixtures/pcap plus iPXE-style messages, mutated by a seeded generator so a failure reproduces.
@@ -14,23 +16,26 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scapy.layers.dhcp6 import DHCP6_InfoRequest, DHCP6_Request, DHCP6_Solicit, DHCP6OptClientId, DHCP6OptServerId, DHCP6OptUserClass, DUID_LL, USER_CLASS_DATA
 
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import DHCP6_SERVER_PORT, PXE_PORT
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire import dhcp6
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.booter import Booter
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.table import HostTable
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.proxy import ClientMemo, Dhcp6Proxy
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host, ServerAddress
 from captures import dhcp6_options, udp_payloads
+from dhcp_packets import pipeline_path
 
 SEED = 20240612
 OUR_DUID = dhcp6.server_duid("02:00:5e:00:02:13")
 BOOTER = Booter(HostTable([Host("node-%d" % n, "52:54:00:aa:00:0%d" % n) for n in range(1, 7)]), ServerAddress("fd5e:213::1", 8080), ("ipxe.efi",))
 SIZES = {"ipxe.efi": 1048576}
 # Link-local EUI-64 sources of the captures' MACs, a stranger's, and a global address on the 4011 port.
-SOURCES = [(("fe80::5054:ff:feaa:%d" % n, 546, 0, 3), dhcp6.SERVER_PORT) for n in (3, 4, 5)]
-SOURCES += [(("fe80::1", 546, 0, 3), dhcp6.SERVER_PORT), (("fd5e:213::1a7", 4011, 0, 0), dhcp6.PXE_PORT)]
+SOURCES = [(("fe80::5054:ff:feaa:%d" % n, 546, 0, 3), DHCP6_SERVER_PORT) for n in (3, 4, 5)]
+SOURCES += [(("fe80::1", 546, 0, 3), DHCP6_SERVER_PORT), (("fd5e:213::1a7", 4011, 0, 0), PXE_PORT)]
 
 
 def seed_payloads():
-    payloads = udp_payloads("*.pcap", (dhcp6.SERVER_PORT,))
+    payloads = udp_payloads("*.pcap", (DHCP6_SERVER_PORT,))
     ipxe = DHCP6OptClientId(duid=DUID_LL(lladdr="52:54:00:aa:00:01")) / DHCP6OptUserClass(userclassdata=[USER_CLASS_DATA(data=b"iPXE")])
     payloads += [bytes(DHCP6_Solicit(trid=7) / ipxe), bytes(DHCP6_InfoRequest(trid=8) / ipxe),
                  bytes(DHCP6_Request(trid=9) / DHCP6OptServerId(duid=OUR_DUID) / ipxe)]
@@ -67,28 +72,22 @@ def _random_bytes(rng, _data):
 OWN_MUTATIONS = (_set_bytes, _inject_option, _change_type, _random_bytes)
 
 
-def check(data, source, local_port, memo):
+def check(data, source, local_port, proxy):
     """Run one input through parse and handle; return which path it took."""
-    try:
-        request = dhcp6.parse(data, source, local_port)
-    except dhcp6.MalformedPacket:
-        request, path = None, "malformed"
-    else:
-        path = "not a request" if request is None else "unanswered"
-    outcome = dhcp6.handle(data, source, local_port, BOOTER, OUR_DUID, memo, SIZES)
-    if outcome is None or outcome.reply is None:
+    request, outcome, path = pipeline_path(dhcp6.parse, proxy.handle, data, source, local_port)
+    if path != "reply":
         return path
     reply = outcome.reply.payload
     assert reply[0] in (dhcp6.ADVERTISE, dhcp6.REPLY) and reply[1:4] == data[1:4], reply
     options = dhcp6_options(reply)
     assert options[dhcp6.OPT_SERVERID] == OUR_DUID and 3 not in options
     assert request is not None and outcome.reply.destination[0] == source[0]
-    return "reply"
+    return path
 
 
 def test_mutated_and_random_packets_never_break_the_pipeline(fuzzer):
-    memo = dhcp6.ClientMemo()
-    fuzzer.run(SEED, SEEDS, OWN_MUTATIONS, SOURCES, lambda data, source, local_port: check(data, source, local_port, memo))
+    proxy = Dhcp6Proxy(BOOTER, OUR_DUID, ClientMemo(), SIZES)
+    fuzzer.run(SEED, SEEDS, OWN_MUTATIONS, SOURCES, lambda data, source, local_port: check(data, source, local_port, proxy))
 
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -101,6 +100,6 @@ def test_structured_options_never_break_the_pipeline(seed, options, truncate):
     # Well-framed but arbitrary options after a real message's own.
     body = b"".join(struct.pack("!HH", code, len(value)) + value for code, value in options)
     data = (seed + body)[:4 + truncate]
-    memo = dhcp6.ClientMemo()
+    proxy = Dhcp6Proxy(BOOTER, OUR_DUID, ClientMemo(), SIZES)
     for source, local_port in SOURCES:
-        check(data, source, local_port, memo)
+        check(data, source, local_port, proxy)

@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 """Malformed input never breaks the ProxyDHCP pipeline.
 
-Contract: ``dhcp4.parse`` returns a Request or None, or raises ``MalformedPacket``; ``dhcp4.handle``
+Contract: ``dhcp4.parse`` returns a Request or None, or raises ``MalformedPacket``; ``Dhcp4Proxy.handle``
 (parse, classify, decide, build_reply) never raises, and every reply it builds is a proxy reply.
 The seeds are the real firmware packets from tests/fixtures/pcap, mutated by a seeded generator so a
 failure reproduces from the printed case number.
@@ -15,20 +15,24 @@ import struct
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import DHCP_CLIENT_PORT, DHCP_SERVER_PORT, PXE_PORT
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire import dhcp4
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.booter import Booter
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.table import HostTable
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.proxy import Dhcp4Proxy
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host, ServerAddress
 from captures import udp_payloads
+from dhcp_packets import pipeline_path
 
 SEED = 20240611
 SERVER = ServerAddress("10.88.0.1", 8080)  # the captures' DHCP server, so their REQUESTs get ACKs too
 # Every MAC of the captures is known, so mutations that keep the MAC reach build_reply.
 BOOTER = Booter(HostTable([Host("node-%d" % n, "52:54:00:aa:00:0%d" % n) for n in range(1, 7)]), SERVER, ("undionly.kpxe", "ipxe.efi", "ipxe-arm64.efi"))
-SOURCES = [(("0.0.0.0", 68), dhcp4.DHCP_SERVER_PORT), (("10.88.0.186", 68), dhcp4.DHCP_SERVER_PORT), (("10.88.0.186", 4011), dhcp4.PXE_PORT)]
+PROXY = Dhcp4Proxy(BOOTER)
+SOURCES = [(("0.0.0.0", 68), DHCP_SERVER_PORT), (("10.88.0.186", 68), DHCP_SERVER_PORT), (("10.88.0.186", 4011), PXE_PORT)]
 
 
-SEEDS = udp_payloads("*.pcap", (dhcp4.DHCP_SERVER_PORT, dhcp4.DHCP_CLIENT_PORT))
+SEEDS = udp_payloads("*.pcap", (DHCP_SERVER_PORT, DHCP_CLIENT_PORT))
 
 
 def _set_option_bytes(rng, data):
@@ -57,21 +61,15 @@ OWN_MUTATIONS = (_set_option_bytes, _inject_option, _random_bytes)
 
 def check(data, source, local_port):
     """Run one input through parse and handle; return which path it took."""
-    try:
-        request = dhcp4.parse(data, source, local_port)
-    except dhcp4.MalformedPacket:
-        request, path = None, "malformed"
-    else:
-        path = "not a request" if request is None else "unanswered"
-    outcome = dhcp4.handle(data, source, local_port, BOOTER)
-    if outcome is None or outcome.reply is None:
+    request, outcome, path = pipeline_path(dhcp4.parse, PROXY.handle, data, source, local_port)
+    if path != "reply":
         return path
     reply = outcome.reply.payload
     # op BOOTREPLY, the client's xid, yiaddr 0.0.0.0, the magic cookie, at least the BOOTP minimum.
     assert reply[0] == dhcp4.BOOTREPLY and reply[4:8] == data[4:8] and reply[16:20] == bytes(4), reply
     assert reply[236:240] == dhcp4.MAGIC_COOKIE and len(reply) >= 300
     assert outcome.mac == request.mac
-    return "reply"
+    return path
 
 
 def test_mutated_and_random_packets_never_break_the_pipeline(fuzzer):

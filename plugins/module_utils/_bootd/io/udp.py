@@ -1,0 +1,135 @@
+# Copyright: Nixie developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The UDP endpoints both boot proxies (DHCPv4 and DHCPv6) serve: bound sockets and the asyncio protocol on them.
+
+Each datagram goes to a ``handle(data, addr, port)`` that returns an Outcome; this module only receives,
+sends and reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import socket
+from typing import Callable, Iterable, List, Optional, Tuple
+
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Outcome, Reply
+
+Handle = Callable[[bytes, Tuple, int], Optional[Outcome]]
+OnEvent = Callable[..., None]
+
+# Not exported by every Python build's socket module; 25 is its value on every Linux architecture.
+SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
+
+_LOG = logging.getLogger(__name__)
+
+_HINTS = {
+    errno.EACCES: "ports below 1024 need root or CAP_NET_BIND_SERVICE",
+    errno.EPERM: "binding to an interface needs root or CAP_NET_RAW (before Linux 5.7)",
+    errno.EADDRINUSE: "another DHCP or ProxyDHCP server (often dnsmasq) holds it",
+    errno.EADDRNOTAVAIL: "the address is not configured on this machine",
+    errno.ENODEV: "there is no such network interface",
+}
+
+
+class PortBindError(OSError):
+    """A boot proxy's port could not be opened; ``port``, ``interface`` and ``errno`` say which and why."""
+
+    def __init__(self, port: int, address: str, interface: str, cause: OSError) -> None:
+        reason = cause.strerror or str(cause)
+        hint = _HINTS.get(cause.errno)
+        message = "cannot listen on UDP port %d (%s, interface %s): %s" % (port, address, interface, reason)
+        super().__init__(cause.errno, message + ("; " + hint if hint else ""))
+        self.port = port
+        self.address = address
+        self.interface = interface
+
+
+def bound_udp_socket(family: int, port: int, address: str, interface: str, configure: Callable[[socket.socket], None]) -> socket.socket:
+    """Return a non-blocking UDP socket of ``family`` bound to ``address``:``port`` on ``interface`` only.
+
+    ``configure(sock)`` sets the family's own options before the bind. Raises PortBindError.
+    """
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        # REUSEADDR: a restarted server must not wait for the old socket; the kernel still refuses a
+        # second bind unless the holder also set it.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Clients broadcast or multicast to the well-known ports: the device binding keeps us to the boot
+        # network and sends our replies out of that interface only.
+        sock.setsockopt(socket.SOL_SOCKET, SO_BINDTODEVICE, interface.encode())
+        configure(sock)
+        sock.bind((address, port))
+    except OSError as exc:
+        sock.close()
+        raise PortBindError(port, address, interface, exc) from exc
+    sock.setblocking(False)
+    return sock
+
+
+class _Endpoint(asyncio.DatagramProtocol):
+    """One UDP port: each datagram goes to ``handle(data, addr, port)``; its reply is sent, then reported."""
+
+    def __init__(self, port: int, handle: Handle, on_event: OnEvent, label: str) -> None:
+        self._port = port
+        self._handle = handle
+        self._on_event = on_event
+        self._label = label
+        self._transport = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport
+
+    def datagram_received(self, data: bytes, addr: Tuple) -> None:
+        outcome = self._handle(data, addr, self._port)
+        if outcome is None:
+            return
+        reply = outcome.reply
+        if reply is not None:
+            # Reply before reporting: firmware retransmits after ~1 s, the event log can wait.
+            self._transport.sendto(reply.payload, reply.destination)
+            for delay in reply.send_again_after:
+                asyncio.get_running_loop().call_later(delay, self._send_again, reply)
+        self._on_event(outcome.mac, outcome.step, **outcome.fields)
+
+    def _send_again(self, reply: Reply) -> None:
+        if not self._transport.is_closing():
+            self._transport.sendto(reply.payload, reply.destination)
+
+    def error_received(self, exc: Exception) -> None:
+        # E.g. a relay address (giaddr) that is unreachable: one client's problem, not the server's.
+        _LOG.warning("%s port %d: send failed: %s", self._label, self._port, exc)
+
+
+class Endpoints:
+    """The running endpoints of a boot proxy (v4 or v6); ``close()`` stops them."""
+
+    def __init__(self, transports: List[asyncio.DatagramTransport]) -> None:
+        self.transports = transports
+
+    def close(self) -> None:
+        for transport in self.transports:
+            transport.close()
+
+
+async def start_endpoints(openers: Iterable[Tuple[int, Callable[[], socket.socket]]], handle: Handle, on_event: OnEvent, label: str) -> Endpoints:
+    """Open every ``(port, open_socket)`` of ``openers`` and serve them; return the Endpoints to close.
+
+    All or nothing: when one port cannot be opened (PortBindError) or served, those already open are closed.
+    """
+    loop = asyncio.get_running_loop()
+    sockets = []
+    server = Endpoints([])
+    try:
+        for port, open_socket in openers:
+            sockets.append((port, open_socket()))
+        for port, sock in sockets:
+            transport, dummy = await loop.create_datagram_endpoint(lambda port=port: _Endpoint(port, handle, on_event, label), sock=sock)
+            server.transports.append(transport)
+    except BaseException:
+        server.close()
+        for dummy, sock in sockets:
+            sock.close()
+        raise
+    return server

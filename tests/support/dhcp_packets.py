@@ -1,0 +1,64 @@
+# Copyright: Nixie developers
+# GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
+"""DHCP client messages for the wire and policy tests: the captures' packets by number, hand-built requests, and
+the path one message takes through the proxy pipeline."""
+
+from __future__ import annotations
+
+from scapy.layers.dhcp import BOOTP, DHCP
+from scapy.layers.inet import UDP
+from scapy.layers.inet6 import IPv6
+from scapy.utils import rdpcap
+
+from ansible_collections.nixie.provision.plugins.module_utils._errors import MalformedPacket
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import DHCP6_SERVER_PORT, DHCP_CLIENT_PORT, DHCP_SERVER_PORT
+from captures import PCAP_DIR, udp_frames
+
+# The client UUID (option 97) of the captures that send one.
+UUID_OPTION = bytes.fromhex("0078563412bc9af0de1122334455667788")
+# What a vendor's BIOS PXE ROM sends: option 60 with its architecture, and option 93.
+VENDOR_PXE_ROM = [("vendor_class_id", b"PXEClient:Arch:00000:UNDI:002001"), (93, b"\x00\x00")]
+# The interface index recvfrom gives with a link-local source on a scoped socket.
+LINK_LOCAL_SCOPE = 3
+
+
+def dhcp_payloads(capture):
+    """{packet number: UDP payload} for every DHCPv4 packet (either direction) of a capture."""
+    return {
+        number: bytes(frame[UDP].payload)
+        for number, frame in enumerate(rdpcap(str(PCAP_DIR / capture)), 1)
+        if UDP in frame and frame[UDP].dport in (DHCP_SERVER_PORT, DHCP_CLIENT_PORT)
+    }
+
+
+def captured(capture, number):
+    return dhcp_payloads(capture)[number]
+
+
+def request_bytes(mac="52:54:00:aa:00:01", options=(), message_type="discover", flags=0, ciaddr="0.0.0.0", giaddr="0.0.0.0", op=1):
+    """A DHCP request built with scapy, for cases the captures do not contain."""
+    packet = BOOTP(op=op, xid=0x11223344, flags=flags, ciaddr=ciaddr, giaddr=giaddr, chaddr=bytes.fromhex(mac.replace(":", "")))
+    return bytes(packet / DHCP(options=[("message-type", message_type)] + list(options) + ["end"]))
+
+
+def captured_solicits(name):
+    """(payload, source) of every Solicit in a capture, the source as recvfrom gives it on a scoped socket."""
+    return [(bytes(frame[UDP].payload), (frame[IPv6].src, frame[UDP].sport, 0, LINK_LOCAL_SCOPE))
+            for frame in udp_frames(name, (DHCP6_SERVER_PORT,))]
+
+
+def pipeline_path(parse, handle, data, source, local_port):
+    """Run one input through a family's ``parse`` and its proxy's ``handle``: (request, outcome, path taken).
+
+    The path is one of the fuzz tests' PATHS: "malformed", "not a request", "unanswered" or "reply".
+    """
+    try:
+        request = parse(data, source, local_port)
+    except MalformedPacket:
+        request, path = None, "malformed"
+    else:
+        path = "not a request" if request is None else "unanswered"
+    outcome = handle(data, source, local_port)
+    if outcome is not None and outcome.reply is not None:
+        path = "reply"
+    return request, outcome, path
