@@ -24,7 +24,7 @@ import time
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import INSTALLER_LOG_FILE, INSTALLER_STATE_FILE, IPXE_BINARIES, run_file
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
 from ansible_collections.nixie.provision.plugins.module_utils._ipxe_dir import find_ipxe_binaries
-from ansible_collections.nixie.provision.plugins.module_utils._process import stop_process_group
+from ansible_collections.nixie.provision.plugins.module_utils._process import CommandTimeout, run_with_deadline
 
 NIX_FEATURES = ["--extra-experimental-features", "nix-command flakes"]
 
@@ -171,15 +171,11 @@ class Nix:
         nix runs in its own process group so a timeout also stops the builders it started.
         """
         command = self.command(subcommand, *args)
-        process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log or subprocess.PIPE, start_new_session=True,
-        )
         try:
-            stdout, stderr = process.communicate(timeout=self._remaining())
-        except subprocess.TimeoutExpired:
-            stop_process_group(process)
+            done = run_with_deadline(command, self._remaining(), stderr=log or subprocess.PIPE)
+        except CommandTimeout:
             raise NixError("nix %s did not finish within the timeout: %s" % (subcommand, " ".join(command)))
-        return process.returncode, stdout.decode("utf-8", "replace"), (stderr or b"").decode("utf-8", "replace")
+        return done.returncode, done.stdout, done.stderr or ""
 
     def locate(self, flake, attribute, paths):
         """Evaluate ``<flake>#<attribute>`` with :func:`lookup_expression`; returns ``{key: {"drv", "out"}}``.

@@ -14,9 +14,7 @@ import collections
 import os
 import re
 import shlex
-import signal
 import socket
-import subprocess
 import tempfile
 import time
 
@@ -24,6 +22,7 @@ from ansible_collections.nixie.provision.plugins.module_utils import _nix
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import TOKENS_FILE
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.tokens import read_outstanding
 from ansible_collections.nixie.provision.plugins.module_utils._discover import METHODS, Deadline, Discovery
+from ansible_collections.nixie.provision.plugins.module_utils._process import CommandTimeout, run_with_deadline
 
 PROBE_TIMEOUT = 3.0
 SSH_CONNECT_TIMEOUT = 10
@@ -199,24 +198,6 @@ def tcp_probe(address, port, timeout):
         return "TCP port %d: %s" % (port, exc.strerror or exc)
 
 
-def run_bounded(argv, timeout):
-    """Run ``argv`` for at most ``timeout`` s; ``(returncode, stdout, stderr)``, or None when it took longer.
-
-    The command gets its own process group so a timeout also ends what it started (a ProxyCommand).
-    """
-    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        stdout, stderr = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.communicate()
-        return None
-    return process.returncode, stdout.decode("utf-8", "replace"), stderr.decode("utf-8", "replace")
-
-
 class StatusCheck:
     """Finds one host, asks it what it runs and classifies it; ``run()`` returns the module's result.
 
@@ -309,10 +290,11 @@ class StatusCheck:
             known_hosts = self.known_hosts or os.path.join(scratch, "known_hosts")
             argv = ssh_argv(address, self.ssh_user, self.ssh_port, self.deadline.bounded(SSH_CONNECT_TIMEOUT), known_hosts,
                             pinned=self.known_hosts is not None, private_key=self.ssh_private_key, options=self.ssh_options)
-            done = run_bounded(argv, max(self.deadline.remaining(), 1.0))
-        if done is None:
-            return None, "timeout", "SSH to %s did not finish within the timeout" % target
-        returncode, stdout, stderr = done
+            try:
+                # No grace: the group (ssh and its ProxyCommand) holds nothing worth a clean exit, and the deadline is the user's.
+                returncode, stdout, stderr = run_with_deadline(argv, max(self.deadline.remaining(), 1.0), grace=0)
+            except CommandTimeout:
+                return None, "timeout", "SSH to %s did not finish within the timeout" % target
         if returncode == 255:
             cause, reason = ssh_failure(returncode, stderr, target, self.known_hosts, self.known_hosts is not None)
             return None, cause, reason
