@@ -32,7 +32,7 @@ import traceback
 from ansible.module_utils.basic import missing_required_lib
 
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
-from ansible_collections.nixie.provision.plugins.module_utils._mac import normalize_mac
+from ansible_collections.nixie.provision.plugins.module_utils._mac import mac_bytes, normalize_mac
 from ansible_collections.nixie.provision.plugins.module_utils._netif import require_interface
 from ansible_collections.nixie.provision.plugins.module_utils._process import CommandNotStarted, CommandTimeout, run_with_deadline
 
@@ -101,7 +101,7 @@ def eui64_link_local(mac):
 
     The universal/local bit of the first octet is inverted and ff:fe goes between the two halves.
     """
-    octets = bytearray(bytes.fromhex(normalize_mac(mac).replace(":", "")))
+    octets = bytearray(mac_bytes(mac))
     octets[0] ^= 0x02
     interface_id = bytes(octets[:3]) + b"\xff\xfe" + bytes(octets[3:])
     return str(ipaddress.IPv6Address(b"\xfe\x80" + b"\x00" * 6 + interface_id))
