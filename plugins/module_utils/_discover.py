@@ -26,15 +26,15 @@ import json
 import os
 import select
 import socket
-import subprocess
 import time
 import traceback
 
 from ansible.module_utils.basic import missing_required_lib
 
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
-from ansible_collections.nixie.provision.plugins.module_utils._mac import normalize_mac
+from ansible_collections.nixie.provision.plugins.module_utils._mac import mac_bytes, normalize_mac
 from ansible_collections.nixie.provision.plugins.module_utils._netif import require_interface
+from ansible_collections.nixie.provision.plugins.module_utils._process import CommandNotStarted, CommandTimeout, run_with_deadline
 
 try:
     from scapy.layers.l2 import ARP, Ether
@@ -99,7 +99,7 @@ def eui64_link_local(mac):
 
     The universal/local bit of the first octet is inverted and ff:fe goes between the two halves.
     """
-    octets = bytearray(bytes.fromhex(normalize_mac(mac).replace(":", "")))
+    octets = bytearray(mac_bytes(mac))
     octets[0] ^= 0x02
     interface_id = bytes(octets[:3]) + b"\xff\xfe" + bytes(octets[3:])
     return str(ipaddress.IPv6Address(b"\xfe\x80" + b"\x00" * 6 + interface_id))
@@ -182,9 +182,9 @@ def with_scope(address, interface):
 
 def _ip_json(*argv, timeout):
     try:
-        done = subprocess.run(["ip", "-j"] + list(argv), capture_output=True, text=True, timeout=max(timeout, 0.1), check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise DiscoveryError("ip -j %s: %s" % (" ".join(argv), exc)) from None
+        done = run_with_deadline(["ip", "-j"] + list(argv), max(timeout, 0.1), grace=0)
+    except (CommandNotStarted, CommandTimeout) as exc:
+        raise DiscoveryError("ip -j %s: %s" % (" ".join(argv), exc.__cause__)) from None
     if done.returncode != 0:
         raise DiscoveryError("ip -j %s: %s" % (" ".join(argv), done.stderr.strip()))
     return done.stdout

@@ -8,6 +8,8 @@ Shared code raises these; a module turns them into ``fail_json`` and a controlle
 
 from __future__ import annotations
 
+from ansible.module_utils.basic import missing_required_lib
+
 
 class NixieError(Exception):
     """A failure the user can act on; ``details`` carries whatever partial result was gathered."""
@@ -23,3 +25,16 @@ class HostsFileError(NixieError):
 
 class MalformedPacket(NixieError):
     """A datagram is not a well-formed DHCP message; the message says where."""
+
+
+class MissingLibrary(NixieError):
+    """A Python library did not import: ansible's own wording, and the import traceback as ``exception`` for ``fail_json``."""
+
+    def __init__(self, name: str, import_error: str):
+        super().__init__(missing_required_lib(name), exception=import_error)
+
+
+def require_library(name: str, import_error: str | None) -> None:
+    """Raise MissingLibrary when the import of ``name`` failed (``import_error`` is its traceback, None when it worked)."""
+    if import_error:
+        raise MissingLibrary(name, import_error)

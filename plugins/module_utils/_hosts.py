@@ -141,7 +141,7 @@ def _validate_wol(name, wol, problems):
     return hostvars
 
 
-def parse_hosts(text, source="hosts.json"):
+def parse_hosts(text: str, source: str = "hosts.json") -> dict[str, dict[str, object]]:
     """Validate hosts.json text and return ``{host name: host variables}`` in file order.
 
     ``source`` names the file in error messages. Raises HostsFileError listing every problem.
@@ -170,7 +170,7 @@ def parse_hosts(text, source="hosts.json"):
     return hosts
 
 
-def load_hosts(path):
+def load_hosts(path: str) -> dict[str, dict[str, object]]:
     """Read and validate a hosts.json file (see parse_hosts)."""
     try:
         with open(path, encoding="utf-8") as handle:

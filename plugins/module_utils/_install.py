@@ -21,7 +21,7 @@ from typing import Iterator, Optional
 from ansible_collections.nixie.provision.plugins.module_utils._bootclient import BootServerClient
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import SSH_KEY_TYPES
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
-from ansible_collections.nixie.provision.plugins.module_utils._process import stop_process_group
+from ansible_collections.nixie.provision.plugins.module_utils._process import CommandNotStarted, CommandTimeout, run_with_deadline
 
 LOG_TAIL_LINES = 20
 HOST_KEY_PATH = "etc/ssh/ssh_host_ed25519_key"
@@ -80,10 +80,9 @@ def verify_host_key(target, reported_keys, timeout=10):
     scanned_types = {SSH_KEY_TYPES.get(key_type) for key_type, dummy in expected}
     type_option = ["-t", ",".join(sorted(scanned_types))] if None not in scanned_types else []
     try:
-        scan = subprocess.run(["ssh-keyscan", "-T", str(timeout), *type_option, target], capture_output=True, text=True,
-                              timeout=timeout + 5, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise InstallError("cannot scan the SSH host key of %s: %s" % (target, exc)) from None
+        scan = run_with_deadline(["ssh-keyscan", "-T", str(timeout), *type_option, target], timeout + 5, grace=0)
+    except (CommandNotStarted, CommandTimeout) as exc:
+        raise InstallError("cannot scan the SSH host key of %s: %s" % (target, exc.__cause__)) from None
     offered = {_key_identity(line) for line in scan.stdout.splitlines() if line and not line.startswith("#")} - {None}
     if not offered:
         raise InstallError("%s offers no SSH host key (ssh-keyscan: %s)" % (target, scan.stderr.strip()[-300:] or "no answer"))
@@ -97,8 +96,10 @@ def ensure_host_key(extra_files, name):
     private = os.path.join(extra_files, HOST_KEY_PATH)
     if not os.path.exists(private):
         os.makedirs(os.path.dirname(private), mode=0o755, exist_ok=True)
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "root@%s" % name, "-f", private], check=True,
-                       capture_output=True)
+        argv = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "root@%s" % name, "-f", private]
+        made = run_with_deadline(argv, None)
+        if made.returncode != 0:
+            raise subprocess.CalledProcessError(made.returncode, argv, made.stdout, made.stderr)
     with open(private + ".pub", encoding="utf-8") as handle:
         return handle.read().strip()
 
@@ -141,13 +142,10 @@ def run_logged(command, log_path, timeout):
         log.write("\n=== %s: %s\n" % (time.strftime("%Y-%m-%d %H:%M:%S"), " ".join(command)))
         log.flush()
         try:
-            process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        except OSError as exc:
-            raise InstallError("cannot run %s: %s" % (command[0], exc.strerror or exc), log=log_path) from None
-        try:
-            returncode = process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            stop_process_group(process)
+            returncode = run_with_deadline(command, timeout, stdout=log, stderr=subprocess.STDOUT).returncode
+        except CommandNotStarted as exc:
+            raise InstallError(str(exc), log=log_path) from None
+        except CommandTimeout:
             raise InstallError("%s did not finish within %d s and was stopped; log: %s\n%s" % (
                 os.path.basename(command[0]), timeout, log_path, _tail(log_path)), log=log_path) from None
     if returncode != 0:

@@ -15,7 +15,7 @@ _CISCO = re.compile(r"^[0-9a-f]{4}\.[0-9a-f]{4}\.[0-9a-f]{4}$")
 _BARE = re.compile(r"^[0-9a-f]{12}$")
 
 
-def normalize_mac(value):
+def normalize_mac(value: object) -> str:
     """Return ``value`` as a lower-case, colon-separated MAC address; raise ValueError otherwise."""
     if not isinstance(value, str):
         raise ValueError("a MAC address must be a string, got %s" % type(value).__name__)
@@ -26,6 +26,6 @@ def normalize_mac(value):
     raise ValueError("%r is not a MAC address (expected six hex pairs such as bc:24:11:d0:28:34)" % value)
 
 
-def mac_bytes(value):
+def mac_bytes(value: str) -> bytes:
     """Return the six bytes of a MAC address given in any form normalize_mac accepts."""
     return bytes.fromhex(normalize_mac(value).replace(":", ""))

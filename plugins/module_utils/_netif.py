@@ -27,7 +27,7 @@ class InterfaceError(NixieError):
     """The named interface does not exist or lacks what was asked of it."""
 
 
-def require_interface(name):
+def require_interface(name: str) -> None:
     """Raise InterfaceError unless an interface called ``name`` exists in this network namespace."""
     try:
         socket.if_nametoindex(name)
@@ -35,7 +35,7 @@ def require_interface(name):
         raise InterfaceError("no network interface named %r on this machine" % name) from None
 
 
-def interface_ipv4(name):
+def interface_ipv4(name: str) -> str:
     """Return the primary IPv4 address of interface ``name``."""
     require_interface(name)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
@@ -46,7 +46,7 @@ def interface_ipv4(name):
     return socket.inet_ntoa(answer[20:24])
 
 
-def interface_ipv6(name, if_inet6="/proc/net/if_inet6"):
+def interface_ipv6(name: str, if_inet6: str = "/proc/net/if_inet6") -> str:
     """Return a stable global IPv6 address of interface ``name``: a configured one before one from SLAAC."""
     require_interface(name)
     candidates = []
@@ -66,7 +66,7 @@ def interface_ipv6(name, if_inet6="/proc/net/if_inet6"):
     return min(candidates, key=lambda candidate: candidate[0])[1]
 
 
-def interface_address(name, family="auto"):
+def interface_address(name: str, family: str = "auto") -> str:
     """The address to serve on: ``ipv4``, ``ipv6``, or ``auto`` (IPv4 where the interface has one, else IPv6)."""
     if family == "ipv6":
         return interface_ipv6(name)
@@ -82,7 +82,7 @@ def interface_address(name, family="auto"):
             raise InterfaceError("%s has neither an IPv4 nor a global IPv6 address" % name) from None
 
 
-def interface_mac(name):
+def interface_mac(name: str) -> str:
     """The MAC address of interface ``name``."""
     require_interface(name)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:

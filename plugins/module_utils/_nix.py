@@ -20,11 +20,12 @@ import re
 import shutil
 import subprocess
 import time
+from typing import IO, Iterable
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import INSTALLER_LOG_FILE, INSTALLER_STATE_FILE, IPXE_BINARIES, run_file
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
 from ansible_collections.nixie.provision.plugins.module_utils._ipxe_dir import find_ipxe_binaries
-from ansible_collections.nixie.provision.plugins.module_utils._process import stop_process_group
+from ansible_collections.nixie.provision.plugins.module_utils._process import CommandTimeout, run_with_deadline
 
 NIX_FEATURES = ["--extra-experimental-features", "nix-command flakes"]
 
@@ -64,18 +65,18 @@ class BuildFailed(NixError):
     """``nix build`` failed; ``details`` has ``log_path`` and ``log_tail``."""
 
 
-def nix_string(value):
+def nix_string(value: str) -> str:
     """Quote ``value`` as a Nix string literal (``${`` must not start an interpolation)."""
     escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("${", "\\${")
     return '"%s"' % escaped.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
 
 
-def attribute_path(names):
+def attribute_path(names: Iterable[str]) -> str:
     """Dotted attribute path as Nix reads it, quoting the names that are not plain identifiers."""
     return ".".join(name if re.match(r"^[A-Za-z_][A-Za-z0-9_'-]*$", name) else nix_string(name) for name in names)
 
 
-def split_flake(flake, default_name="installer"):
+def split_flake(flake: str, default_name: str = "installer") -> tuple[str, str]:
     """Split ``<flake>#<name>`` (the form nixos-anywhere and nixos-rebuild take) into the flake and the name."""
     reference, _hash, name = flake.partition("#")
     name = name or default_name
@@ -86,7 +87,7 @@ def split_flake(flake, default_name="installer"):
     return reference, name
 
 
-def local_flake_directory(reference):
+def local_flake_directory(reference: str) -> str | None:
     """The directory a local flake reference points at, or None for remote ones (github:, git+https:, ...)."""
     if reference.startswith("path:"):
         return reference[len("path:"):].split("?", 1)[0]
@@ -95,13 +96,13 @@ def local_flake_directory(reference):
     return None
 
 
-def check_flake_exists(reference):
+def check_flake_exists(reference: str) -> None:
     directory = local_flake_directory(reference)
     if directory is not None and not os.path.isfile(os.path.join(directory, "flake.nix")):
         raise FlakeNotFound("flake %s not found: there is no %s" % (reference, os.path.join(os.path.abspath(directory), "flake.nix")))
 
 
-def find_nix(nix="nix"):
+def find_nix(nix: str = "nix") -> str:
     """The absolute path of the nix executable, searching PATH and then the usual Nix profile directories."""
     if os.sep in nix:
         if os.access(nix, os.X_OK):
@@ -114,7 +115,7 @@ def find_nix(nix="nix"):
     return found
 
 
-def nix_error_text(stderr, limit=LOG_TAIL_LINES):
+def nix_error_text(stderr: str, limit: int = LOG_TAIL_LINES) -> str:
     """Nix's own error report: from the first ``error:`` line on, else the last lines of stderr."""
     lines = stderr.rstrip().splitlines()
     for index, line in enumerate(lines):
@@ -139,7 +140,7 @@ in
 builtins.mapAttrs (key: path: lookup root path [ ]) { %s }"""
 
 
-def lookup_expression(paths):
+def lookup_expression(paths: dict[str, list[str]]) -> str:
     """An ``--apply`` function mapping each key of ``paths`` to the derivation at its attribute path.
 
     Each result is ``{drv, out}``, ``{missing: [names up to the first missing one]}`` or ``{notDerivation: names}``.
@@ -153,35 +154,31 @@ def lookup_expression(paths):
 class Nix:
     """Runs ``nix`` with the flake features enabled and the user's extra arguments."""
 
-    def __init__(self, executable="nix", extra_args=(), timeout=None):
+    def __init__(self, executable: str = "nix", extra_args: Iterable[str] = (), timeout: float | None = None):
         """``timeout`` (seconds) bounds all calls made through this object together."""
         self.executable = find_nix(executable)
         self.extra_args = list(extra_args)
         self.deadline = None if timeout is None else time.monotonic() + timeout
 
-    def command(self, subcommand, *args):
+    def command(self, subcommand: str, *args: str) -> list[str]:
         return [self.executable] + NIX_FEATURES + [subcommand] + self.extra_args + list(args)
 
     def _remaining(self):
         return None if self.deadline is None else max(self.deadline - time.monotonic(), 0.1)
 
-    def run(self, subcommand, *args, log=None):
+    def run(self, subcommand: str, *args: str, log: IO[str] | None = None) -> tuple[int, str, str]:
         """Run nix; stderr goes to ``log`` (an open file) when given. Returns ``(returncode, stdout, stderr)``.
 
         nix runs in its own process group so a timeout also stops the builders it started.
         """
         command = self.command(subcommand, *args)
-        process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log or subprocess.PIPE, start_new_session=True,
-        )
         try:
-            stdout, stderr = process.communicate(timeout=self._remaining())
-        except subprocess.TimeoutExpired:
-            stop_process_group(process)
+            done = run_with_deadline(command, self._remaining(), stderr=log or subprocess.PIPE)
+        except CommandTimeout:
             raise NixError("nix %s did not finish within the timeout: %s" % (subcommand, " ".join(command)))
-        return process.returncode, stdout.decode("utf-8", "replace"), (stderr or b"").decode("utf-8", "replace")
+        return done.returncode, done.stdout, done.stderr or ""
 
-    def locate(self, flake, attribute, paths):
+    def locate(self, flake: str, attribute: str, paths: dict[str, list[str]]) -> dict[str, dict[str, str]]:
         """Evaluate ``<flake>#<attribute>`` with :func:`lookup_expression`; returns ``{key: {"drv", "out"}}``.
 
         Raises AttributeMissing naming every path (below ``attribute``) that does not lead to a derivation.
@@ -208,7 +205,7 @@ class Nix:
             raise AttributeMissing("; ".join(problems), missing=missing + not_derivations)
         return found
 
-    def build(self, installables, log):
+    def build(self, installables: Iterable[str], log: IO[str]) -> dict[str, dict[str, str]] | None:
         """One ``nix build --no-link --json`` of all ``installables``; returns ``{drvPath: {output: path}}``."""
         returncode, stdout, _stderr = self.run("build", "--no-link", "--json", "--print-build-logs", *installables, log=log)
         if returncode != 0:
@@ -221,7 +218,7 @@ def _split_attribute(attribute):
     return attribute.split(".") if attribute else []
 
 
-def toplevel_paths(nix, flake, hosts):
+def toplevel_paths(nix: Nix, flake: str, hosts: Iterable[str]) -> dict[str, str]:
     """``{host: store path of nixosConfigurations.<host>.config.system.build.toplevel}`` for all hosts, in one evaluation.
 
     Nothing is built; the paths are what an installed host's ``/run/current-system`` resolves to.
@@ -235,7 +232,8 @@ def toplevel_paths(nix, flake, hosts):
 class InstallerBuild:
     """Builds (or, in check mode, evaluates) the installer's netboot artifacts and reports what changed."""
 
-    def __init__(self, nix, flake, run_dir, ipxe_dir=None, ipxe_installable=None, check_mode=False):
+    def __init__(self, nix: Nix, flake: str, run_dir: str, ipxe_dir: str | None = None, ipxe_installable: str | None = None,
+                 check_mode: bool = False):
         self.nix = nix
         self.reference, self.name = split_flake(flake)
         self.run_dir = run_dir
@@ -246,13 +244,13 @@ class InstallerBuild:
         self.state_path = run_file(run_dir, INSTALLER_STATE_FILE)
 
     @property
-    def configuration(self):
+    def configuration(self) -> str:
         return "%s#nixosConfigurations.%s" % (self.reference, attribute_path([self.name]))
 
-    def artifact_installable(self, artifact):
+    def artifact_installable(self, artifact: str) -> str:
         return "%s.config.system.build.%s" % (self.configuration, artifact)
 
-    def run(self):
+    def run(self) -> dict[str, object]:
         check_flake_exists(self.reference)
         if self.ipxe_dir is not None:
             check_ipxe_dir(self.ipxe_dir, "ipxe_dir")
@@ -271,7 +269,7 @@ class InstallerBuild:
         self.save_store_paths(store_paths)
         return result
 
-    def evaluate(self):
+    def evaluate(self) -> dict[str, dict[str, str]]:
         paths = dict((artifact, [self.name, "config", "system", "build", artifact]) for artifact in INSTALLER_ARTIFACTS)
         try:
             derivations = self.nix.locate(self.reference, "nixosConfigurations", paths)
@@ -285,7 +283,7 @@ class InstallerBuild:
             derivations["ipxe"] = self.nix.locate(flake, attribute, {"ipxe": []})["ipxe"]
         return derivations
 
-    def realise(self, derivations):
+    def realise(self, derivations: dict[str, dict[str, str]]) -> None:
         installables = [self.artifact_installable(artifact) for artifact in INSTALLER_ARTIFACTS]
         if self.ipxe_installable:
             installables.append(self.ipxe_installable)
@@ -311,7 +309,7 @@ class InstallerBuild:
             if found["out"] not in built.get(found["drv"], {}).values():
                 raise NixError("nix build did not report %s (%s); see %s" % (key, found["out"], self.log_path))
 
-    def artifacts(self, store_paths):
+    def artifacts(self, store_paths: dict[str, str]) -> dict[str, str | None]:
         """The boot artifacts inside the built store paths."""
         toplevel = store_paths["toplevel"]
         # <toplevel>/kernel links to the file system.boot.loader.kernelFile names in the kernel package
@@ -332,7 +330,7 @@ class InstallerBuild:
             ipxe_dir = self.ipxe_dir
         return {"kernel": kernel, "initrd": initrd, "init": init, "cmdline": " ".join(["init=" + init] + params), "ipxe_dir": ipxe_dir}
 
-    def previous_store_paths(self):
+    def previous_store_paths(self) -> dict[str, str] | None:
         try:
             with open(self.state_path) as handle:
                 return json.load(handle).get("store_paths")
@@ -340,14 +338,14 @@ class InstallerBuild:
             # No earlier run (or a state file that is not ours): everything counts as changed.
             return None
 
-    def save_store_paths(self, store_paths):
+    def save_store_paths(self, store_paths: dict[str, str]) -> None:
         temporary = self.state_path + ".tmp"
         with open(temporary, "w") as handle:
             json.dump({"flake": self.configuration, "store_paths": store_paths}, handle, indent=2, sort_keys=True)
         os.replace(temporary, self.state_path)
 
 
-def check_ipxe_dir(directory, what):
+def check_ipxe_dir(directory: str, what: str) -> str:
     if not os.path.isdir(directory):
         raise NixError("%s: %s is not a directory" % (what, directory))
     if not find_ipxe_binaries(directory):

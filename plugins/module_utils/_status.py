@@ -14,17 +14,16 @@ import collections
 import os
 import re
 import shlex
-import signal
 import socket
-import subprocess
 import tempfile
 import time
-
 from typing import Optional, Sequence, Tuple
 
 from ansible_collections.nixie.provision.plugins.module_utils import _nix
 from ansible_collections.nixie.provision.plugins.module_utils._bootclient import BootServerClient
 from ansible_collections.nixie.provision.plugins.module_utils._discover import METHODS, Deadline, Discovery
+from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
+from ansible_collections.nixie.provision.plugins.module_utils._process import CommandTimeout, run_with_deadline
 
 PROBE_TIMEOUT = 3.0
 SSH_CONNECT_TIMEOUT = 10
@@ -233,30 +232,15 @@ def tcp_probe(address, port, timeout):
         return "TCP port %d: %s" % (port, exc.strerror or exc)
 
 
-def run_bounded(argv, timeout):
-    """Run ``argv`` for at most ``timeout`` s; ``(returncode, stdout, stderr)``, or None when it took longer.
-
-    The command gets its own process group so a timeout also ends what it started (a ProxyCommand).
-    """
-    process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        stdout, stderr = process.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        process.communicate()
-        return None
-    return process.returncode, stdout.decode("utf-8", "replace"), stderr.decode("utf-8", "replace")
-
-
 def known_hosts_lists(known_hosts: str, name: str) -> bool:
     """Whether ``known_hosts`` holds a key for ``name`` (hashed entries too: ``ssh-keygen -F`` reads them)."""
     if not os.path.isfile(known_hosts):
         return False
-    done = run_bounded(["ssh-keygen", "-F", name, "-f", known_hosts], COMMAND_TIMEOUT)
-    return done is not None and done[0] == 0 and bool(done[1].strip())
+    try:
+        done = run_with_deadline(["ssh-keygen", "-F", name, "-f", known_hosts], COMMAND_TIMEOUT, grace=0)
+    except NixieError:
+        return False
+    return done.returncode == 0 and bool(done.stdout.strip())
 
 
 class StatusCheck:
@@ -376,7 +360,11 @@ class StatusCheck:
         argv = ssh_argv(address, self.ssh_user, self.ssh_port, self.deadline.bounded(SSH_CONNECT_TIMEOUT), known_hosts,
                         pinned=was_pinned if pinned is None else pinned, private_key=self.ssh_private_key,
                         options=self.ssh_options, command=command)
-        return run_bounded(argv, max(self.deadline.remaining(), 1.0))
+        try:
+            # No grace: the group (ssh and its ProxyCommand) holds nothing worth a clean exit, and the deadline is the user's.
+            return run_with_deadline(argv, max(self.deadline.remaining(), 1.0), grace=0)
+        except CommandTimeout:
+            return None
 
     def _ask(self, ssh):
         """``(ProbeOutput, None, None)``, or ``(None, cause, why the host could not be asked)``."""

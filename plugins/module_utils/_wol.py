@@ -26,7 +26,7 @@ class WakeError(NixieError):
     """A magic packet could not be built or sent."""
 
 
-def magic_packet(mac):
+def magic_packet(mac: str) -> bytes:
     """Return the 102-byte magic packet for ``mac`` (any form normalize_mac accepts)."""
     try:
         return wakeonlan.create_magic_packet(normalize_mac(mac))
@@ -34,7 +34,7 @@ def magic_packet(mac):
         raise WakeError("mac: %s" % exc) from None
 
 
-def resolve_route(destination, interface=None):
+def resolve_route(destination: str, interface: str | None = None) -> tuple[socket.AddressFamily, str, str | None]:
     """Return ``(address family, destination, source address or None)`` for sending to ``destination``.
 
     ``interface`` may be an interface name or one of this machine's addresses. For an IPv6 link-local or
@@ -61,7 +61,8 @@ def resolve_route(destination, interface=None):
     return socket.AF_INET6, destination, None
 
 
-def send_wake(mac, destination="255.255.255.255", port=9, interface=None, count=3, interval=0.1, check_mode=False):
+def send_wake(mac: str, destination: str = "255.255.255.255", port: int = 9, interface: str | None = None, count: int = 3, interval: float = 0.1,
+              check_mode: bool = False) -> dict[str, object]:
     """Send ``count`` magic packets for ``mac``; return a description of what was (or would be) sent."""
     packet = magic_packet(mac)
     family, target, source = resolve_route(destination, interface)

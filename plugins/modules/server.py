@@ -188,17 +188,17 @@ awaiting_phone_home:
 
 import os
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
-from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
+from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError, require_library
 from ansible_collections.nixie.provision.plugins.module_utils._netif import interface_address
 from ansible_collections.nixie.provision.plugins.module_utils._bootclient import BootServerClient
 from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract, daemon
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.tokens import read_outstanding
 
 
-def _server_code(module):
-    """The boot server's own code, loaded only to start it.
+def _server_code():
+    """The boot server's own code, loaded only to start it; raises MissingLibrary naming the first library it lacks.
 
     Loading scapy, aiohttp and tftpy takes about a second here, which a status or stop call (the install role makes
     one per host) need not pay. The daemon is a fork of this process, so everything is loaded before it starts.
@@ -207,8 +207,7 @@ def _server_code(module):
     from ansible_collections.nixie.provision.plugins.module_utils._bootd.io import http, tftp  # pylint: disable=import-outside-toplevel
     from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire import dhcp4  # pylint: disable=import-outside-toplevel
     for name, error in (("scapy", dhcp4.SCAPY_IMPORT_ERROR), ("aiohttp", http.AIOHTTP_IMPORT_ERROR), ("tftpy", tftp.TFTPY_IMPORT_ERROR)):
-        if error:
-            module.fail_json(msg=missing_required_lib(name), exception=error)
+        require_library(name, error)
     return server
 
 
@@ -240,7 +239,7 @@ class ServerManager:
         return result
 
     def started(self):
-        server = _server_code(self.module)
+        server = _server_code()
         config = self._config()
         server.validate_config(config)
         current = daemon.read_state(self.run_dir)

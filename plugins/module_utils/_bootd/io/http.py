@@ -47,12 +47,11 @@ from urllib.parse import urlsplit
 try:
     from aiohttp import web
 except ImportError:
-    HAS_AIOHTTP = False
     AIOHTTP_IMPORT_ERROR = traceback.format_exc()
 else:
-    HAS_AIOHTTP = True
     AIOHTTP_IMPORT_ERROR = None
 
+from ansible_collections.nixie.provision.plugins.module_utils._errors import require_library
 from ansible_collections.nixie.provision.plugins.module_utils._mac import normalize_mac
 from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import AUTOEXEC_NAME, SSH_KEY_TYPES, api_url, script_path
@@ -431,8 +430,7 @@ class _Handlers:
 
 def make_app(state: BootState) -> "web.Application":
     """Return the aiohttp application serving ``state`` (a BootState)."""
-    if not HAS_AIOHTTP:
-        raise RuntimeError("the aiohttp Python library is required:\n%s" % AIOHTTP_IMPORT_ERROR)
+    require_library("aiohttp", AIOHTTP_IMPORT_ERROR)
     handlers = _Handlers(state)
 
     @web.middleware

@@ -32,15 +32,15 @@ import threading
 import time
 import traceback
 
+from ansible_collections.nixie.provision.plugins.module_utils._errors import require_library
+
 try:
     from tftpy.TftpContexts import TftpContextServer
     from tftpy.TftpPacketFactory import TftpPacketFactory
     from tftpy.TftpPacketTypes import TftpPacketInitial
 except ImportError:
-    HAS_TFTPY = False
     TFTPY_IMPORT_ERROR = traceback.format_exc()
 else:
-    HAS_TFTPY = True
     TFTPY_IMPORT_ERROR = None
 
     class _ContextServer6(TftpContextServer):
@@ -79,8 +79,7 @@ class TftpServer:
     """
 
     def __init__(self, binaries, host="0.0.0.0", port=69, on_event=None, timeout=1.0, retries=12, max_transfers=64):
-        if not HAS_TFTPY:
-            raise RuntimeError("the tftpy Python library is required:\n%s" % TFTPY_IMPORT_ERROR)
+        require_library("tftpy", TFTPY_IMPORT_ERROR)
         self._binaries = dict(binaries)
         self._bind = (host, port)
         self._on_event = on_event

@@ -12,6 +12,7 @@ import pytest
 
 from ansible_collections.nixie.provision.plugins.module_utils import _status
 from ansible_collections.nixie.provision.plugins.module_utils._discover import Candidate
+from ansible_collections.nixie.provision.plugins.module_utils._process import CommandTimeout
 
 SYSTEM = "/nix/store/8x0k7sbhhkhbnzxlvmh83dhxg5dpvw8n-nixos-system-nixie-01-24.11.20241201.af51545"
 OTHER_SYSTEM = "/nix/store/1b9p07z77phvv2hf6gm9f28syp5xfk5i-nixos-system-nixie-01-24.11.20241130.0000000"
@@ -172,11 +173,6 @@ def test_tcp_probe_on_loopback():
     assert _status.tcp_probe("127.0.0.1", port, 0) == "not tried: the timeout was reached"
 
 
-def test_run_bounded_kills_what_overruns():
-    assert _status.run_bounded(["sh", "-c", "echo out; echo err >&2; exit 3"], 5) == (3, "out\n", "err\n")
-    assert _status.run_bounded(["sleep", "30"], 0.2) is None
-
-
 class FakeHost:
     """Candidates for Discovery and the answers of TCP probes and ssh, so StatusCheck's decisions can be checked."""
 
@@ -187,14 +183,16 @@ class FakeHost:
         self.open_addresses = open_addresses
         monkeypatch.setattr(_status.Discovery, "candidates", lambda discovery: iter(candidates))
         monkeypatch.setattr(_status, "tcp_probe", self.tcp_probe)
-        monkeypatch.setattr(_status, "run_bounded", self.run_bounded)
+        monkeypatch.setattr(_status, "run_with_deadline", self.run_with_deadline)
 
     def tcp_probe(self, address, port, timeout):
         self.probed.append(address)
         return None if address in self.open_addresses else "TCP port %d refused the connection" % port
 
-    def run_bounded(self, argv, timeout):
+    def run_with_deadline(self, argv, timeout, **options):
         self.ssh_argv = argv
+        if self.ssh is None:
+            raise CommandTimeout(argv, timeout)
         return self.ssh
 
 
@@ -239,6 +237,13 @@ def test_ssh_failure_is_unreachable_with_ssh_reason(monkeypatch, tmp_path):
     assert result["state"] == "unreachable" and result["ip"] == "10.0.0.5"
     assert "host key" in result["reason"] and str(known_hosts) in result["reason"] and result["unreachable_cause"] == "host_key"
     assert "StrictHostKeyChecking=yes" in host.ssh_argv and 'UserKnownHostsFile="%s"' % known_hosts in host.ssh_argv
+
+
+def test_ssh_past_the_deadline_is_unreachable_by_timeout(monkeypatch):
+    FakeHost(monkeypatch, [Candidate("10.0.0.5", "static")], {"10.0.0.5"}, ssh=None)
+    result = _status.StatusCheck(MAC, ip="10.0.0.5").run()
+    assert result["state"] == "unreachable" and result["unreachable_cause"] == "timeout"
+    assert result["reason"] == "SSH to root@10.0.0.5 did not finish within the timeout"
 
 
 def test_cut_short_output_is_unreachable(monkeypatch):
