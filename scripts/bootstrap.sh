@@ -15,6 +15,7 @@ apt_packages=(
   dosfstools mtools syslinux syslinux-common systemd-boot-efi  # the lab's installed-disk image, built unmounted
   iproute2 iptables nftables tcpdump                       # namespaces, bridges, captures, packet loss
   tftp-hpa curl udhcpc openssh-client dropbear-bin         # real clients for protocol tests
+  ipmitool                                                 # an independent IPMI client for the power tests
   nginx-light                                              # bench/'s HTTP reference (bench starts its own; no service)
   nix-bin                                                  # builds the fixture installer flake
   git make rsync python3-venv
