@@ -112,6 +112,10 @@ class IpmiDriver(PowerDriver):
         self._raw("cannot set the boot flags", CHASSIS_NETFN, SET_BOOT_OPTIONS,
                   boot_flags(request["device"], request["mode"] == "uefi"))
 
+    def clear_boot_override(self) -> None:
+        # Boot flags without their valid bit: the BMC then hands the firmware no override.
+        self._raw("cannot clear the boot flags", CHASSIS_NETFN, SET_BOOT_OPTIONS, (BOOT_FLAGS, 0, 0, 0, 0, 0))
+
     def power_command(self, action: str) -> str:
         return action
 

@@ -40,6 +40,9 @@ class WolDriver(PowerDriver):
     def set_boot_once(self, request: dict) -> None:
         raise PowerError("the wol driver cannot set a boot override")
 
+    def clear_boot_override(self) -> None:
+        raise PowerError("the wol driver has no boot override to clear")
+
     def power_command(self, action: str) -> str:
         if action != "on":
             raise PowerError("the wol driver cannot %s a machine: Wake-on-LAN only switches it on; use the "
