@@ -70,6 +70,7 @@ compose:
 """
 
 import os
+from typing import TYPE_CHECKING
 
 from ansible.errors import AnsibleParserError
 from ansible.plugins.inventory import BaseInventoryPlugin, Constructable
@@ -77,14 +78,18 @@ from ansible.plugins.inventory import BaseInventoryPlugin, Constructable
 from ansible_collections.nixie.provision.plugins.module_utils._errors import HostsFileError
 from ansible_collections.nixie.provision.plugins.module_utils._hosts import load_hosts
 
+if TYPE_CHECKING:
+    from ansible.inventory.data import InventoryData
+    from ansible.parsing.dataloader import DataLoader
+
 
 class InventoryModule(BaseInventoryPlugin, Constructable):
     NAME = "nixie.provision.hosts"
 
-    def verify_file(self, path):
+    def verify_file(self, path: str) -> bool:
         return super().verify_file(path) and path.endswith(("nixie.yml", "nixie.yaml"))
 
-    def parse(self, inventory, loader, path, cache=True):
+    def parse(self, inventory: InventoryData, loader: DataLoader, path: str, cache: bool = True) -> None:
         super().parse(inventory, loader, path, cache)
         self._read_config_data(path)
         config_dir = os.path.dirname(os.path.abspath(path))
