@@ -42,7 +42,7 @@ class PowerDriver:
     name = ""
     reports_power = True
 
-    def __init__(self, address: str):
+    def __init__(self, address: str) -> None:
         self.address = address
         self.warnings: list[str] = []
 

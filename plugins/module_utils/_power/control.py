@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import time
+from typing import Callable
 
 from ansible_collections.nixie.provision.plugins.module_utils._power.base import NO_OVERRIDE, PowerDriver, PowerTimeout
 
@@ -44,8 +45,8 @@ def override_matches(pending: dict | None, request: dict) -> bool:
     return all(request[key] is None or pending[key] == request[key] for key in ("mode", "http_boot_uri"))
 
 
-def wait_for_power(driver: PowerDriver, wanted: tuple[str, ...], deadline: float, clock=time.monotonic,
-                   sleep=time.sleep) -> str:
+def wait_for_power(driver: PowerDriver, wanted: tuple[str, ...], deadline: float, clock: Callable[[], float] = time.monotonic,
+                   sleep: Callable[[float], None] = time.sleep) -> str:
     """Poll the driver until it reports one of ``wanted`` and return it; PowerTimeout at ``deadline``.
 
     BMCs apply a change seconds after they accept it, and some report the old state until then.
@@ -62,8 +63,8 @@ def wait_for_power(driver: PowerDriver, wanted: tuple[str, ...], deadline: float
 
 
 def run(driver: PowerDriver, state: str, boot_once: str | None = None, boot_mode: str | None = None,
-        http_boot_uri: str | None = None, timeout: float = 60, check_mode: bool = False, clock=time.monotonic,
-        sleep=time.sleep) -> dict:
+        http_boot_uri: str | None = None, timeout: float = 60, check_mode: bool = False, clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep) -> dict:
     """Take the machine to ``state`` (with a one-time boot from ``boot_once``) and describe what was done.
 
     In check mode it reads the BMC only and reports what it would do. A machine in a transitional state

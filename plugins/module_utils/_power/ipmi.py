@@ -78,7 +78,7 @@ class IpmiDriver(PowerDriver):
 
     name = "ipmi"
 
-    def __init__(self, address: str, username: str, password: str, port: int = 623):
+    def __init__(self, address: str, username: str, password: str, port: int = 623) -> None:
         super().__init__("[%s]:%d" % (address, port) if ":" in address else "%s:%d" % (address, port))
         try:
             self._command = pyghmi_command.Command(bmc=address, userid=username, password=password, port=port,

@@ -91,7 +91,7 @@ class RedfishDriver(PowerDriver):
     name = "redfish"
 
     def __init__(self, address: str, username: str, password: str, system: str | None = None, port: int | None = None,
-                 validate_certs: bool = True, ca_path: str | None = None, timeout: float = 30):
+                 validate_certs: bool = True, ca_path: str | None = None, timeout: float = 30) -> None:
         super().__init__(base_url(address, port))
         verify = (ca_path or True) if validate_certs else False
         if not validate_certs:

@@ -13,23 +13,8 @@ import ast
 from pathlib import Path
 from typing import Iterator, List, Tuple, Union
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[4]
 MODULE_UTILS = ROOT / "plugins" / "module_utils"
-
-# Files (relative to the repository root) whose hints other engineers are still adding: they are checked only to
-# notice when they are done. Empty this once every file passes; a complete file listed here fails the test below.
-PENDING = frozenset({
-    "plugins/module_utils/_nix.py",
-    "plugins/module_utils/_power/base.py",
-    "plugins/module_utils/_power/control.py",
-    "plugins/module_utils/_power/ipmi.py",
-    "plugins/module_utils/_power/redfish.py",
-    "plugins/module_utils/_power/wol.py",
-    "plugins/module_utils/_process.py",
-    "plugins/module_utils/_status.py",
-})
 
 _Function = Union[ast.FunctionDef, ast.AsyncFunctionDef]
 
@@ -83,16 +68,10 @@ def _problems(relative: str) -> List[str]:
 
 
 def test_every_public_function_of_module_utils_has_type_hints():
-    files = [relative for relative in _module_utils_files() if relative not in PENDING]
+    files = _module_utils_files()
     assert files
     problems = [problem for relative in files for problem in _problems(relative)]
     assert not problems, "public functions or methods without type hints:\n" + "\n".join(problems)
-
-
-@pytest.mark.parametrize("relative", sorted(PENDING))
-def test_a_pending_file_leaves_the_allow_list_once_it_is_done(relative):
-    assert relative in _module_utils_files(), "%s: no such file under plugins/module_utils; remove it from PENDING" % relative
-    assert _problems(relative), "%s has all its type hints now: remove it from PENDING" % relative
 
 
 def test_the_check_sees_what_lacks_a_hint():
