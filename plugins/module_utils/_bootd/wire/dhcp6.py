@@ -49,10 +49,8 @@ try:
         VENDOR_CLASS_DATA,
     )
 except ImportError:
-    HAS_SCAPY = False
     SCAPY_IMPORT_ERROR = traceback.format_exc()
 else:
-    HAS_SCAPY = True
     SCAPY_IMPORT_ERROR = None
 
 ALL_DHCP_RELAY_AGENTS_AND_SERVERS = "ff02::1:2"
