@@ -31,7 +31,7 @@ def _describe(event):
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = False
-    _VALID_ARGS = frozenset(("server_url", "run_dir", "mac", "timeout"))
+    _VALID_ARGS = frozenset(("server_url", "run_dir", "server_secret", "mac", "timeout"))
     _requires_connection = False
 
     def run(self, tmp=None, task_vars=None):
@@ -42,6 +42,7 @@ class ActionModule(ActionBase):
         dummy, args = self.validate_argument_spec(argument_spec=dict(
             server_url=dict(type="str"),
             run_dir=dict(type="path"),
+            server_secret=dict(type="str", no_log=True),
             mac=dict(type="str"),
             timeout=dict(type="int", default=600),
         ))
@@ -55,7 +56,7 @@ class ActionModule(ActionBase):
             raise AnsibleActionFail("mac: %s" % exc) from None
         if not (args["server_url"] or args["run_dir"]):
             raise AnsibleActionFail("server_url or run_dir: one of them is required to find the boot server")
-        client = connect(args["server_url"], args["run_dir"] and os.path.expanduser(args["run_dir"]))
+        client = connect(args["server_url"], args["run_dir"] and os.path.expanduser(args["run_dir"]), args["server_secret"])
         if client is None:
             raise AnsibleActionFail("no boot server runs for %s; start it with nixie.provision.server first" % args["run_dir"])
         name = task_vars.get("inventory_hostname", mac)
@@ -71,6 +72,10 @@ class ActionModule(ActionBase):
             except NixieError as exc:
                 raise AnsibleActionFail("cannot poll the boot server: %s" % exc) from None
             last = entry.get("last_event")
+            if entry.get("conflict"):
+                # The server refuses both machines from now on; the install target must not be either of them.
+                result.update(failed=True, elapsed=round(time.monotonic() - started, 1), last_event=last, msg=entry["conflict"])
+                return result
             if last:
                 since = last["ts"]
                 if last["step"] != shown:

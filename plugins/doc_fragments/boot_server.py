@@ -5,7 +5,10 @@ from __future__ import annotations
 
 
 class ModuleDocFragment:
-    """How a module finds the run's boot server: its URL, or the run directory of one on the controller."""
+    """How a module finds the run's boot server: its URL, or the run directory of one on the controller.
+
+    ``SECRET`` (``nixie.provision.boot_server.secret``): how it authenticates to it.
+    """
 
     DOCUMENTATION = r"""
 options:
@@ -17,4 +20,17 @@ options:
   run_dir:
     description: Without O(server_url), the run directory of the boot server running on the controller.
     type: path
+"""
+
+    SECRET = r"""
+options:
+  server_secret:
+    description:
+      - The boot server's controller secret, which its controller API requires. It is the content of the file
+        C(controller-secret) in the server's run directory (mode 0600), made anew at each start.
+      - Not needed for a server running on this machine when O(run_dir) is given (the server's run directory): it is
+        read from there. For a server on another host, read it there without logging it, for example with
+        M(ansible.builtin.slurp) and C(no_log), and pass it here.
+      - Never shown in output or logs.
+    type: str
 """

@@ -3,7 +3,11 @@
 """The controller's one way to the boot server: its HTTP API, so the server may run on another host.
 
 Modules and action plugins (status, install, release, wait_for_agent) go through ``BootServerClient`` and never
-read the server's run directory. The routes and their answers are ``_bootd.contract``'s.
+read the server's run directory themselves. The routes and their answers are ``_bootd.contract``'s.
+
+Every call carries the run's controller secret (``contract.CONTROLLER_SECRET_HEADER``): for a server on this
+machine ``connect`` takes it from the run directory through the server package, for one on another host the
+caller passes it (the modules' no_log ``server_secret``). It goes in a header only, never into a message.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from urllib.parse import urlencode
 from ansible.module_utils.urls import open_url
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract, daemon
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.runfiles import read_controller_secret
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
 from ansible_collections.nixie.provision.plugins.module_utils._mac import normalize_mac
 
@@ -29,12 +34,20 @@ class HostNotServed(NixieError):
     """The boot server does not serve this MAC: it is not among the hosts it was started for."""
 
 
-class BootServerClient:
-    """Talks to the boot server at ``base_url`` (``http://10.0.0.2:8080``, the server module's ``http_url``)."""
+class HostRefused(NixieError):
+    """The boot server refuses to go on with this host (two machines answered as it); the message says why."""
 
-    def __init__(self, base_url: str, timeout: float = REQUEST_TIMEOUT) -> None:
+
+class BootServerClient:
+    """Talks to the boot server at ``base_url`` (``http://10.0.0.2:8080``, the server module's ``http_url``).
+
+    ``secret`` is the run's controller secret; without it every call is refused.
+    """
+
+    def __init__(self, base_url: str, secret: Optional[str], timeout: float = REQUEST_TIMEOUT) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
+        self._secret = secret
 
     def state(self) -> Dict[str, Any]:
         """What the server serves: address, port, URL, interface, iPXE binaries."""
@@ -78,28 +91,50 @@ class BootServerClient:
               timeout: Optional[float] = None, mac: Optional[str] = None) -> Any:
         url = self.base_url + route + ("?" + urlencode(query) if query else "")
         data = None if body is None else json.dumps(body)
+        headers = {"Content-Type": "application/json"} if data is not None else {}
+        if self._secret:
+            headers[contract.CONTROLLER_SECRET_HEADER] = self._secret
         try:
-            with open_url(url, method=method, data=data, timeout=timeout or self.timeout,
-                          headers={"Content-Type": "application/json"} if data is not None else None) as response:
+            with open_url(url, method=method, data=data, timeout=timeout or self.timeout, headers=headers) as response:
                 return json.load(response)
         except Exception as exc:  # pylint: disable=broad-except
             # open_url raises urllib's errors, socket errors and Ansible's own; an HTTP error carries its status.
-            if getattr(exc, "code", None) == 404 and mac is not None:
+            code = getattr(exc, "code", None)
+            if code == 404 and mac is not None:
                 raise HostNotServed("the boot server at %s does not serve %s: it is not among the hosts it was started for"
                                     % (self.base_url, mac), url=url) from None
+            if code == 409 and mac is not None:
+                raise HostRefused(_error_of(exc) or "the boot server at %s refuses %s" % (self.base_url, mac), url=url) from None
+            if code == 403:
+                raise BootServerUnavailable(
+                    "the boot server at %s refused %s %s: %s. Give run_dir on the server's machine, or server_secret (the "
+                    "content of %s in its run directory)" % (self.base_url, method, route,
+                                                            "a wrong controller secret" if self._secret else "no controller secret",
+                                                            contract.CONTROLLER_SECRET_FILE), url=url) from None
             raise BootServerUnavailable("the boot server at %s did not answer %s %s: %s" % (self.base_url, method, route, exc),
                                         url=url) from None
 
 
-def connect(server_url: Optional[str] = None, run_dir: Optional[str] = None) -> Optional[BootServerClient]:
+def _error_of(exc: Exception) -> Optional[str]:
+    """The ``error`` of an HTTP error's JSON body, if it has one."""
+    try:
+        return json.loads(exc.read())["error"]
+    except Exception:  # pylint: disable=broad-except
+        return None
+
+
+def connect(server_url: Optional[str] = None, run_dir: Optional[str] = None, secret: Optional[str] = None) -> Optional[BootServerClient]:
     """The client for ``server_url``, else for the boot server running on this machine for ``run_dir``; None if neither.
 
-    Only a server started on this machine can be found by its run directory; one on another host needs its URL.
+    Only a server started on this machine can be found by its run directory; one on another host needs its URL,
+    and ``secret``, its controller secret. Without ``secret``, the one in ``run_dir`` is taken.
     """
+    if run_dir and not secret:
+        secret = read_controller_secret(run_dir)
     if server_url:
-        return BootServerClient(server_url)
+        return BootServerClient(server_url, secret)
     if run_dir:
         published = daemon.read_state(run_dir)
         if published is not None:
-            return BootServerClient(published["http_url"])
+            return BootServerClient(published["http_url"], secret)
     return None

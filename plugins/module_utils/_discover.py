@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, 
 from ansible.module_utils.basic import missing_required_lib
 
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
-from ansible_collections.nixie.provision.plugins.module_utils._mac import mac_bytes, normalize_mac
+from ansible_collections.nixie.provision.plugins.module_utils._mac import eui64_interface_id, normalize_mac
 from ansible_collections.nixie.provision.plugins.module_utils._netif import require_interface
 from ansible_collections.nixie.provision.plugins.module_utils._process import CommandNotStarted, CommandTimeout, run_with_deadline
 
@@ -99,14 +99,8 @@ class Deadline:
 # Pure functions
 
 def eui64_link_local(mac: str) -> str:
-    """The IPv6 link-local address a host derives from ``mac`` with modified EUI-64 (RFC 4291, appendix A).
-
-    The universal/local bit of the first octet is inverted and ff:fe goes between the two halves.
-    """
-    octets = bytearray(mac_bytes(mac))
-    octets[0] ^= 0x02
-    interface_id = bytes(octets[:3]) + b"\xff\xfe" + bytes(octets[3:])
-    return str(ipaddress.IPv6Address(b"\xfe\x80" + b"\x00" * 6 + interface_id))
+    """The IPv6 link-local address a host derives from ``mac`` with modified EUI-64 (RFC 4291, appendix A)."""
+    return str(ipaddress.IPv6Address(b"\xfe\x80" + b"\x00" * 6 + eui64_interface_id(mac)))
 
 
 def parse_neighbors(text: Optional[str], mac: str) -> List[Neighbor]:

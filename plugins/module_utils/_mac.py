@@ -29,3 +29,13 @@ def normalize_mac(value: object) -> str:
 def mac_bytes(value: str) -> bytes:
     """Return the six bytes of a MAC address given in any form normalize_mac accepts."""
     return bytes.fromhex(normalize_mac(value).replace(":", ""))
+
+
+def eui64_interface_id(value: str) -> bytes:
+    """The 8-byte IPv6 interface identifier a host derives from its MAC by modified EUI-64 (RFC 4291, appendix A).
+
+    The universal/local bit of the first octet is inverted and ff:fe goes between the two halves.
+    """
+    octets = bytearray(mac_bytes(value))
+    octets[0] ^= 0x02
+    return bytes(octets[:3]) + b"\xff\xfe" + bytes(octets[3:])

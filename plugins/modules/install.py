@@ -28,6 +28,7 @@ requirements:
   - ssh-keygen and ssh-keyscan (OpenSSH)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - nixie.provision.boot_server.secret
 attributes:
   check_mode:
     support: full
@@ -163,6 +164,7 @@ def main():
             name=dict(type="str", required=True),
             mac=dict(type="str"),
             server_url=dict(type="str"),
+            server_secret=dict(type="str", no_log=True),
             flake=dict(type="str", required=True),
             flake_attr=dict(type="str"),
             target=dict(type="str", required=True),
@@ -197,7 +199,7 @@ def main():
         known_hosts = _install.pin_host_key(contract.host_file(params["run_dir"], params["name"], contract.HOST_KNOWN_HOSTS),
                                             params["name"], host_key)
         _install.verify_host_key(params["target"], report.get("ssh_host_keys") or [])
-        client = connect(params["server_url"], params["run_dir"]) if mac else None
+        client = connect(params["server_url"], params["run_dir"], params["server_secret"]) if mac else None
         with _install.known_installed(client, mac) as told:
             seconds = _install.run_logged(command, log, params["timeout"])
     except _install.InstallError as exc:

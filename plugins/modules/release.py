@@ -18,6 +18,7 @@ description:
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - nixie.provision.boot_server
+  - nixie.provision.boot_server.secret
 attributes:
   check_mode:
     support: full
@@ -69,11 +70,12 @@ def main():
             mac=dict(type="str", required=True),
             server_url=dict(type="str"),
             run_dir=dict(type="path"),
+            server_secret=dict(type="str", no_log=True),
         ),
         required_one_of=[("server_url", "run_dir")],
         supports_check_mode=True,
     )
-    client = connect(module.params["server_url"], module.params["run_dir"])
+    client = connect(module.params["server_url"], module.params["run_dir"], module.params["server_secret"])
     if client is None:
         module.exit_json(changed=False, released=False, msg="no boot server runs for %s: nothing to release" % module.params["run_dir"])
     if module.check_mode:

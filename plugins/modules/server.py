@@ -192,7 +192,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError, require_library
 from ansible_collections.nixie.provision.plugins.module_utils._netif import interface_address
-from ansible_collections.nixie.provision.plugins.module_utils._bootclient import BootServerClient
+from ansible_collections.nixie.provision.plugins.module_utils._bootclient import connect
 from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract, daemon
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.tokens import read_outstanding
 
@@ -262,7 +262,7 @@ class ServerManager:
         state = daemon.read_state(self.run_dir)
         result = self._result(False, state)
         if state is not None:
-            awaiting = BootServerClient(state["http_url"]).awaiting_phone_home()
+            awaiting = connect(run_dir=self.run_dir).awaiting_phone_home()
         else:
             # A killed server's unclaimed tokens: their installers keep phoning home, and a server started again on
             # this run directory takes them.

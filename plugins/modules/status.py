@@ -35,6 +35,7 @@ requirements:
   - nix, when O(flake) is given
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - nixie.provision.boot_server.secret
 attributes:
   check_mode:
     support: full
@@ -347,6 +348,7 @@ def main():
             interface=dict(type="str"),
             server_url=dict(type="str"),
             run_dir=dict(type="path"),
+            server_secret=dict(type="str", no_log=True),
             awaiting_phone_home_macs=dict(type="list", elements="str", default=[]),
             reinstall=dict(type="bool", default=False),
             reboot_installer=dict(type="bool", default=False),
@@ -373,7 +375,7 @@ def main():
     _check_params(module)
     params = module.params
     try:
-        check = StatusCheck(server=connect(params["server_url"], params["run_dir"]), check_mode=module.check_mode,
+        check = StatusCheck(server=connect(params["server_url"], params["run_dir"], params["server_secret"]), check_mode=module.check_mode,
                             awaiting_phone_home=params["mac"] in params["awaiting_phone_home_macs"], **dict(
             (name, params[name]) for name in (
                 "mac", "ip", "interface", "discovery", "expected_system", "flake", "flake_attr", "eval_timeout", "ssh_user",

@@ -17,10 +17,13 @@ description:
     C(ansible_host) from any module's facts, so follow this task with C(ansible.builtin.set_fact) of
     C(ansible_host) to C(nixie_ip) (as the examples and the collection's playbooks do) to reach the installer over SSH.
   - A host that does not phone home within O(timeout) fails alone, with its last boot step.
+  - A host that two machines answered for (two phone-homes as its MAC from different addresses) fails alone at once,
+    with the message C(two machines answered as <mac>: refusing both); the boot server answers neither machine again.
   - Runs on the controller (it is an action plugin); it does not connect to the host.
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - nixie.provision.boot_server
+  - nixie.provision.boot_server.secret
 attributes:
   check_mode:
     support: none

@@ -13,7 +13,9 @@ The agent (``agent/nixie-agent``, in the installer) relies on this, and a test r
 - a 200 answer is ``{"authorized_keys": "<the deployer's public key lines>"}`` (ANSWER_FIELD); any other status
   means "try again later" (the server may be restarting), 403 included.
 
-The controller's routes (state, events, hosts) answer the controller alone; ``_bootclient`` is their one caller.
+The controller's routes (state, events, awaiting-phone-home, hosts) answer only requests that carry the run's
+controller secret (CONTROLLER_SECRET_HEADER; the server writes it to CONTROLLER_SECRET_FILE at start);
+``_bootclient`` is their one caller.
 """
 
 from __future__ import annotations
@@ -84,6 +86,8 @@ HOST_INSTALLED_ROUTE = HOST_ROUTE + "/installed"
 HOST_RELEASED_ROUTE = HOST_ROUTE + "/released"
 # GET HOST_ROUTE?wait=<s>&since=<ts of the last event seen> is held until the host's next event, this long at most.
 HOST_WAIT_LIMIT = 30.0
+# The header in which the controller presents the run's secret to the routes above other than the agent's.
+CONTROLLER_SECRET_HEADER = "X-Nixie-Controller-Secret"
 
 # The installer's kernel command line: where its agent phones home, and with which token.
 KERNEL_PARAM_API = "nixie.api"
@@ -99,6 +103,7 @@ PID_FILE = "server.pid"
 LOG_FILE = "server.log"
 EVENTS_FILE = "events.jsonl"
 TOKENS_FILE = "agent-tokens.json"
+CONTROLLER_SECRET_FILE = "controller-secret"
 INSTALLER_STATE_FILE = "installer.json"
 INSTALLER_LOG_FILE = "installer-build.log"
 HOST_INSTALL_LOG = "install.log"

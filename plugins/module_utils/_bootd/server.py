@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, List, Mapping, Tuple
 
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
 from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract, daemon, preflight
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.runfiles import create_controller_secret
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.booter import Booter
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.proxy import ClientMemo
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.events import EventLog
@@ -155,8 +156,8 @@ async def _serve(config, ready):
     }
     state = BootState(
         table=table, installer=Installer(config["kernel"], config["initrd"], config["cmdline"]), ipxe_dir=config["ipxe_dir"],
-        authorized_key=config["authorized_key"], events=events, base_urls=[address.http_base], published=published,
-        on_all_released=stopping.set,
+        authorized_key=config["authorized_key"], events=events, base_urls=[address.http_base],
+        controller_secret=create_controller_secret(run_dir), published=published, on_all_released=stopping.set,
     )
     runner = tftp = proxy = None
     try:

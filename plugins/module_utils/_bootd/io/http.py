@@ -10,7 +10,7 @@ Routes (``contract``: the agent, iPXE and ``_bootclient`` rely on them)::
     GET  /ipxe/<name>                      allow-listed iPXE binary, for UEFI HTTP boot
     GET  /ipxe/autoexec.ipxe               what that iPXE runs first: chain the script of its MAC
     POST /api/v1/phone-home                agent report; Bearer token; answers the deployer's key
-  controller only (loopback and the server's own addresses):
+  controller only (the run's controller secret in the X-Nixie-Controller-Secret header):
     GET  /api/v1/state                     what the server serves (address, URL, interface, iPXE binaries)
     GET  /api/v1/events                    every host's entry of the host table
     GET  /api/v1/awaiting-phone-home       MACs holding a token no phone-home has claimed yet
@@ -25,6 +25,12 @@ MAC in the run and names that MAC, so kernel/initrd downloads show up in that ho
 a URL seen on one host's console does not turn the server into a file server for the whole LAN
 beyond the lifetime of the run. Every dynamic path segment is matched against a pattern or an
 allow-list; nothing from a request is ever joined onto a file system path.
+
+A script carries a fresh agent token only when the host table ties its requester to the MAC's DHCP
+exchange; any other requester is refused (403, recorded with the reason), never served a script without
+a token: such an installer would boot, fail to phone home and refuse SSH until a power cycle, where a
+refused iPXE retries (autoexec.ipxe configures the network again first) or falls through to the next
+boot entry, and the refusal shows in the host's progress.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ import re
 import secrets
 import traceback
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 from urllib.parse import urlsplit
 
 try:
@@ -58,7 +64,7 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract im
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.ipxe import autoexec_script, installer_script, local_boot_script
 from ansible_collections.nixie.provision.plugins.module_utils._ipxe_dir import find_ipxe_binaries
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.events import EventLog
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.table import HostTable
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.table import HostConflict, HostTable
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.tokens import TokenRefused
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
 
@@ -73,7 +79,6 @@ _BEARER = re.compile(r"^Bearer ([A-Za-z0-9_-]{16,256})$")
 _DISK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 _OS_RELEASE_KEY = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
-_LOOPBACK = ("127.0.0.1", "::1")
 
 
 class ReportError(NixieError):
@@ -170,16 +175,17 @@ class BootState:
     """What the HTTP side serves: the run's ``table`` (a HostTable), the ``installer``, the iPXE binaries of ``ipxe_dir``.
 
     ``base_urls`` are the server's advertised roots (``http://10.0.0.2:8080``, ``http://[fd5e::1]:8080``):
-    scripts point back at the one the client used, and their hosts count as the server's own addresses
-    for the controller's routes, together with loopback and ``admin_addresses``. ``published`` is what the
-    state route answers.
+    scripts point back at the one the client used. ``published`` is what the state route answers.
+    ``controller_secret`` is what the controller's routes require (``contract.CONTROLLER_SECRET_HEADER``).
+    It replaces a check of the source address, which any machine on the segment can spoof, and which would
+    shut out a controller on another host.
 
     ``on_all_released`` is called once every host that was not installed at start has been released by the
     controller (it no longer needs the server): the transient server's end when no single task can stop it.
     """
 
     def __init__(self, *, table: HostTable, installer: Installer, ipxe_dir: str, authorized_key: str, events: EventLog,
-                 base_urls: Sequence[str], published: Optional[Mapping[str, Any]] = None, admin_addresses: Iterable[str] = (),
+                 base_urls: Sequence[str], controller_secret: str, published: Optional[Mapping[str, Any]] = None,
                  url_key: Optional[bytes] = None, on_all_released: Optional[Callable[[], None]] = None) -> None:
         self.table = table
         self.on_all_released = on_all_released
@@ -189,8 +195,7 @@ class BootState:
         self.events = events
         self.base_urls = list(base_urls)
         self.published = dict(published or {})
-        self.admin_addresses = set(_LOOPBACK) | {_canonical_ip(a) for a in admin_addresses}
-        self.admin_addresses |= {_canonical_ip(urlsplit(url).hostname) for url in self.base_urls}
+        self.controller_secret = controller_secret.encode("ascii")
         self.url_key = url_key or secrets.token_bytes(32)
         # Set once the app runs: TFTP records events from its own thread, and their waiters live in the loop.
         self.loop = None
@@ -272,10 +277,14 @@ class _Handlers:
             self.state.table.tokens.revoke(mac)
             self.state.events.record(mac, contract.STEP_BOOT_LOCAL, ip=self._client(request))
             return web.Response(text=local_boot_script(host.name), content_type="text/plain")
+        try:
+            token = self.state.table.script_token(mac, self._client(request))
+        except TokenRefused as refused:
+            return self.refuse(request, 403, str(refused), mac)
         base = self._base_for(request)
         script = installer_script(base + script_path(mac),
                                   self.state.file_url(base, mac, contract.STEP_KERNEL), self.state.file_url(base, mac, contract.STEP_INITRD),
-                                  self.state.installer.cmdline, api_url(base), self.state.table.tokens.mint(mac))
+                                  self.state.installer.cmdline, api_url(base), token)
         self.state.events.record(mac, contract.STEP_SCRIPT, ip=self._client(request))
         return web.Response(text=script, content_type="text/plain")
 
@@ -316,7 +325,7 @@ class _Handlers:
         try:
             if token is None:
                 raise TokenRefused("no bearer token")
-            self.state.table.tokens.check(token, client)
+            self.state.table.tokens.check(token)
         except TokenRefused as refused:
             return self.refuse(request, 403, str(refused), refused.mac)
         if request.content_length is not None and request.content_length > API_BODY_LIMIT:
@@ -335,8 +344,12 @@ class _Handlers:
         except ValueError:
             self.refuse(request, 400, "body is not JSON")
             return web.json_response({"error": "body: not valid JSON"}, status=400)
+        if _canonical_ip(report["ip"]) != client:
+            # The controller connects to the reported address and pins the keys found there: an address
+            # other than the one the report came from would point it at a machine that never proved anything.
+            return self.refuse(request, 403, "reported ip %s is not the source address" % report["ip"])
         try:
-            mac = self.state.table.tokens.claim(token, report["macs"], client)
+            mac = self.state.table.claim(token, report["macs"], client)
         except TokenRefused as refused:
             return self.refuse(request, 403, str(refused), refused.mac)
         report["source_ip"] = client
@@ -350,9 +363,10 @@ class _Handlers:
 
     def _controller_only(self, request):
         """None for the controller's request, else the refusal to answer (a response, never falsy by accident)."""
-        if self._client(request) in self.state.admin_addresses:
+        presented = request.headers.get(contract.CONTROLLER_SECRET_HEADER, "").encode("utf-8", "surrogateescape")
+        if hmac.compare_digest(presented, self.state.controller_secret):
             return None
-        return self.refuse(request, 403, "%s is for the controller only" % request.path[:64])
+        return self.refuse(request, 403, "%s is for the controller only: no or a wrong controller secret" % request.path[:64])
 
     async def _answer_controller(self, request, answer):
         refusal = self._controller_only(request)
@@ -411,7 +425,10 @@ class _Handlers:
             return web.json_response({"error": "body: expected {\"installed\": true or false}"}, status=400)
         # Marked before nixos-anywhere reboots the machine: one that keeps the network first in its boot order
         # must then boot its new disk, not the installer again. A failed install marks it back.
-        host = self.state.table.set_installed(mac, installed)
+        try:
+            host = self.state.table.set_installed(mac, installed)
+        except HostConflict as conflict:
+            return web.json_response({"error": str(conflict)}, status=409)
         self.state.events.record(mac, contract.STEP_MARKED_INSTALLED if installed else contract.STEP_MARKED_NOT_INSTALLED,
                                  ip=self._client(request))
         return web.json_response({"host": host.name, "mac": mac, "installed": installed})

@@ -70,6 +70,10 @@ class Booter:
         """The Host with this normalised MAC, or None."""
         return self._table.get(mac)
 
+    def note_boot_address(self, mac: str, address: str) -> None:
+        """The DHCP exchange of the boot client ``mac`` used ``address``: its script may be asked from there."""
+        self._table.note_boot_address(mac, address)
+
     def decide(self, mac: Optional[str], firmware: Firmware) -> Decision:
         """Return the Decision for the client with normalised ``mac`` and classified ``firmware``."""
         host = self._table.get(mac)

@@ -12,7 +12,7 @@ import abc
 import dataclasses
 import ipaddress
 from collections import OrderedDict
-from typing import Dict, Hashable, Mapping, Optional, Tuple, Union
+from typing import Dict, Hashable, List, Mapping, Optional, Tuple, Union
 
 from ansible_collections.nixie.provision.plugins.module_utils._errors import MalformedPacket
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import (
@@ -61,6 +61,10 @@ class _Proxy(abc.ABC):
                 return None
             fields["reason"] = self._NOT_BOOT_REASON
             return Outcome(mac, STEP_DHCP_IGNORED, None, fields)
+        # Before deciding whether to answer: the client's REQUEST to the site's server, which only the site answers,
+        # is where the address it is about to use shows. Its script request must come from one of these.
+        for address in self._client_addresses(request):
+            self.booter.note_boot_address(mac, address)
         if not self._expects_answer(request):
             return None
         fields.update(arch=firmware.arch, client=firmware.vendor_class, ipxe=firmware.is_ipxe)
@@ -89,6 +93,10 @@ class _Proxy(abc.ABC):
         """The event fields every outcome of ``request`` carries."""
 
     @abc.abstractmethod
+    def _client_addresses(self, request: _Request) -> List[str]:
+        """The family's ``client_addresses``."""
+
+    @abc.abstractmethod
     def _expects_answer(self, request: _Request) -> bool:
         """The family's ``expects_answer``, with this server's identity."""
 
@@ -114,6 +122,9 @@ class Dhcp4Proxy(_Proxy):
 
     def _fields(self, request: dhcp4.Request) -> Dict[str, object]:
         return {"xid": "%08x" % request.xid, "port": request.local_port}
+
+    def _client_addresses(self, request: dhcp4.Request) -> List[str]:
+        return dhcp4.client_addresses(request)
 
     def _expects_answer(self, request: dhcp4.Request) -> bool:
         return dhcp4.expects_answer(request, self.booter.server.ip)
@@ -180,6 +191,9 @@ class Dhcp6Proxy(_Proxy):
 
     def _fields(self, request: dhcp6.Request) -> Dict[str, object]:
         return {"xid": "%06x" % request.xid, "port": request.local_port, "family": "ipv6"}
+
+    def _client_addresses(self, request: dhcp6.Request) -> List[str]:
+        return dhcp6.client_addresses(request)
 
     def _expects_answer(self, request: dhcp6.Request) -> bool:
         return dhcp6.expects_answer(request, self._our_duid)

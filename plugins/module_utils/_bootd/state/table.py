@@ -5,27 +5,51 @@
 ProxyDHCP and TFTP read it from their own threads while HTTP changes it, so it is changed only through its
 methods, under one lock. The agent tokens live here too (``tokens.TokenStore``): installing a host revokes its
 token, and the table is what answers "which hosts hold a token nobody claimed".
+
+It also keeps the addresses each host's DHCP exchange used (``note_boot_address``, from the boot proxy), so
+that a token is minted only for a script request from one of them (``script_token``): a machine elsewhere
+on the segment that asks for a listed MAC's script gets no token. Two machines claiming one MAC fail the
+host for good (``claim``): neither is answered, and the controller is told rather than switched over.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import threading
-from typing import Any, Dict, Iterable, List, Mapping, Optional
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.tokens import TokenStore
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.tokens import TokenConflict, TokenRefused, TokenStore
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
+from ansible_collections.nixie.provision.plugins.module_utils._mac import eui64_interface_id
 
 # A host's token state, as the hosts API reports it.
 TOKEN_NONE = "none"
 TOKEN_AWAITING_PHONE_HOME = "awaiting_phone_home"
 TOKEN_CLAIMED = "claimed"
+# The addresses kept per host from its DHCP exchanges, newest last: a boot takes one or two (the firmware's
+# lease, then iPXE's), and a host that reboots now and then a few more. The oldest is forgotten first.
+BOOT_ADDRESSES_PER_HOST = 8
+
+
+def conflict_message(mac: str) -> str:
+    """What the controller is told about a host two machines answered for."""
+    return "two machines answered as %s: refusing both" % mac
 
 
 class DuplicateMac(NixieError):
     """Two hosts of the run share a MAC address: the server could not tell which one boots."""
+
+
+def _plain(address):
+    # One spelling per address, without an IPv6 zone: the proxy sees fe80::1%eth0 where HTTP may see fe80::1.
+    return str(ipaddress.ip_address(address.split("%", 1)[0]))
+
+
+class HostConflict(NixieError):
+    """Two machines answered as one host: nothing more is done for it in this run."""
 
 
 @dataclasses.dataclass
@@ -34,6 +58,8 @@ class _Row:
     released: bool = False
     last_event: Optional[Dict[str, Any]] = None
     report: Optional[Dict[str, Any]] = None
+    boot_addresses: List[str] = dataclasses.field(default_factory=list)
+    conflict: Optional[str] = None
 
 
 class HostTable:
@@ -66,9 +92,14 @@ class HostTable:
         return sorted(self._rows)
 
     def set_installed(self, mac: str, installed: bool) -> Host:
-        """Boot ``mac`` from its disk (True) or into the installer again (False); either way its token is void."""
+        """Boot ``mac`` from its disk (True) or into the installer again (False); either way its token is void.
+
+        Raises HostConflict for True on a host two machines answered for: the install must not go ahead.
+        """
         with self._lock:
             row = self._rows[mac]
+            if installed and row.conflict is not None:
+                raise HostConflict(row.conflict, mac=mac)
             row.host = dataclasses.replace(row.host, installed=installed)
             host = row.host
         self.tokens.revoke(mac)
@@ -89,33 +120,83 @@ class HostTable:
             if row is None:
                 return
             row.last_event = dict(event)
-            if event.get("step") == contract.STEP_PHONE_HOME and "report" in event:
+            if event.get("step") == contract.STEP_PHONE_HOME and "report" in event and row.conflict is None:
                 row.report = event["report"]
+
+    def note_boot_address(self, mac: str, address: str) -> None:
+        """Remember that the DHCP exchange of ``mac`` (a boot client's) used ``address``; other MACs are ignored."""
+        row = self._rows.get(mac)
+        if row is None:
+            return
+        address = _plain(address)
+        with self._lock:
+            kept = row.boot_addresses
+            if address in kept:
+                kept.remove(address)
+            kept.append(address)
+            del kept[:-BOOT_ADDRESSES_PER_HOST]
+
+    @staticmethod
+    def _ties(row, address):
+        address = _plain(address)
+        if address in row.boot_addresses:
+            return True
+        # iPXE and EDK2 form their SLAAC addresses from the MAC (modified EUI-64); no DHCP message names them.
+        parsed = ipaddress.ip_address(address)
+        return parsed.version == 6 and parsed.packed[8:] == eui64_interface_id(row.host.mac)
+
+    def script_token(self, mac: str, address: str) -> str:
+        """A fresh token for the script ``address`` asks for on behalf of ``mac``; raise TokenRefused saying why not.
+
+        Only an address that the host's DHCP exchange used (or its EUI-64 SLAAC address) gets one: anyone
+        may ask for any listed MAC's script, and the token is what makes the answer worth stealing.
+        """
+        with self._lock:
+            row = self._rows[mac]
+            if row.conflict is not None:
+                raise TokenRefused(row.conflict, mac)
+            if not self._ties(row, address):
+                raise TokenRefused("%s took no part in the DHCP exchange of %s" % (address, mac), mac)
+        return self.tokens.mint(mac, address)
+
+    def claim(self, token: Union[str, bytes], reported_macs: Sequence[str], source_ip: str) -> str:
+        """``tokens.claim``; a second machine's claim fails the host: both are refused from then on, its report dropped."""
+        try:
+            return self.tokens.claim(token, reported_macs, source_ip)
+        except TokenConflict as conflict:
+            with self._lock:
+                row = self._rows[conflict.mac]
+                row.conflict = conflict_message(conflict.mac)
+                row.report = None
+            self.tokens.revoke(conflict.mac)
+            raise TokenConflict("%s (%s, now %s)" % (row.conflict, conflict, source_ip), conflict.mac) from None
 
     def awaiting_phone_home(self) -> List[str]:
         """The MACs holding a token that no phone-home has claimed yet."""
         return sorted(mac for mac in self.tokens.outstanding() if mac in self._rows)
 
     def entry(self, mac: str) -> Optional[Dict[str, Any]]:
-        """What the hosts API answers for ``mac``, or None for a MAC outside the run."""
-        outstanding = self.tokens.outstanding()
+        """What the hosts API answers for ``mac``, or None for a MAC outside the run.
+
+        ``conflict`` is None, or the message saying that two machines answered as the host.
+        """
+        row = self._rows.get(mac)
+        if row is None:
+            return None
+        token = self._token_state(mac)
         with self._lock:
-            row = self._rows.get(mac)
-            return None if row is None else self._entry(row, outstanding)
+            return self._entry(row, token)
 
     def snapshot(self) -> Dict[str, Dict[str, Any]]:
         """``{mac: entry}`` for every host of the run."""
-        outstanding = self.tokens.outstanding()
+        tokens = {mac: self._token_state(mac) for mac in self._rows}
         with self._lock:
-            return {mac: self._entry(row, outstanding) for mac, row in sorted(self._rows.items())}
+            return {mac: self._entry(row, tokens[mac]) for mac, row in sorted(self._rows.items())}
 
-    def _entry(self, row: _Row, outstanding: Mapping[str, str]) -> Dict[str, Any]:
-        mac = row.host.mac
-        if mac in outstanding:
-            token = TOKEN_AWAITING_PHONE_HOME
-        elif self.tokens.holds(mac):
-            token = TOKEN_CLAIMED
-        else:
-            token = TOKEN_NONE
-        return {"host": row.host.name, "mac": mac, "installed": row.host.installed, "released": row.released,
-                "token": token, "last_event": row.last_event, "report": row.report}
+    def _token_state(self, mac):
+        return {"claimed": TOKEN_CLAIMED, "awaiting": TOKEN_AWAITING_PHONE_HOME, None: TOKEN_NONE}[self.tokens.state(mac)]
+
+    @staticmethod
+    def _entry(row: _Row, token: str) -> Dict[str, Any]:
+        return {"host": row.host.name, "mac": row.host.mac, "installed": row.host.installed, "released": row.released,
+                "token": token, "last_event": row.last_event, "report": row.report, "conflict": row.conflict}

@@ -18,7 +18,7 @@ import socket
 import struct
 import traceback
 from dataclasses import dataclass, field
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 from ansible_collections.nixie.provision.plugins.module_utils._errors import MalformedPacket
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import DHCP_CLIENT_PORT, DHCP_SERVER_PORT, PXE_PORT
@@ -41,6 +41,7 @@ DHCPACK = 5
 OPT_PAD = 0
 OPT_END = 255
 OPT_MESSAGE_TYPE = 53
+OPT_REQUESTED_ADDRESS = 50
 OPT_SERVER_ID = 54
 OPT_VENDOR_CLASS = 60
 OPT_TFTP_SERVER_NAME = 66
@@ -169,6 +170,23 @@ def classify(request: Request) -> Optional[Firmware]:
         digits = vendor_class[len(kind) + 6:len(kind) + 11]
         arch = int(digits) if vendor_class[len(kind):len(kind) + 6] == b":Arch:" and digits.isdigit() else 0
     return Firmware(arch=arch, vendor_class=kind, is_ipxe=_is_ipxe(request.options))
+
+
+def client_addresses(request: Request) -> List[str]:
+    """The addresses ``request`` shows its client using or about to use.
+
+    Option 50 of the REQUEST that takes the site server's lease (broadcast, so the proxy hears it, and sent by
+    iPXE, EDK2 and the PXE ROMs alike), the ``ciaddr`` of a client that has one, and the source of a request
+    that was not relayed (a relayed one comes from the relay).
+    """
+    found = []
+    requested = request.options.get(OPT_REQUESTED_ADDRESS, b"")
+    if len(requested) == 4:
+        found.append(socket.inet_ntoa(requested))
+    found.append(request.ciaddr)
+    if request.source is not None and request.giaddr == ANY_ADDRESS:
+        found.append(request.source[0])
+    return [address for address in dict.fromkeys(found) if address not in (ANY_ADDRESS, LIMITED_BROADCAST)]
 
 
 def expects_answer(request: Request, server_ip: str) -> bool:

@@ -70,6 +70,8 @@ CLIENT_MESSAGES = frozenset((SOLICIT, REQUEST, CONFIRM, RENEW, REBIND, RELEASE, 
 
 OPT_CLIENTID = 1
 OPT_SERVERID = 2
+OPT_IA_NA = 3
+OPT_IAADDR = 5
 OPT_USER_CLASS = 15
 OPT_VENDOR_CLASS = 16
 OPT_BOOTFILE_URL = 59
@@ -87,6 +89,7 @@ _BLOCK = 512
 
 _HEADER = struct.Struct("!I")  # message type (8 bits) and transaction id (24 bits)
 _OPTION = struct.Struct("!HH")
+_IA_NA_FIXED = 12  # IAID, T1, T2
 
 
 @dataclass(frozen=True)
@@ -144,9 +147,8 @@ def mac_from_link_local(address: str) -> Optional[str]:
     return bytes((packed[8] ^ 0x02,) + tuple(packed[9:11]) + tuple(packed[13:16])).hex(":")
 
 
-def _options(data: bytes) -> Dict[int, bytes]:
+def _options(data: bytes, position: int = _HEADER.size) -> Dict[int, bytes]:
     options = {}
-    position = _HEADER.size
     size = len(data)
     while position < size:
         if position + _OPTION.size > size:
@@ -178,6 +180,24 @@ def parse(data: bytes, source: Optional[Tuple] = None, local_port: int = DHCP6_S
     if mac is None and source:
         mac = mac_from_link_local(source[0])
     return Request(message_type=message_type, xid=word & 0xFFFFFF, options=options, mac=mac, source=source, local_port=local_port)
+
+
+def client_addresses(request: Request) -> List[str]:
+    """The addresses ``request`` shows its client using or about to use: its source (link-local for a Solicit,
+    the leased address for EDK2's port-4011 Request), and the IA_NA address of the Request that takes the site
+    server's lease (multicast, so the proxy hears it; iPXE and EDK2 both name the address there)."""
+    found = []
+    if request.source:
+        found.append(str(ipaddress.IPv6Address(request.source[0].split("%", 1)[0])))
+    ia_na = request.options.get(OPT_IA_NA, b"")
+    if len(ia_na) > _IA_NA_FIXED:
+        try:
+            address = _options(ia_na, _IA_NA_FIXED).get(OPT_IAADDR, b"")
+        except MalformedPacket:
+            address = b""
+        if len(address) >= 16:
+            found.append(str(ipaddress.IPv6Address(address[:16])))
+    return [address for address in dict.fromkeys(found) if address != "::"]
 
 
 def _class_strings(value: bytes) -> List[bytes]:

@@ -12,7 +12,7 @@ import struct
 import pytest
 from scapy.layers.dhcp import BOOTP, DHCP, DHCPRevOptions
 from scapy.layers.dhcp6 import (DHCP6, DHCP6_Advertise, DHCP6_InfoRequest, DHCP6_Request, DHCP6_Solicit, DHCP6OptClientArchType,
-                                DHCP6OptClientId, DHCP6OptIA_NA, DHCP6OptServerId, DHCP6OptUserClass, DHCP6OptVendorClass, DUID_LL,
+                                DHCP6OptClientId, DHCP6OptIA_NA, DHCP6OptIAAddress, DHCP6OptServerId, DHCP6OptUserClass, DHCP6OptVendorClass, DUID_LL,
                                 USER_CLASS_DATA, VENDOR_CLASS_DATA)
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import (
@@ -21,6 +21,7 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract im
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire import dhcp4, dhcp6
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.booter import Booter
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.table import HostTable
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.tokens import TokenRefused
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.proxy import ClientMemo, Dhcp4Proxy, Dhcp6Proxy
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import HTTP_CLIENT, PXE_CLIENT, Host, ServerAddress
 from captures import dhcp6_options, udp_payloads
@@ -383,3 +384,55 @@ def test_client_memo_forgets_the_oldest_first():
     memo.learn(b"a", "52:54:00:00:00:01")
     memo.learn(b"c", "52:54:00:00:00:03")
     assert memo.mac(b"b") is None and memo.mac(b"a") == "52:54:00:00:00:01" and memo.mac(b"c") == "52:54:00:00:00:03"
+
+
+# --- The addresses each host's DHCP exchange used: where its script may be asked from ----------------
+
+
+def tied(table, mac, address):
+    try:
+        table.script_token(mac, address)
+    except TokenRefused:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("capture, number, mac, address", [
+    # The REQUEST taking the site server's lease is broadcast: the proxy hears the address in option 50.
+    pytest.param("seabios-ipxe-chainload.pcap", 5, "52:54:00:aa:00:02", "10.88.0.186", id="seabios-ipxe-rom"),
+    pytest.param("seabios-ipxe-chainload.pcap", 12, "52:54:00:aa:00:02", "10.88.0.186", id="undionly-kpxe"),
+    pytest.param("ovmf-httpboot.pcap", 3, "52:54:00:aa:00:06", "10.88.0.190", id="edk2-http-boot"),
+    pytest.param("ovmf-httpboot.pcap", 9, "52:54:00:aa:00:06", "10.88.0.190", id="ipxe-efi-after-http-boot"),
+])
+def test_the_lease_a_captured_request_takes_is_the_hosts_script_address(capture, number, mac, address):
+    table = HostTable(HOSTS)
+    assert not tied(table, mac, address)
+    assert Dhcp4Proxy(Booter(table, SERVER, ("undionly.kpxe", "ipxe.efi"))).handle(captured(capture, number), ("0.0.0.0", 68), 67) is None
+    assert tied(table, mac, address) and not tied(table, mac, "10.88.0.187")
+    assert not tied(table, "52:54:00:aa:00:01", address), "another host's MAC is not tied by it"
+
+
+def test_ciaddr_and_unrelayed_sources_tie_a_relay_does_not():
+    table = HostTable(HOSTS)
+    proxy = Dhcp4Proxy(Booter(table, SERVER, ("undionly.kpxe", "ipxe.efi")))
+    proxy.handle(request_bytes(options=VENDOR_PXE_ROM, message_type="request", ciaddr="10.213.0.77"), ("10.213.0.77", 68), PXE_PORT)
+    proxy.handle(request_bytes(options=VENDOR_PXE_ROM, giaddr="10.9.0.1"), ("10.9.0.1", 67), DHCP_SERVER_PORT)
+    assert tied(table, "52:54:00:aa:00:01", "10.213.0.77") and not tied(table, "52:54:00:aa:00:01", "10.9.0.1")
+
+
+def test_non_boot_dhcp_of_a_host_ties_nothing():
+    table = HostTable(HOSTS)
+    Dhcp4Proxy(Booter(table, SERVER, ("undionly.kpxe",))).handle(
+        request_bytes(options=[("requested_addr", "10.213.0.78"), ("vendor_class_id", b"other")], message_type="request"), ("0.0.0.0", 68), 67)
+    assert not tied(table, "52:54:00:aa:00:01", "10.213.0.78")
+
+
+def test_dhcpv6_source_and_the_ia_na_address_of_a_request_to_the_site_tie():
+    table = HostTable(HOSTS)
+    site = dhcp6.server_duid("02:00:00:00:00:99")
+    request = DHCP6_Request(trid=0x123456) / DHCP6OptClientId(duid=DUID_LL(lladdr="52:54:00:aa:00:01")) / DHCP6OptServerId(duid=site) \
+        / DHCP6OptIA_NA(iaid=1, ianaopts=[DHCP6OptIAAddress(addr="fd5e:213::77")]) \
+        / DHCP6OptUserClass(userclassdata=[USER_CLASS_DATA(data=b"iPXE")])
+    assert handle6(bytes(request), ("fe80::1234", 546, 0, LINK_LOCAL_SCOPE), booter=Booter(table, SERVER6, ("ipxe.efi",))) is None
+    assert tied(table, "52:54:00:aa:00:01", "fd5e:213::77") and tied(table, "52:54:00:aa:00:01", "fe80::1234")
+    assert not tied(table, "52:54:00:aa:00:01", "fd5e:213::78")
