@@ -116,7 +116,8 @@ def state(tmp_path):
     kernel = tmp_path / "kernel"
     kernel.write_bytes(b"k")
     boot_state = BootState(table=table, installer=Installer(str(kernel), str(kernel), "init=/x/init"), ipxe_dir=str(tmp_path),
-                           authorized_key=DEPLOYER_KEY, events=events, base_urls=["http://127.0.0.1:0"])
+                           authorized_key=DEPLOYER_KEY, events=events, base_urls=["http://127.0.0.1:0"],
+                           controller_secret="not-used-by-the-agent")
     yield boot_state
     events.close()
 
@@ -169,7 +170,7 @@ def test_agent_reports_and_installs_key(shell, machine, state):
     server = ServerThread(state)
     try:
         state.base_urls = ["http://127.0.0.1:%d" % server.port]
-        token = state.table.tokens.mint(MAC)
+        token = state.table.tokens.mint(MAC, "127.0.0.1")
         agent = start_agent(shell, machine, "http://127.0.0.1:%d/api/v1" % server.port, token)
         try:
             out, err = agent.communicate(timeout=20)
@@ -189,7 +190,7 @@ def test_agent_reports_and_installs_key(shell, machine, state):
 @pytest.mark.parametrize("shell", ["busybox", "bash"])
 def test_agent_retries_until_the_server_comes_up(shell, machine, state):
     port = free_port()
-    token = state.table.tokens.mint(MAC)
+    token = state.table.tokens.mint(MAC, "127.0.0.1")
     started = time.monotonic()
     agent = start_agent(shell, machine, "http://127.0.0.1:%d/api/v1" % port, token)
     time.sleep(2.5)

@@ -18,6 +18,8 @@ import threading
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from ansible_collections.nixie.provision.plugins.module_utils._bootclient import BootServerClient, BootServerUnavailable, HostRefused
+from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.events import EventLog
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.http import (
     API_BODY_LIMIT,
@@ -32,6 +34,8 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.table
 MAC = "52:54:00:aa:00:01"
 INSTALLED_MAC = "52:54:00:aa:00:02"
 CMDLINE = "init=/nix/store/0123456789abcdfghijklmnpqrsvwxyz-nixos-system-installer/init loglevel=4"
+SECRET = "s3cret-of-this-run-0123456789abcdefghijklmno"
+ADMIN = {contract.CONTROLLER_SECRET_HEADER: SECRET}
 DEPLOYER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ7n8yY9tDm3rPsn0pO3m2b3QH7O0Y1pFq3u1cJ3B0Zx deployer@controller"
 
 
@@ -59,11 +63,13 @@ def files(tmp_path):
     return paths
 
 
-def make_state(files, base_urls=("http://127.0.0.1:8080",), admin_addresses=()):
+def make_state(files, base_urls=("http://127.0.0.1:8080",)):
     table = HostTable([Host("nixie-01", MAC), Host("nixie-02", INSTALLED_MAC, installed=True)])
+    # 127.0.0.1 plays nixie-01: the address its DHCP exchange took, as the boot proxy would have heard it.
+    table.note_boot_address(MAC, "127.0.0.1")
     return BootState(table=table, installer=Installer(str(files["kernel"]), str(files["initrd"]), CMDLINE), ipxe_dir=str(files["ipxe"]),
                      authorized_key=DEPLOYER_KEY, events=EventLog(str(files["run"]), table), base_urls=list(base_urls),
-                     published={"http_url": base_urls[0]}, admin_addresses=admin_addresses)
+                     controller_secret=SECRET, published={"http_url": base_urls[0]})
 
 
 def script_values(script):
@@ -118,10 +124,10 @@ def test_script_kernel_initrd_and_phone_home_in_process(files, tmp_path):
         answer = await client.post("/api/v1/phone-home", json=report(key), headers=auth)
         assert answer.status == 200
         assert await answer.json() == {"authorized_keys": DEPLOYER_KEY}
-        snapshot = await (await client.get("/api/v1/events")).json()
-        published = await (await client.get("/api/v1/state")).json()
-        awaiting = await (await client.get("/api/v1/awaiting-phone-home")).json()
-        return snapshot, await (await client.get("/api/v1/hosts/52-54-00-aa-00-01")).json(), published, awaiting
+        snapshot = await (await client.get("/api/v1/events", headers=ADMIN)).json()
+        published = await (await client.get("/api/v1/state", headers=ADMIN)).json()
+        awaiting = await (await client.get("/api/v1/awaiting-phone-home", headers=ADMIN)).json()
+        return snapshot, await (await client.get("/api/v1/hosts/52-54-00-aa-00-01", headers=ADMIN)).json(), published, awaiting
 
     snapshot, host, published, awaiting = run_with_client(state, scenario)
     assert published == {"http_url": "http://127.0.0.1:8080"}
@@ -206,17 +212,17 @@ def test_mark_installed_then_released_ends_the_server(files):
     state.on_all_released = lambda: released.append(True)
 
     async def scenario(client):
-        marked = await client.post("/api/v1/hosts/%s/installed" % MAC, json={"installed": True})
+        marked = await client.post("/api/v1/hosts/%s/installed" % MAC, json={"installed": True}, headers=ADMIN)
         assert marked.status == 200 and (await marked.json())["installed"] is True
         script = await client.get("/boot/52-54-00-aa-00-01.ipxe")
         assert "kernel " not in await script.text(), "an installed host boots its disk"
-        unmarked = await client.post("/api/v1/hosts/%s/installed" % MAC, json={"installed": False})
+        unmarked = await client.post("/api/v1/hosts/%s/installed" % MAC, json={"installed": False}, headers=ADMIN)
         assert unmarked.status == 200
         assert "kernel " in await (await client.get("/boot/52-54-00-aa-00-01.ipxe")).text()
-        assert (await client.post("/api/v1/hosts/%s/installed" % MAC, json={"installed": "yes"})).status == 400
-        assert (await client.post("/api/v1/hosts/52:54:00:ff:ff:ff/released")).status == 404
+        assert (await client.post("/api/v1/hosts/%s/installed" % MAC, json={"installed": "yes"}, headers=ADMIN)).status == 400
+        assert (await client.post("/api/v1/hosts/52:54:00:ff:ff:ff/released", headers=ADMIN)).status == 404
         # Only nixie-01 was not installed at start: releasing it leaves nothing to serve.
-        answer = await client.post("/api/v1/hosts/%s/released" % MAC)
+        answer = await client.post("/api/v1/hosts/%s/released" % MAC, headers=ADMIN)
         assert answer.status == 200 and (await answer.json())["remaining"] == []
 
     run_with_client(state, scenario)
@@ -232,7 +238,7 @@ def test_a_hosts_progress_is_answered_at_its_next_event(files):
     async def timed(client, **params):
         loop = asyncio.get_running_loop()
         started = loop.time()
-        answer = await client.get(url, params=params)
+        answer = await client.get(url, params=params, headers=ADMIN)
         return answer.status, (await answer.json() if answer.status == 200 else None), loop.time() - started
 
     async def scenario(client):
@@ -254,7 +260,7 @@ def test_a_hosts_progress_is_answered_at_its_next_event(files):
 
         for bad in ({"wait": "nan"}, {"wait": "-1"}, {"wait": "1", "since": "x"}):
             assert (await timed(client, **bad))[0] == 400, bad
-        assert (await client.get("/api/v1/hosts/52-54-00-ff-ff-ff", params={"wait": "20"})).status == 404
+        assert (await client.get("/api/v1/hosts/52-54-00-ff-ff-ff", params={"wait": "20"}, headers=ADMIN)).status == 404
 
     run_with_client(state, scenario)
 
@@ -394,11 +400,11 @@ def test_curl_phone_home_replay_forged_too_large(server, tmp_path):
     assert status == 200 and json.loads(answer) == {"authorized_keys": DEPLOYER_KEY}
     # The agent restarting on the same machine may report again.
     assert phone_home(server, token, report(key))[0] == 200
-    # The same token from another machine, a forged token, a token for another MAC: bare 403.
-    assert phone_home(server, token, report(key), source="127.0.0.3") == (403, b"")
+    # A forged token, a token for another MAC, a report whose address is not where it came from: bare 403.
     assert phone_home(server, "A" * 43, report(key)) == (403, b"")
     assert phone_home(server, token[:-2], report(key)) == (403, b"")
     assert phone_home(server, token, report(key, macs=["52:54:00:aa:00:99"])) == (403, b"")
+    assert phone_home(server, token, report(key, ip="127.0.0.9")) == (403, b"")
     # A fresh script (the host rebooted into the installer) replaces the token.
     new_token = fetch_script(server)["token"]
     assert phone_home(server, token, report(key)) == (403, b"")
@@ -407,22 +413,92 @@ def test_curl_phone_home_replay_forged_too_large(server, tmp_path):
     status, answer = phone_home(server, new_token, dict(report(key), ip="not-an-ip"))
     assert status == 400 and json.loads(answer)["error"].startswith("ip:")
     refused = [e for e in map(json.loads, open(server.state.events.path, encoding="utf-8")) if e["step"] == "refused"]
-    assert any("already claimed" in event["reason"] and event["ip"] == "127.0.0.3" for event in refused)
+    assert any(event["reason"] == "reported ip 127.0.0.9 is not the source address" for event in refused)
 
 
-def test_events_only_for_loopback_and_own_addresses(server):
-    # 127.0.0.2 is the server's advertised address, 127.0.0.1 is loopback proper; 127.0.0.3 plays a LAN host.
-    for source in ("127.0.0.1", "127.0.0.2"):
-        status, dummy, body = curl(server.base + "/api/v1/events", source=source)
-        assert status == 200 and MAC in json.loads(body)["hosts"], source
-    for path in ("/api/v1/events", "/api/v1/state", "/api/v1/awaiting-phone-home", "/api/v1/hosts/52-54-00-aa-00-01"):
-        status, dummy, body = curl(server.base + path, source="127.0.0.3")
-        assert (status, body) == (403, b""), path
-    # Nor may a LAN host tell the server a machine is installed, or release it.
-    for path in ("/api/v1/hosts/52-54-00-aa-00-01/installed", "/api/v1/hosts/52-54-00-aa-00-01/released"):
-        status, dummy, body = curl("-X", "POST", "--data", '{"installed": true}', server.base + path, source="127.0.0.3")
-        assert (status, body) == (403, b""), path
+CONTROLLER_PATHS = ("/api/v1/events", "/api/v1/state", "/api/v1/awaiting-phone-home", "/api/v1/hosts/52-54-00-aa-00-01")
+CONTROLLER_POSTS = ("/api/v1/hosts/52-54-00-aa-00-01/installed", "/api/v1/hosts/52-54-00-aa-00-01/released")
+
+
+def test_controller_routes_need_the_runs_secret_from_any_address(server):
+    # Loopback and the server's own address are no longer enough: a machine on the segment can spoof them.
+    for source in ("127.0.0.1", "127.0.0.2", "127.0.0.3"):
+        for path in CONTROLLER_PATHS:
+            for headers in ((), ("-H", "%s: %s" % (contract.CONTROLLER_SECRET_HEADER, SECRET[:-1] + "x")),
+                            ("-H", "%s: %s" % (contract.CONTROLLER_SECRET_HEADER, SECRET + "x")),
+                            ("-H", "%s: " % contract.CONTROLLER_SECRET_HEADER)):
+                status, dummy, body = curl(*headers, server.base + path, source=source)
+                assert (status, body) == (403, b""), (source, path, headers)
+        # Nor may anyone without it tell the server a machine is installed, or release it.
+        for path in CONTROLLER_POSTS:
+            status, dummy, body = curl("-X", "POST", "--data", '{"installed": true}', server.base + path, source=source)
+            assert (status, body) == (403, b""), path
+    # With it, from anywhere: the controller may run on another host than the server.
+    status, dummy, body = curl("-H", "%s: %s" % (contract.CONTROLLER_SECRET_HEADER, SECRET), server.base + "/api/v1/events",
+                               source="127.0.0.3")
+    assert status == 200 and MAC in json.loads(body)["hosts"]
+    assert not server.state.table.get(MAC).installed and not server.state.table.entry(MAC)["released"]
     assert fetch_script(server)["kernel"], "the host must still boot the installer"
+    with open(server.state.events.path, encoding="utf-8") as handle:
+        assert SECRET not in handle.read(), "the secret is never recorded"
+
+
+def test_the_client_presents_the_secret_and_says_what_is_missing_without_showing_it(server):
+    assert MAC in BootServerClient(server.base, SECRET).events()
+    assert BootServerClient(server.base, SECRET).host(MAC)["host"] == "nixie-01"
+    for secret, said in ((None, "no controller secret"), ("wrong-" + SECRET, "a wrong controller secret")):
+        with pytest.raises(BootServerUnavailable, match=said) as refused:
+            BootServerClient(server.base, secret).events()
+        assert "server_secret" in str(refused.value) and SECRET not in str(refused.value)
+
+
+# -- the takeover of issue 12: another machine on the segment asks for a listed MAC's script -----------
+
+def entry_of(server):
+    return BootServerClient(server.base, SECRET).host(MAC)
+
+
+def test_a_stranger_gets_no_token_cancels_none_and_cannot_take_the_phone_home(server, tmp_path):
+    real_key, attacker_key = ssh_public_key(tmp_path, "real"), ssh_public_key(tmp_path, "attacker")
+    token = fetch_script(server)["token"]
+    # The attacker, 127.0.0.3, saw the MAC on the segment and asks for its script: no token, and the real one stands.
+    status, dummy, body = curl(server.base + "/boot/52-54-00-aa-00-01.ipxe", source="127.0.0.3")
+    assert (status, body) == (403, b"")
+    assert entry_of(server)["last_event"]["reason"] == "127.0.0.3 took no part in the DHCP exchange of %s" % MAC
+    # It phones home anyway, with a made-up ip and its own key: with a guessed token, or (sniffed) the real one.
+    assert phone_home(server, "A" * 43, report(attacker_key, ip="10.9.9.9"), source="127.0.0.3") == (403, b"")
+    assert phone_home(server, token, report(attacker_key, ip="10.9.9.9"), source="127.0.0.3") == (403, b"")
+    assert entry_of(server)["token"] == "awaiting_phone_home" and entry_of(server)["report"] is None
+    # The real installer is still accepted, and its report is the one the controller gets.
+    status, answer = phone_home(server, token, report(real_key))
+    assert status == 200 and json.loads(answer) == {"authorized_keys": DEPLOYER_KEY}
+    entry = entry_of(server)
+    assert entry["report"]["ssh_host_keys"] == [real_key] and entry["report"]["ip"] == "127.0.0.1" and entry["conflict"] is None
+    # The stranger's fetch again changes nothing either.
+    assert curl(server.base + "/boot/52-54-00-aa-00-01.ipxe", source="127.0.0.3")[0] == 403
+    assert phone_home(server, token, report(real_key))[0] == 200
+
+
+def test_two_machines_answering_as_one_mac_fail_the_host_and_neither_becomes_the_target(server, tmp_path):
+    real_key, attacker_key = ssh_public_key(tmp_path, "real"), ssh_public_key(tmp_path, "attacker")
+    # The attacker also sent a DHCP request in the MAC's name, so its address counts as the host's too.
+    server.state.table.note_boot_address(MAC, "127.0.0.3")
+    replaced = fetch_script(server, source="127.0.0.3")["token"]
+    mine = fetch_script(server)["token"]
+    theirs = fetch_script(server, source="127.0.0.3")["token"]
+    assert phone_home(server, replaced, report(attacker_key, ip="127.0.0.3"), source="127.0.0.3") == (403, b""), \
+        "fetching again replaced the fetcher's own token"
+    assert phone_home(server, mine, report(real_key))[0] == 200, "the stranger's fetches did not cancel the real token"
+    assert phone_home(server, theirs, report(attacker_key, ip="127.0.0.3"), source="127.0.0.3") == (403, b"")
+    entry = entry_of(server)
+    assert entry["conflict"] == "two machines answered as %s: refusing both" % MAC and entry["report"] is None
+    # Refusing both: neither phone-home, nor a new script, nor the install.
+    assert phone_home(server, mine, report(real_key))[0] == 403
+    assert curl(server.base + "/boot/52-54-00-aa-00-01.ipxe")[0] == 403
+    with pytest.raises(HostRefused, match="two machines answered as %s: refusing both" % MAC):
+        BootServerClient(server.base, SECRET).mark_installed(MAC, True)
+    assert not server.state.table.get(MAC).installed
+    assert BootServerClient(server.base, SECRET).mark_installed(MAC, False)["installed"] is False
 
 
 TRAVERSALS = [
