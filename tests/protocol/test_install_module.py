@@ -9,6 +9,7 @@ import subprocess
 import time
 
 import pytest
+from dhcp_packets import hear_lease
 from nixielab.ansiblerun import run_module
 from nixielab.net import LabNetwork
 
@@ -160,6 +161,8 @@ def test_the_running_boot_server_boots_the_host_from_disk_unless_the_install_fai
         monkeypatch.setenv("NIXIE_TEST_MODE", "fail")
         failed = run_module("nixie.provision.install", install_args(tmp_path, [target], mac=MAC), netns=net.ctl_ns)
         assert failed["failed"] and "nixos-anywhere failed (exit 3)" in failed["msg"], failed
+        # As the machine would: its DHCP exchange first (the controller's namespace plays it), then its script.
+        hear_lease(net.run_ctl, net.ctl_if, MAC, "10.213.0.1")
         status, script = net.curl_ctl(script_url)
         assert status == 200 and "kernel " in script, "a failed install must netboot the installer again: %s" % script
     finally:

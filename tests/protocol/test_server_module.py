@@ -9,11 +9,12 @@ import subprocess
 import time
 
 import pytest
+from dhcp_packets import hear_lease
 from nixielab.ansiblerun import run_module
 from nixielab.net import LabNetwork
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootd import daemon
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import TOKENS_FILE
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import CONTROLLER_SECRET_FILE, TOKENS_FILE
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces and ports below 1024")
 
@@ -93,6 +94,8 @@ def test_start_is_idempotent_restarts_on_change_and_stops_cleanly(net, boot_file
 def test_a_server_started_again_takes_the_phone_home_its_killed_predecessor_was_owed(net, boot_files):
     first = run_module("nixie.provision.server", boot_files, netns=net.ctl_ns)
     assert not first["failed"], first
+    # The controller's namespace plays the machine: its address is the one the machine's DHCP exchange took.
+    hear_lease(net.run_ctl, net.ctl_if, "52:54:00:12:00:01", "10.213.0.1")
     status, script = net.curl_ctl("%s/boot/52-54-00-12-00-01.ipxe" % first["http_url"])
     assert status == 200, script
     token = re.search(r"nixie\.token=(\S+)", script).group(1)
@@ -111,6 +114,14 @@ def test_a_server_started_again_takes_the_phone_home_its_killed_predecessor_was_
     assert net.curl_ctl("-H", "Authorization: Bearer %s" % ("x" * 43), *phone_home[2:])[0] == 403
     with open(os.path.join(boot_files["run_dir"], TOKENS_FILE), encoding="utf-8") as handle:
         assert json.load(handle) == {}, "a claimed token is no longer owed to anyone"
+    # The controller's routes want the secret of this start, which the status call reads from the run directory.
+    secret = os.path.join(boot_files["run_dir"], CONTROLLER_SECRET_FILE)
+    assert os.stat(secret).st_mode & 0o777 == 0o600
+    assert net.curl_ctl("%s/api/v1/awaiting-phone-home" % again["http_url"])[0] == 403
+    status = run_module("nixie.provision.server", {"run_dir": boot_files["run_dir"], "state": "status"}, netns=net.ctl_ns)
+    assert status["awaiting_phone_home"] == [] and not status["failed"], status
+    with open(secret, encoding="ascii") as handle:
+        assert handle.read() not in json.dumps(status)
 
 
 def test_check_mode_starts_nothing(net, boot_files):

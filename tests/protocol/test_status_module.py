@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from dhcp_packets import hear_lease
 from nixielab.ansiblerun import run_module
 from nixielab.net import LabNetwork
 
@@ -270,17 +271,25 @@ def test_agent_report_is_the_last_resort(lab, keys, controller_home, ssh_server,
         "authorized_key": "ssh-ed25519 AAAA deployer", "hosts": [{"name": "nixie-01", "mac": MAC}]}, netns=lab.ctl_ns)
     assert not server["failed"], server
     try:
-        before = status(lab, keys, controller_home, mac=MAC, server_url=server["http_url"], discovery=["agent"], timeout=5)
+        # As a controller on another host would: the URL and the secret, given explicitly.
+        with open(os.path.join(run_dir, "controller-secret"), encoding="ascii") as handle:
+            secret = handle.read()
+        before = status(lab, keys, controller_home, mac=MAC, server_url=server["http_url"], server_secret=secret, discovery=["agent"],
+                        timeout=5)
+        assert secret not in json.dumps(before)
         assert before["state"] == "unreachable" and "no phone-home from %s" % MAC in before["reason"], before
-        # The agent's phone-home, as the installer sends it, with the token its script carried.
-        code, script = lab.curl_ctl("%s/boot/%s.ipxe" % (server["http_url"], MAC.replace(":", "-")))
+        # The machine's DHCP exchange, its script and its agent's phone-home, as h1 (the machine) sends them.
+        host = lab.clients[0]
+        hear_lease(host.run, host.iface, MAC, ADDRESS)
+        curl = ["curl", "-sS", "-o", "-", "-w", "\n%{http_code}", "--max-time", "10"]
+        script = host.run(curl + ["%s/boot/%s.ipxe" % (server["http_url"], MAC.replace(":", "-"))], capture_output=True, text=True).stdout
         token = re.search(r"nixie\.token=(\S+)", script).group(1)
         report = {"macs": [MAC], "ip": ADDRESS, "ssh_host_keys": [(keys / "hostkey.pub").read_text().strip()], "disks": [],
                   "os_release": {}}
-        code, dummy = lab.curl_ctl("-H", "Authorization: Bearer " + token, "-H", "Content-Type: application/json",
-                                   "--data", json.dumps(report), server["http_url"] + "/api/v1/phone-home")
-        assert code == 200
-        result = status(lab, keys, controller_home, mac=MAC, server_url=server["http_url"], discovery=["static", "agent"],
+        answer = host.run(curl + ["-H", "Authorization: Bearer " + token, "-H", "Content-Type: application/json",
+                                  "--data", json.dumps(report), server["http_url"] + "/api/v1/phone-home"], capture_output=True, text=True)
+        assert answer.stdout.endswith("\n200"), answer
+        result = status(lab, keys, controller_home, mac=MAC, server_url=server["http_url"], run_dir=run_dir, discovery=["static", "agent"],
                         expected_system=SYSTEM)
         assert result["ip"] == ADDRESS and result["ip_source"] == "agent" and result["state"] == "installed", result
         # A server on this machine is found from its run directory too.
@@ -288,7 +297,7 @@ def test_agent_report_is_the_last_resort(lab, keys, controller_home, ssh_server,
         assert local["ip_source"] == "agent" and local["action"] == "skip", local
     finally:
         run_module("nixie.provision.server", {"run_dir": run_dir, "state": "stopped"}, netns=lab.ctl_ns)
-    gone = status(lab, keys, controller_home, mac=MAC, server_url=server["http_url"], discovery=["agent"], timeout=5)
+    gone = status(lab, keys, controller_home, mac=MAC, server_url=server["http_url"], run_dir=run_dir, discovery=["agent"], timeout=5)
     assert gone["state"] == "unreachable" and "did not answer" in gone["reason"] and not gone["failed"], gone
 
 

@@ -5,6 +5,9 @@ the path one message takes through the proxy pipeline."""
 
 from __future__ import annotations
 
+import sys
+import time
+
 from scapy.layers.dhcp import BOOTP, DHCP
 from scapy.layers.inet import UDP
 from scapy.layers.inet6 import IPv6
@@ -62,3 +65,17 @@ def pipeline_path(parse, handle, data, source, local_port):
     if outcome is not None and outcome.reply is not None:
         path = "reply"
     return request, outcome, path
+
+
+def hear_lease(run, interface, mac, address):
+    """Have the boot proxy on ``interface`` hear ``mac``'s firmware take ``address`` (its broadcast REQUEST to the site's
+    server, option 50), sent through ``run`` (a namespace's subprocess.run): the address then counts as the host's."""
+    payload = request_bytes(mac, options=VENDOR_PXE_ROM + [("requested_addr", address)], message_type="request")
+    send = ("import socket, sys\n"
+            "sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+            "sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)\n"
+            "sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, sys.argv[2].encode())\n"
+            "sock.sendto(bytes.fromhex(sys.argv[1]), ('255.255.255.255', 67))\n")
+    run([sys.executable, "-c", send, payload.hex(), interface], check=True)
+    # The proxy takes it on its own loop; a moment is plenty.
+    time.sleep(0.3)
