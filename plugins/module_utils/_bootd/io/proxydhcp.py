@@ -61,8 +61,11 @@ def ip_udp_packet(source: str, source_port: int, destination: str, destination_p
     return header + _UDP_HEADER.pack(source_port, destination_port, length, udp_sum) + payload
 
 
-def on_link_networks(interface: str, routes: str = "/proc/net/route") -> List[ipaddress.IPv4Network]:
-    """The IPv4 networks routed straight out of ``interface`` (no gateway): whoever has such an address is on the link."""
+def on_link_networks(interface: str, routes: str = "/proc/thread-self/net/route") -> List[ipaddress.IPv4Network]:
+    """The IPv4 networks routed straight out of ``interface`` (no gateway): whoever has such an address is on the link.
+
+    thread-self, not self: a thread may have entered a network namespace of its own (the tests' servers do).
+    """
     networks = []
     with open(routes, encoding="ascii") as handle:
         next(handle)
