@@ -99,11 +99,15 @@ class LogBudget:
 
     def log(self, key: Hashable, level: int, message: str, *args: object, **kwargs: object) -> bool:
         """Log ``message % args`` at ``level`` if ``key`` has budget left; return whether it was written."""
-        self._summarize(self._budget.overdue())
-        if not self._budget.allow(key):
+        if not self.admit(key):
             return False
         self._logger.log(level, message, *args, **kwargs)
         return True
+
+    def admit(self, key: Hashable) -> bool:
+        """Whether one more line of ``key`` may be written (a logging filter's question); counts those that may not."""
+        self._summarize(self._budget.overdue())
+        return self._budget.allow(key)
 
     def flush(self) -> None:
         """Write the counts of every key with lines left out, interval ended or not (at shutdown)."""
