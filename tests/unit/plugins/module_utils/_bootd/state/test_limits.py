@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.limits import OTHERS, Budget, LogBudget
 
@@ -47,3 +48,23 @@ def test_log_budget_writes_a_few_lines_then_one_count(caplog):
         log.log("other", logging.WARNING, "something else")
     assert [record.getMessage() for record in caplog.records] == [
         "reply dropped", "reply dropped", "port 67: dropped: 998 more like it in 10 s, not logged", "something else"]
+
+
+def test_the_server_raises_its_file_limit_or_refuses_to_start_saying_why():
+    import resource  # pylint: disable=import-outside-toplevel
+    from ansible_collections.nixie.provision.plugins.module_utils._bootd import server  # pylint: disable=import-outside-toplevel
+
+    before = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (512, before[1]))
+        assert server.ensure_file_limit() == server.FILES_NEEDED
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == server.FILES_NEEDED
+        if before[1] != resource.RLIM_INFINITY and before[1] < 1 << 20:
+            try:
+                server.ensure_file_limit(before[1] + 1 if os.geteuid() else 1 << 40)
+            except server.ServerError as refused:
+                assert "open files" in str(refused) and "ulimit -n" in str(refused)
+            else:
+                raise AssertionError("a limit it cannot reach must refuse the start")
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, before)
