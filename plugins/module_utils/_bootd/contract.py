@@ -61,10 +61,12 @@ STEP_MARKED_NOT_INSTALLED = "marked_not_installed"
 STEP_RELEASED = "released"
 STEP_REFUSED = "refused"
 STEP_BOOT_LOCAL = "boot_local"
+# Past its budget a sender's events are counted: one such event per sender and interval says how many ("of", "count").
+STEP_SUPPRESSED = "suppressed"
 STEPS = (
     STEP_DHCP_OFFER, STEP_DHCP_ACK, STEP_DHCP_IGNORED, STEP_TFTP_START, STEP_TFTP_DONE, STEP_AUTOEXEC, STEP_SCRIPT,
     STEP_KERNEL, STEP_INITRD, STEP_PHONE_HOME, STEP_MARKED_INSTALLED, STEP_MARKED_NOT_INSTALLED, STEP_RELEASED,
-    STEP_REFUSED, STEP_BOOT_LOCAL,
+    STEP_REFUSED, STEP_BOOT_LOCAL, STEP_SUPPRESSED,
 )
 # The installer's files, as served under FILE_ROUTE; a download is recorded as the step of its name.
 FILE_KINDS = (STEP_KERNEL, STEP_INITRD)

@@ -16,6 +16,7 @@ import ipaddress
 import json
 import logging
 import os
+import resource
 import signal
 from typing import Any, Callable, Dict, List, Mapping, Tuple
 
@@ -24,7 +25,7 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd import cont
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.booter import Booter
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.proxy import ClientMemo
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.events import EventLog
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.http import BootState, Installer, make_app, start_http
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.http import HTTP_FILES, BootState, Installer, make_app, start_http
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host, ServerAddress
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.proxydhcp import start_proxydhcp
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.proxydhcp6 import start_proxydhcp6
@@ -32,7 +33,15 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.tftp imp
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.udp import PortBindError
 from ansible_collections.nixie.provision.plugins.module_utils._ipxe_dir import find_ipxe_binaries
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.table import HostTable
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.limits import LogBudget
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.tokens import TokenStore, read_outstanding, write_outstanding
+
+# The files the server may hold at once: HTTP's connections and what they send, TFTP's transfers (a socket and a
+# file each, 64 of them), and the rest (listening sockets, logs, the event loop, Python's own).
+TFTP_FILES = 2 * 64
+OTHER_FILES = 64
+FILES_NEEDED = HTTP_FILES + TFTP_FILES + OTHER_FILES
+_LOG = logging.getLogger(__name__)
 
 
 class ServerError(NixieError):
@@ -122,8 +131,36 @@ def _tokens(run_dir, hosts):
     return tokens
 
 
+def ensure_file_limit(needed: int = FILES_NEEDED) -> int:
+    """Raise RLIMIT_NOFILE to ``needed`` if it is lower (the hard limit too, which root may); return the soft limit.
+
+    Raises ServerError when it cannot: out of descriptors, accept() fails and a server thread with it, so the
+    server refuses to start rather than fail under load.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard if hard == resource.RLIM_INFINITY else max(hard, needed)))
+        except (OSError, ValueError) as exc:
+            raise ServerError("the boot server needs %d open files (HTTP %d, TFTP %d, other %d) and may open %d (hard limit %d): %s; "
+                              "raise the limit (ulimit -n %d, or LimitNOFILE= for a service)"
+                              % (needed, HTTP_FILES, TFTP_FILES, OTHER_FILES, soft, hard, exc, needed)) from None
+    return max(soft, needed) if soft != resource.RLIM_INFINITY else soft
+
+
+def _budgeted_loop_errors(log: LogBudget) -> Callable[[asyncio.AbstractEventLoop, Dict[str, Any]], None]:
+    """The loop's exception handler: asyncio reports each failed accept() (EMFILE) and callback; a few lines per kind
+    and interval, then a count, never a line per event."""
+    def handle(dummy_loop, context):
+        exc = context.get("exception")
+        log.log(("event loop:", context.get("message"), type(exc).__name__), logging.ERROR, "event loop: %s: %s",
+                context.get("message"), exc, exc_info=exc if not isinstance(exc, OSError) else None)
+    return handle
+
+
 async def _serve(config, ready):
     hosts, binaries = validate_config(config)
+    ensure_file_limit()
     # tftpy logs every malformed or refused packet at ERROR; tftp.py records those as events already, and a
     # scanner on the boot network must not be able to fill server.log.
     logging.getLogger("tftpy").setLevel(logging.CRITICAL)
@@ -133,6 +170,7 @@ async def _serve(config, ready):
     events = EventLog(run_dir, table)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(_budgeted_loop_errors(LogBudget(_LOG)))
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
 
