@@ -107,10 +107,13 @@ def test_redfish_and_ipmi_drive_their_machines(lab):
     assert on["cause"] == "power-on" and on["boot_order"] == "network-first" and _nic_boot_index(bios.pid) == 1
     assert ipmitool("chassis", "power", "status").strip() == "Chassis Power is on"
 
+    # A disk override turns the network-first machine's order round for the boot after the hard reset.
     seen = len(bmcs.events(bios))
+    ipmitool("chassis", "bootdev", "disk")
     ipmitool("chassis", "power", "reset")
     reset = _wait_event(bmcs, bios, seen, "start")
-    assert reset["cause"] == "reset" and reset["pid"] != on["pid"]
+    assert reset["cause"] == "reset" and reset["boot_order"] == "disk-first" and reset["pid"] != on["pid"]
+    assert _nic_boot_index(bios.pid) == 2
 
     seen = len(bmcs.events(bios))
     ipmitool("chassis", "power", "off")

@@ -12,12 +12,12 @@ loopback (nixielab.bmc), and follows what each BMC says about its machine:
   every change, and a reset's record carries `pending_power` with the reset type: that is what counts resets here.
 - IPMI (tests/support/ipmi_bmc.py): it reads the BMC's state file, which counts cycles and hard resets.
 
-When a BMC says On, the machine's QEMU starts: network first when the BMC holds a network boot override, otherwise
-the machine's own boot order. When it says Off, QEMU stops; after a reset, QEMU starts afresh. QEMU runs with
+When a BMC says On, the machine's QEMU starts with the boot order its boot override asks for (network first for a
+network boot, disk first for a disk boot), otherwise with the machine's own. When it says Off, QEMU stops; after a reset, QEMU starts afresh. QEMU runs with
 -no-reboot, so that a reboot from inside the machine ends it and the glue starts it again with the machine's own
 boot order: the boot override was for one boot (Nixie asks for Once), and a real BMC clears it once it has served
 that boot. The emulator stores every override as Continuous and keeps reporting it; Nixie's flow clears it after the
-install. A machine shutting itself down also ends QEMU and reads here as a reboot; nothing in the lab does that.
+install (on this emulator, which keeps an override enabled whatever it is told, by setting the disk). A machine shutting itself down also ends QEMU and reads here as a reboot; nothing in the lab does that.
 
 Every action is logged as one JSON line: what the BMC was asked ("request"), "start" and "stop" with their cause
 and boot order, QEMU ending by itself ("exited"), a BMC that cannot be read once it has answered ("bmc-error", once per
@@ -51,8 +51,11 @@ REDFISH_PORT = 8443
 NOTIFY_PORT = 8623
 IPMI_FIRST_PORT = 6230  # VirtualBMC's habit: one BMC per machine on 6230, 6231, ...
 PASSWORD_ENV = "NIXIELAB_BMC_PASSWORD"
-# IPMI boot flags (IPMI 2.0 table 28-14): data 1 bit 7 "valid", data 2 bits 5:2 the device, 0001b PXE.
-IPMI_FLAGS_VALID, IPMI_SELECTOR_PXE = 0x80, 0x1
+BOOT_ORDERS = {"network": "network-first", "disk": "disk-first"}
+REDFISH_TARGETS = {"Pxe": "network", "Hdd": "disk"}
+# IPMI boot flags (IPMI 2.0 table 28-14): data 1 bit 7 "valid", data 2 bits 5:2 the device (0001b PXE, 0010b disk).
+IPMI_FLAGS_VALID = 0x80
+IPMI_SELECTORS = {0x1: "network", 0x2: "disk"}
 
 
 @dataclasses.dataclass
@@ -60,7 +63,7 @@ class Reading:
     """What a BMC says about its machine."""
 
     power_on: bool
-    network_boot: bool
+    boot_override: str | None  # "network", "disk" or None
     resets: int
     requests: list[str]
 
@@ -93,7 +96,8 @@ class RedfishSystem:
         with self._lock:
             requested, self._requests = self._requests, []
             resets = self._resets
-        return Reading(system.get("PowerState") == "On", system.get("Boot", {}).get("BootSourceOverrideTarget") == "Pxe", resets, requested)
+        target = system.get("Boot", {}).get("BootSourceOverrideTarget")
+        return Reading(system.get("PowerState") == "On", REDFISH_TARGETS.get(target), resets, requested)
 
 
 class IpmiState:
@@ -107,8 +111,8 @@ class IpmiState:
         state = json.loads(self.state_path.read_text(encoding="utf-8"))
         flags = state["boot_flags"]
         requested, self._controls = state["controls"][self._controls:], len(state["controls"])
-        network = bool(flags[0] & IPMI_FLAGS_VALID) and (flags[1] >> 2) & 0xF == IPMI_SELECTOR_PXE
-        return Reading(state["power"] == "on", network, state["resets"], requested)
+        device = IPMI_SELECTORS.get((flags[1] >> 2) & 0xF) if flags[0] & IPMI_FLAGS_VALID else None
+        return Reading(state["power"] == "on", device, state["resets"], requested)
 
 
 class Link:
@@ -147,17 +151,17 @@ class Link:
                 self._stop("power-off")
         elif not self.machine.running:
             if self._reset_pending:
-                self._start("reset", reading.network_boot)
+                self._start("reset", reading.boot_override)
             elif not self._was_on:
-                self._start("power-on", reading.network_boot)
+                self._start("power-on", reading.boot_override)
             elif exited is not None:
-                self._start("guest-reboot", False)
+                self._start("guest-reboot", None)
         self._reset_pending = self._reset_pending and not reading.power_on
         self._was_on = reading.power_on
         return True
 
-    def _start(self, cause: str, network_boot: bool) -> None:
-        boot_order = "network-first" if network_boot else self.machine.boot_order
+    def _start(self, cause: str, boot_override: str | None) -> None:
+        boot_order = BOOT_ORDERS.get(boot_override, self.machine.boot_order)
         try:
             self.machine.start(boot_order)
         except (LabError, OSError) as error:
