@@ -40,6 +40,8 @@
                 aiohttp
                 wakeonlan
                 jmespath
+                sushy
+                pyghmi
                 pytest
               ]
             ))

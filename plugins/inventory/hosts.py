@@ -13,11 +13,18 @@ description:
     to its settings, for example V(nixie-01) to an object whose C(mac_address) is V(bc:24:11:d0:28:34).
   - Each host joins the group named by O(group) and gets the host variables C(nixie_mac) (lower-case, colon
     separated), C(nixie_flake_attr), C(nixie_disks_may_be_wiped) and, when set in the file, C(nixie_ip) (also used
-    as C(ansible_host)), C(nixie_interface), C(nixie_wol_broadcast) and C(nixie_wol_port). With O(flake) set, every
-    host also gets C(nixie_flake).
+    as C(ansible_host)), C(nixie_interface), C(nixie_wol_broadcast) and C(nixie_wol_port), and C(nixie_power) (the
+    power settings, Wake-on-LAN unless the file says otherwise). With O(flake) set, every host also gets
+    C(nixie_flake).
   - Per host, C(hosts.json) accepts C(mac_address) (required), C(ip) (static IPv4 or IPv6 address), C(interface)
     (the controller NIC facing the host), C(wol) (an object with C(broadcast) and C(port)), C(flake_attr) (when it
-    differs from the host name) and C(disks_may_be_wiped) (boolean, default V(false)).
+    differs from the host name), C(disks_may_be_wiped) (boolean, default V(false)) and C(power).
+  - 'C(power) says how the machine is powered: V({"driver": "wol"}) (the default), or its BMC, as
+    V({"driver": "redfish", "address": "https://10.0.0.21", "username": "admin"}) with optional C(system) (the
+    Redfish system path, needed when the BMC has several), C(port), C(validate_certs), C(ca_path) and C(boot_mode)
+    (V(uefi) or V(bios)), or V({"driver": "ipmi", "address": "10.0.0.22", "port": 623, "username": "admin"}) with
+    optional C(boot_mode). The password is never in the file: it comes from the variable C(nixie_bmc_password)
+    (with Ansible Vault) or from the controller''s environment variable named by C(password_env).'
   - The whole file is checked before any host is added; every error names the file, the host and the field.
   - Any other inventory that sets the same variables works the same for the rest of the collection.
   - The configuration file name must end in C(nixie.yml) or C(nixie.yaml).
@@ -63,6 +70,7 @@ compose:
 """
 
 import os
+from typing import TYPE_CHECKING
 
 from ansible.errors import AnsibleParserError
 from ansible.plugins.inventory import BaseInventoryPlugin, Constructable
@@ -70,14 +78,18 @@ from ansible.plugins.inventory import BaseInventoryPlugin, Constructable
 from ansible_collections.nixie.provision.plugins.module_utils._errors import HostsFileError
 from ansible_collections.nixie.provision.plugins.module_utils._hosts import load_hosts
 
+if TYPE_CHECKING:
+    from ansible.inventory.data import InventoryData
+    from ansible.parsing.dataloader import DataLoader
+
 
 class InventoryModule(BaseInventoryPlugin, Constructable):
     NAME = "nixie.provision.hosts"
 
-    def verify_file(self, path):
+    def verify_file(self, path: str) -> bool:
         return super().verify_file(path) and path.endswith(("nixie.yml", "nixie.yaml"))
 
-    def parse(self, inventory, loader, path, cache=True):
+    def parse(self, inventory: InventoryData, loader: DataLoader, path: str, cache: bool = True) -> None:
         super().parse(inventory, loader, path, cache)
         self._read_config_data(path)
         config_dir = os.path.dirname(os.path.abspath(path))

@@ -28,6 +28,7 @@ import select
 import socket
 import time
 import traceback
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence
 
 from ansible.module_utils.basic import missing_required_lib
 
@@ -43,6 +44,9 @@ except ImportError:
     SCAPY_IMPORT_ERROR = traceback.format_exc()
 else:
     SCAPY_IMPORT_ERROR = None
+
+if TYPE_CHECKING:
+    from ansible_collections.nixie.provision.plugins.module_utils._bootclient import BootServerClient
 
 METHODS = ("static", "neighbor", "agent")
 
@@ -76,25 +80,25 @@ class SweepRefused(NixieError):
 class Deadline:
     """A point in time every step measures its own timeout against."""
 
-    def __init__(self, seconds, clock=time.monotonic):
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._end = clock() + seconds
 
-    def remaining(self):
+    def remaining(self) -> float:
         return max(self._end - self._clock(), 0.0)
 
-    def bounded(self, seconds):
+    def bounded(self, seconds: float) -> float:
         """``seconds``, or less when the deadline is nearer."""
         return min(seconds, self.remaining())
 
     @property
-    def expired(self):
+    def expired(self) -> bool:
         return self.remaining() <= 0
 
 
 # Pure functions
 
-def eui64_link_local(mac):
+def eui64_link_local(mac: str) -> str:
     """The IPv6 link-local address a host derives from ``mac`` with modified EUI-64 (RFC 4291, appendix A).
 
     The universal/local bit of the first octet is inverted and ff:fe goes between the two halves.
@@ -105,7 +109,7 @@ def eui64_link_local(mac):
     return str(ipaddress.IPv6Address(b"\xfe\x80" + b"\x00" * 6 + interface_id))
 
 
-def parse_neighbors(text, mac):
+def parse_neighbors(text: Optional[str], mac: str) -> List[Neighbor]:
     """The usable entries for ``mac`` in ``ip -j neigh`` output, most promising first.
 
     IPv4 before IPv6 (IPv4 needs no scope and is what DHCP hands out), global IPv6 before link-local,
@@ -130,7 +134,7 @@ def parse_neighbors(text, mac):
     return [neighbor for dummy_v, dummy_ll, dummy_r, neighbor in sorted(found, key=lambda item: item[:3])]
 
 
-def interface_networks(text):
+def interface_networks(text: Optional[str]) -> List[ipaddress.IPv4Interface]:
     """The IPv4 networks of an interface, from ``ip -j -4 addr show dev <interface>``: ``[IPv4Interface]``."""
     networks = []
     for link in json.loads(text or "[]"):
@@ -140,7 +144,7 @@ def interface_networks(text):
     return networks
 
 
-def check_sweep_size(network):
+def check_sweep_size(network: ipaddress.IPv4Network) -> None:
     """Raise SweepRefused when ``network`` (an IPv4Network) is larger than a /22."""
     if network.prefixlen < LARGEST_SWEEP_PREFIX:
         raise SweepRefused(
@@ -150,13 +154,13 @@ def check_sweep_size(network):
         )
 
 
-def sweep_targets(interface_address):
+def sweep_targets(interface_address: ipaddress.IPv4Interface) -> List[str]:
     """The addresses to ask in the subnet of ``interface_address`` (an IPv4Interface), without its own."""
     check_sweep_size(interface_address.network)
     return [str(host) for host in interface_address.network.hosts() if host != interface_address.ip]
 
 
-def agent_address(entry):
+def agent_address(entry: Optional[Mapping[str, Any]]) -> Optional[str]:
     """The address in a boot server's host entry (``_bootclient.BootServerClient.host``), or None before a phone-home.
 
     The agent's own report (``ip``: the address it reaches the server from) comes before the source address the
@@ -171,7 +175,7 @@ def agent_address(entry):
     return None
 
 
-def with_scope(address, interface):
+def with_scope(address: str, interface: Optional[str]) -> str:
     """``address`` with ``%interface`` appended when it is an IPv6 link-local address (meaningless without one)."""
     if interface and "%" not in address and ipaddress.ip_address(address).version == 6 and ipaddress.ip_address(address).is_link_local:
         return "%s%%%s" % (address, interface)
@@ -190,11 +194,11 @@ def _ip_json(*argv, timeout):
     return done.stdout
 
 
-def read_neighbors(interface, mac, timeout=COMMAND_TIMEOUT):
+def read_neighbors(interface: str, mac: str, timeout: float = COMMAND_TIMEOUT) -> List[Neighbor]:
     return parse_neighbors(_ip_json("neigh", "show", "dev", interface, timeout=timeout), mac)
 
 
-def arp_sweep(interface, interface_address, timeout=SWEEP_TIMEOUT):
+def arp_sweep(interface: str, interface_address: ipaddress.IPv4Interface, timeout: float = SWEEP_TIMEOUT) -> Dict[str, List[str]]:
     """Ask every address of the interface's subnet for its MAC in one burst; returns ``{mac: [addresses]}``."""
     targets = sweep_targets(interface_address)
     if not targets:
@@ -207,7 +211,7 @@ def arp_sweep(interface, interface_address, timeout=SWEEP_TIMEOUT):
     return found
 
 
-def solicit_ipv6(interface, timeout=SOLICIT_TIMEOUT):
+def solicit_ipv6(interface: str, timeout: float = SOLICIT_TIMEOUT) -> None:
     """Send one ICMPv6 echo request to all nodes on ``interface`` and wait ``timeout`` seconds.
 
     Each host that answers first resolves our address with a neighbour solicitation, which puts its own
@@ -232,7 +236,8 @@ class Discovery:
     fix (a subnet too large to sweep, scapy missing).
     """
 
-    def __init__(self, mac, deadline, ip=None, interface=None, server=None, methods=METHODS):
+    def __init__(self, mac: str, deadline: Deadline, ip: Optional[str] = None, interface: Optional[str] = None,
+                 server: Optional[BootServerClient] = None, methods: Sequence[str] = METHODS) -> None:
         self.mac = normalize_mac(mac)
         self.deadline = deadline
         self.ip = ip
@@ -252,7 +257,7 @@ class Discovery:
             except NixieError as exc:
                 raise DiscoveryError("interface: %s" % exc) from None
 
-    def candidates(self):
+    def candidates(self) -> Iterator[Candidate]:
         for method in self.methods:
             if self.deadline.expired:
                 self.notes.append("%s: not tried, the timeout was reached" % method)

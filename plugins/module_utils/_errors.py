@@ -8,13 +8,15 @@ Shared code raises these; a module turns them into ``fail_json`` and a controlle
 
 from __future__ import annotations
 
+from typing import Any
+
 from ansible.module_utils.basic import missing_required_lib
 
 
 class NixieError(Exception):
     """A failure the user can act on; ``details`` carries whatever partial result was gathered."""
 
-    def __init__(self, message, **details):
+    def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
         self.details = details
 
@@ -30,7 +32,7 @@ class MalformedPacket(NixieError):
 class MissingLibrary(NixieError):
     """A Python library did not import: ansible's own wording, and the import traceback as ``exception`` for ``fail_json``."""
 
-    def __init__(self, name: str, import_error: str):
+    def __init__(self, name: str, import_error: str) -> None:
         super().__init__(missing_required_lib(name), exception=import_error)
 
 

@@ -20,6 +20,7 @@ import re
 
 from ansible_collections.nixie.provision.plugins.module_utils._errors import HostsFileError
 from ansible_collections.nixie.provision.plugins.module_utils._mac import normalize_mac
+from ansible_collections.nixie.provision.plugins.module_utils._power import settings as power_settings
 
 # Names become Ansible inventory host names and flake attribute paths: keep them to characters that
 # are safe in both without quoting.
@@ -111,8 +112,14 @@ def _validate_entry(name, entry, problems):
         if field == "wol":
             hostvars.update(_validate_wol(name, value, problems))
             continue
+        if field == "power":
+            try:
+                hostvars["nixie_power"] = power_settings.validate(value)
+            except ValueError as exc:
+                problems.append("host %r: field %s" % (name, exc))
+            continue
         if field not in FIELDS:
-            problems.append("host %r: unknown field %r (known: %s)" % (name, field, ", ".join(sorted(list(FIELDS) + ["wol"]))))
+            problems.append("host %r: unknown field %r (known: %s)" % (name, field, ", ".join(sorted(list(FIELDS) + ["power", "wol"]))))
             continue
         variable, validate = FIELDS[field]
         try:
@@ -121,6 +128,7 @@ def _validate_entry(name, entry, problems):
             problems.append("host %r: field %r: %s" % (name, field, exc))
     hostvars.setdefault("nixie_flake_attr", name)
     hostvars.setdefault("nixie_disks_may_be_wiped", False)
+    hostvars.setdefault("nixie_power", dict(power_settings.DEFAULT))
     return hostvars
 
 

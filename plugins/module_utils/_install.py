@@ -16,7 +16,7 @@ import contextlib
 import os
 import subprocess
 import time
-from typing import Iterator, Optional
+from typing import Any, Iterable, Iterator, List, Mapping, Optional, Sequence
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootclient import BootServerClient
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import SSH_KEY_TYPES
@@ -39,7 +39,7 @@ def _size(size_bytes):
     return "%.1f GiB" % (size_bytes / 2.0 ** 30)
 
 
-def check_disks(name, disks, may_be_wiped):
+def check_disks(name: str, disks: Optional[Sequence[Mapping[str, Any]]], may_be_wiped: bool) -> None:
     """Raise UnsafeDisks unless every disk the agent reported is blank, or wiping was allowed for this host."""
     if not disks:
         raise UnsafeDisks("refusing to install %s: its agent reported no disk to install to" % name)
@@ -66,7 +66,7 @@ def _key_identity(line):
     return None
 
 
-def verify_host_key(target, reported_keys, timeout=10):
+def verify_host_key(target: str, reported_keys: Iterable[str], timeout: int = 10) -> None:
     """Raise InstallError unless an SSH host key ``target`` answers with is one its agent reported.
 
     A key answering that the agent never reported means another machine holds the address now: installing
@@ -91,7 +91,7 @@ def verify_host_key(target, reported_keys, timeout=10):
                            "nothing was installed" % target, offered=sorted(" ".join(k) for k in offered))
 
 
-def ensure_host_key(extra_files, name):
+def ensure_host_key(extra_files: str, name: str) -> str:
     """Create (once) the host's future ed25519 host key under ``extra_files``; return its public key line."""
     private = os.path.join(extra_files, HOST_KEY_PATH)
     if not os.path.exists(private):
@@ -115,7 +115,8 @@ def pin_host_key(known_hosts: str, name: str, host_key: str) -> str:
     return known_hosts
 
 
-def nixos_anywhere_command(executable, flake, flake_attr, target, private_key, extra_files, substitute_on_destination, extra_args):
+def nixos_anywhere_command(executable: str, flake: str, flake_attr: str, target: str, private_key: str, extra_files: str,
+                           substitute_on_destination: bool, extra_args: Iterable[str]) -> List[str]:
     command = [
         executable, "--flake", "%s#%s" % (flake, flake_attr), "--target-host", "root@%s" % target, "-i", private_key,
         # kexec is skipped: the machine already runs the NixOS installer Nixie netbooted.
@@ -131,7 +132,7 @@ def _tail(path, lines=LOG_TAIL_LINES):
         return "".join(handle.readlines()[-lines:])
 
 
-def run_logged(command, log_path, timeout):
+def run_logged(command: Sequence[str], log_path: str, timeout: int) -> float:
     """Run ``command`` with its output appended to ``log_path``; kill its whole process group at the deadline.
 
     nixos-anywhere waits in unbounded loops (for SSH, for the reboot), so only a deadline ends a stuck install.

@@ -154,7 +154,7 @@ def lookup_expression(paths: dict[str, list[str]]) -> str:
 class Nix:
     """Runs ``nix`` with the flake features enabled and the user's extra arguments."""
 
-    def __init__(self, executable: str = "nix", extra_args: Iterable[str] = (), timeout: float | None = None):
+    def __init__(self, executable: str = "nix", extra_args: Iterable[str] = (), timeout: float | None = None) -> None:
         """``timeout`` (seconds) bounds all calls made through this object together."""
         self.executable = find_nix(executable)
         self.extra_args = list(extra_args)
@@ -233,7 +233,7 @@ class InstallerBuild:
     """Builds (or, in check mode, evaluates) the installer's netboot artifacts and reports what changed."""
 
     def __init__(self, nix: Nix, flake: str, run_dir: str, ipxe_dir: str | None = None, ipxe_installable: str | None = None,
-                 check_mode: bool = False):
+                 check_mode: bool = False) -> None:
         self.nix = nix
         self.reference, self.name = split_flake(flake)
         self.run_dir = run_dir

@@ -30,14 +30,14 @@ class Finished(NamedTuple):
 class CommandNotStarted(NixieError):
     """The command could not be executed (not found, not executable); the OSError is ``__cause__``."""
 
-    def __init__(self, argv: Sequence[str], error: OSError):
+    def __init__(self, argv: Sequence[str], error: OSError) -> None:
         super().__init__("cannot run %s: %s" % (argv[0], error.strerror or error))
 
 
 class CommandTimeout(NixieError):
     """The command ran past its deadline and its process group was stopped; subprocess's TimeoutExpired is ``__cause__``."""
 
-    def __init__(self, argv: Sequence[str], timeout: float):
+    def __init__(self, argv: Sequence[str], timeout: float) -> None:
         super().__init__("%s did not finish within %s s and was stopped" % (argv[0], timeout))
 
 

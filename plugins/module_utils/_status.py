@@ -17,7 +17,7 @@ import shlex
 import socket
 import tempfile
 import time
-from typing import Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from ansible_collections.nixie.provision.plugins.module_utils import _nix
 from ansible_collections.nixie.provision.plugins.module_utils._bootclient import BootServerClient
@@ -66,7 +66,7 @@ class IncompleteOutput(ValueError):
 
 # Pure functions
 
-def parse_os_release(text):
+def parse_os_release(text: Optional[str]) -> Dict[str, str]:
     """``/etc/os-release`` as a dict (os-release(5)): ``KEY=value`` lines, values optionally shell-quoted."""
     fields = {}
     for line in (text or "").splitlines():
@@ -88,11 +88,11 @@ def _unquote(value):
     return _ESCAPED.sub(r"\1", value)
 
 
-def is_installer(os_release, nixie_boot=False):
+def is_installer(os_release: Mapping[str, str], nixie_boot: bool = False) -> bool:
     return nixie_boot or os_release.get("VARIANT_ID") == "installer"
 
 
-def classify(os_release_text, current_system, expected_system, nixie_boot=False):
+def classify(os_release_text: str, current_system: Optional[str], expected_system: Optional[str], nixie_boot: bool = False) -> str:
     """The host's state from what it reported: installed, outdated, installer or other_os (unreachable is decided before this).
 
     Without ``expected_system`` a NixOS host counts as installed when it has a ``/run/current-system``: its
@@ -110,7 +110,8 @@ def classify(os_release_text, current_system, expected_system, nixie_boot=False)
     return "outdated"
 
 
-def describe(state, os_release, current_system, expected_system, nixie_boot=False):
+def describe(state: str, os_release: Mapping[str, str], current_system: Optional[str], expected_system: Optional[str],
+             nixie_boot: bool = False) -> str:
     """One sentence on why ``classify`` decided ``state``, for the module's ``reason``."""
     if state == "installer":
         if nixie_boot:
@@ -154,7 +155,7 @@ def decide(state: str, unreachable_cause: Optional[str], awaiting_phone_home: bo
     return SKIP, "it answers but could not be checked (%s): left alone" % unreachable_cause
 
 
-def parse_probe_output(text):
+def parse_probe_output(text: str) -> ProbeOutput:
     """Split the output of REMOTE_COMMAND into a ProbeOutput; raise IncompleteOutput when it was cut short."""
     sections = {}
     current = None
@@ -174,7 +175,8 @@ def parse_probe_output(text):
     )
 
 
-def ssh_argv(address, user, port, connect_timeout, known_hosts, pinned, private_key=None, options=(), command=REMOTE_COMMAND):
+def ssh_argv(address: str, user: str, port: int, connect_timeout: float, known_hosts: str, pinned: bool, private_key: Optional[str] = None,
+             options: Sequence[str] = (), command: str = REMOTE_COMMAND) -> List[str]:
     """The ssh command line that runs ``command`` (REMOTE_COMMAND or REBOOT_COMMAND) on ``address``.
 
     The user's ``options`` come first: OpenSSH keeps the first value it sees of an option, so they win.
@@ -196,7 +198,7 @@ def ssh_argv(address, user, port, connect_timeout, known_hosts, pinned, private_
     return argv + ["--", address, command]
 
 
-def ssh_failure(returncode, stderr, target, known_hosts, pinned):
+def ssh_failure(returncode: int, stderr: str, target: str, known_hosts: Optional[str], pinned: bool) -> Tuple[str, str]:
     """``(cause, reason)`` of an ssh failure, from its exit status and error output.
 
     The cause keeps a host whose SSH server answered with an unexpected key (``host_key``), which may be a
@@ -217,7 +219,7 @@ def ssh_failure(returncode, stderr, target, known_hosts, pinned):
 
 # Input and output
 
-def tcp_probe(address, port, timeout):
+def tcp_probe(address: str, port: int, timeout: float) -> Optional[str]:
     """None when ``address`` accepts a TCP connection on ``port`` within ``timeout`` s, else why not."""
     if timeout <= 0:
         return "not tried: the timeout was reached"
@@ -282,7 +284,7 @@ class StatusCheck:
         self.started = time.monotonic()
 
     @property
-    def warnings(self):
+    def warnings(self) -> List[str]:
         return self.discovery.warnings
 
     def run(self) -> dict:

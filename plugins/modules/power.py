@@ -49,17 +49,21 @@ options:
     description:
       - V(on) and V(off) power the machine on or off (a hard power-off, as a BMC's ForceOff is).
       - V(cycle) resets a machine that is on and powers on one that is off.
+      - V(boot) makes the machine boot now (from O(boot_once), if given) - V(cycle) through a BMC; with
+        Wake-on-LAN, which cannot reset a machine, the magic packet of V(on). The provisioning flow uses it.
       - V(status) changes nothing, but sets O(boot_once) if given.
     type: str
-    choices: ["on", "off", cycle, status]
+    choices: ["on", "off", cycle, boot, status]
     default: status
   boot_once:
     description:
       - Boot device for the next boot only, set before the power action.
       - V(network) is PXE (Redfish V(Pxe), IPMI's network device), V(http) is UEFI HTTP boot (Redfish
         V(UefiHttp) only), V(disk) is the first disk (Redfish V(Hdd), IPMI's disk device).
+      - V(none) clears an override still pending (Redfish C(BootSourceOverrideEnabled=Disabled), IPMI boot flags
+        without their valid bit), such as one a machine that booted otherwise left behind.
     type: str
-    choices: [network, http, disk]
+    choices: [network, http, disk, none]
   boot_mode:
     description:
       - Firmware mode of the one-time boot.
@@ -83,7 +87,7 @@ options:
   port:
     description:
       - For Redfish, the BMC's TCP port (default the URL's, else 443). For IPMI, its UDP port (default
-        623). For Wake-on-LAN, the UDP port of the magic packets (default 9).
+        623).
     type: int
   system:
     description:
@@ -95,8 +99,14 @@ options:
     type: str
   password:
     description:
-      - The BMC user's password. Required for O(driver=redfish) and O(driver=ipmi).
-      - Keep it out of hosts.json; pass it from Ansible Vault or the environment.
+      - The BMC user's password (for O(driver=redfish) and O(driver=ipmi)); from Ansible Vault, such as the
+        variable C(nixie_bmc_password). One of O(password) and O(password_env) is needed for a BMC.
+      - It appears in no output, at any verbosity.
+    type: str
+  password_env:
+    description:
+      - Without O(password), the name of the controller's environment variable holding it (an AWX credential
+        injects one such variable into the job).
     type: str
   validate_certs:
     description:
@@ -127,6 +137,10 @@ options:
     description: For O(driver=wol), where the magic packets go (see M(nixie.provision.wake)).
     type: str
     default: 255.255.255.255
+  wol_port:
+    description: For O(driver=wol), the UDP port of the magic packets.
+    type: int
+    default: 9
   interface:
     description: For O(driver=wol), the interface or local address the magic packets leave from.
     type: str
@@ -244,35 +258,33 @@ actions:
   sample: ["boot once from network (Pxe)", "power cycle (ForceRestart)"]
 """
 
-from ansible.module_utils.basic import AnsibleModule, missing_required_lib
+from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nixie.provision.plugins.module_utils import _wol
-from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
-from ansible_collections.nixie.provision.plugins.module_utils._power import base, control, ipmi, redfish, wol
+from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError, require_library
+from ansible_collections.nixie.provision.plugins.module_utils._power import base, control, ipmi, redfish, settings
 
 LIBRARIES = {
     "wol": ("wakeonlan", _wol.WAKEONLAN_IMPORT_ERROR),
     "redfish": ("sushy", redfish.SUSHY_IMPORT_ERROR),
     "ipmi": ("pyghmi", ipmi.PYGHMI_IMPORT_ERROR),
 }
-BMC_FIELDS = ("address", "username", "password")
+BMC_FIELDS = ("address", "username")
+SETTINGS = ("driver", "address", "port", "system", "username", "password_env", "validate_certs", "ca_path")
 
 
 def open_driver(params: dict) -> base.PowerDriver:
     """The driver ``params`` name, connected (and for a BMC logged in)."""
-    if params["driver"] == "redfish":
-        return redfish.RedfishDriver(params["address"], params["username"], params["password"], params["system"],
-                                     params["port"], params["validate_certs"], params["ca_path"], params["timeout"])
-    if params["driver"] == "ipmi":
-        return ipmi.IpmiDriver(params["address"], params["username"], params["password"], params["port"] or 623)
-    return wol.WolDriver(params["mac"], params["broadcast"], params["port"] or 9, params["interface"])
+    chosen = {name: params[name] for name in SETTINGS if params[name] is not None}
+    return settings.open_driver(chosen, settings.password(chosen, params["password"]), params["timeout"], params["mac"],
+                                params["broadcast"], params["wol_port"], params["interface"])
 
 
 def main():
     module = AnsibleModule(
         argument_spec=dict(
             state=dict(type="str", choices=list(base.POWER_STATES), default="status"),
-            boot_once=dict(type="str", choices=list(base.BOOT_DEVICES)),
+            boot_once=dict(type="str", choices=list(base.BOOT_DEVICES) + [base.NO_OVERRIDE]),
             boot_mode=dict(type="str", choices=list(base.BOOT_MODES)),
             driver=dict(type="str", choices=sorted(LIBRARIES), default="wol"),
             address=dict(type="str"),
@@ -280,12 +292,14 @@ def main():
             system=dict(type="str"),
             username=dict(type="str"),
             password=dict(type="str", no_log=True),
+            password_env=dict(type="str", no_log=False),
             validate_certs=dict(type="bool", default=True),
             ca_path=dict(type="path"),
             http_boot_uri=dict(type="str"),
             timeout=dict(type="int", default=60),
             mac=dict(type="str"),
             broadcast=dict(type="str", default="255.255.255.255"),
+            wol_port=dict(type="int", default=9),
             interface=dict(type="str"),
         ),
         required_if=[
@@ -296,15 +310,14 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
-    library, import_error = LIBRARIES[params["driver"]]
-    if import_error:
-        module.fail_json(msg=missing_required_lib(library), exception=import_error)
-    if params["port"] is not None and not 0 < params["port"] < 65536:
-        module.fail_json(msg="port: must be from 1 to 65535, got %d" % params["port"])
+    for name in ("port", "wol_port"):
+        if params[name] is not None and not 0 < params[name] < 65536:
+            module.fail_json(msg="%s: must be from 1 to 65535, got %d" % (name, params[name]))
     if params["timeout"] < 1:
         module.fail_json(msg="timeout: must be at least 1 second, got %d" % params["timeout"])
     driver = None
     try:
+        require_library(*LIBRARIES[params["driver"]])
         driver = open_driver(params)
         result = control.run(driver, params["state"], params["boot_once"], params["boot_mode"],
                              params["http_boot_uri"], params["timeout"], check_mode=module.check_mode)

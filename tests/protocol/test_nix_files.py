@@ -48,7 +48,7 @@ let
     callPackage = path: overrides: { calledPackage = toString path; inherit overrides; };
     mkShell = attrs: attrs;
     python3.withPackages = select: { python = select (lib.genAttrs
-      [ "ansible-core" "scapy" "tftpy" "aiohttp" "wakeonlan" "jmespath" "pytest" ] (name: name)); };
+      [ "ansible-core" "scapy" "tftpy" "aiohttp" "wakeonlan" "jmespath" "sushy" "pyghmi" "pytest" ] (name: name)); };
     nixos-anywhere = "nixos-anywhere";
     nix = "nix";
     nixfmt-rfc-style = "nixfmt";

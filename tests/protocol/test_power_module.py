@@ -21,7 +21,7 @@ from nixielab.bmc import USER, FakeSystem, IpmiServer, RedfishEmulator
 
 PASSWORD = "s3cret-Nixie-BMC"
 # Each test has its own fake system, in the power state it starts from, so that none waits for another's.
-SYSTEMS = {"on-net": "Off", "cycle": "On", "off": "On", "http": "Off", "check": "Off", "password": "Off"}
+SYSTEMS = {"on-net": "Off", "cycle": "On", "off": "On", "http": "Off", "check": "Off", "password": "Off", "boot": "On"}
 # Ansible prints this in place of a no_log value: in a message it would mean the module put the password there.
 MASK = "********"
 
@@ -170,6 +170,18 @@ def test_redfish_cycle(redfish_bmc):
                for line in redfish_bmc.requests_to("cycle"))
     system = redfish_bmc.system("cycle")
     assert system["PowerState"] == "On" and system["Boot"]["BootSourceOverrideTarget"] == "Pxe"
+
+
+def test_redfish_boot_cycles_a_running_machine_then_the_override_is_cleared(redfish_bmc):
+    booted = run_module(redfish_bmc.args("boot", state="boot", boot_once="network"))
+    assert booted["actions"] == ["boot once from network (Pxe)", "power cycle (ForceRestart)"], booted
+    assert redfish_bmc.system("boot")["Boot"]["BootSourceOverrideTarget"] == "Pxe"
+    cleared = ansible_output(redfish_bmc.args("boot", boot_once="none"))
+    assert '"clear the pending boot override (Pxe)"' in cleared, cleared
+    # The emulator keeps every override enabled ("Continuous") and ignores Disabled: the disk is what is left.
+    assert "[WARNING]: Redfish BMC %s keeps its boot override enabled" % redfish_bmc.url in cleared
+    assert redfish_bmc.system("boot")["Boot"]["BootSourceOverrideTarget"] == "Hdd"
+    assert run_module(redfish_bmc.args("boot", boot_once="none"))["changed"] is False
 
 
 def test_redfish_off(redfish_bmc):
@@ -322,6 +334,24 @@ def test_ipmi_cycle_off_and_status(ipmi_bmc):
     assert "Chassis Power is off" in ipmi_bmc.ipmitool("chassis", "power", "status")
 
 
+def test_ipmi_boot_with_the_password_from_the_environment_then_clear(ipmi_bmc, monkeypatch):
+    args = ipmi_bmc.args(state="boot", boot_once="network", password_env="NIXIE_TEST_BMC_PASSWORD")
+    del args["password"]
+    unset = run_module(args)
+    assert unset["failed"] and "NIXIE_TEST_BMC_PASSWORD, which is not set" in unset["msg"], unset
+    monkeypatch.setenv("NIXIE_TEST_BMC_PASSWORD", PASSWORD)
+    first = run_module(args)
+    assert first["actions"] == ["boot once from network (pxe)", "power on (on)"], first
+    again = run_module(args)
+    assert again["actions"] == ["power cycle (cycle)"], "the override is still pending, so only the reset goes out"
+    assert ipmi_bmc.state()["controls"] == ["on", "cycle"]
+    assert_no_password(first)
+    cleared = run_module(dict(args, state="status", boot_once="none"))
+    assert cleared["actions"] == ["clear the pending boot override (pxe)"] and cleared["boot_override"] is None, cleared
+    assert ipmi_bmc.state()["boot_flags"][0] & 0x80 == 0, "the boot flags are no longer valid"
+    assert "No override" in ipmi_bmc.ipmitool("chassis", "bootparam", "get", "5")
+
+
 def test_ipmi_check_mode_changes_nothing(ipmi_bmc):
     before = ipmi_bmc.state()
     result = run_module(ipmi_bmc.args(state="cycle", boot_once="network", boot_mode="uefi"), check=True)
@@ -367,8 +397,9 @@ def test_wol_on_sends_a_magic_packet():
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
         receiver.bind(("127.0.0.1", 0))
         receiver.settimeout(5)
-        result = run_module(dict(mac="bc:24:11:d0:28:34", broadcast="127.0.0.1", port=receiver.getsockname()[1],
-                                 state="on", boot_once="network"))
-        assert result["changed"] is True and result["actions"] == ["power on (magic packet)"], result
-        assert result["power_state_after"] == "unknown" and result["boot_override"] is None
-        assert receiver.recvfrom(2048)[0] == b"\xff" * 6 + bytes.fromhex("bc2411d02834") * 16
+        for state in ("on", "boot"):
+            result = run_module(dict(mac="bc:24:11:d0:28:34", broadcast="127.0.0.1", wol_port=receiver.getsockname()[1],
+                                     state=state, boot_once="network"))
+            assert result["changed"] is True and result["actions"] == ["power on (magic packet)"], result
+            assert result["power_state_after"] == "unknown" and result["boot_override"] is None
+            assert receiver.recvfrom(2048)[0] == b"\xff" * 6 + bytes.fromhex("bc2411d02834") * 16

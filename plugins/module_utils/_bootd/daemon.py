@@ -15,6 +15,7 @@ import os
 import select
 import signal
 import time
+from typing import Any, Callable, Dict, Mapping, Optional
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import LOG_FILE, PID_FILE, STATE_FILE
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
@@ -28,7 +29,7 @@ def _write_line(fd, payload):
     os.write(fd, (json.dumps(payload) + "\n").encode())
 
 
-def start_detached(run_dir, serve, timeout=30.0):
+def start_detached(run_dir: str, serve: Callable[[Callable[[Mapping[str, Any]], None]], None], timeout: float = 30.0) -> Dict[str, Any]:
     """Fork ``serve(ready)`` into a detached daemon and return its state once it is ready.
 
     ``serve`` runs in the daemon and must call ``ready(state)`` once it serves; its return ends the daemon,
@@ -118,7 +119,7 @@ def _start_time(pid):
     return _stat_fields(pid)[19]
 
 
-def running_pid(run_dir):
+def running_pid(run_dir: str) -> Optional[int]:
     """Return the pid of the daemon serving ``run_dir``, or None when none runs.
 
     The pid file also records the process start time, so a pid reused by another process after a crash
@@ -133,7 +134,7 @@ def running_pid(run_dir):
         return None
 
 
-def read_state(run_dir):
+def read_state(run_dir: str) -> Optional[Dict[str, Any]]:
     """Return the state the running daemon published, or None."""
     if running_pid(run_dir) is None:
         return None
@@ -144,7 +145,7 @@ def read_state(run_dir):
         return None
 
 
-def stop(run_dir, timeout=10.0):
+def stop(run_dir: str, timeout: float = 10.0) -> bool:
     """Stop the daemon serving ``run_dir``; return True when one was running."""
     pid = running_pid(run_dir)
     if pid is None:

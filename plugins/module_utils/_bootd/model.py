@@ -56,7 +56,7 @@ class ServerAddress:
     http_port: int
 
     @property
-    def http_base(self):
+    def http_base(self) -> str:
         return contract.base_url(self.ip, self.http_port)
 
 

@@ -5,13 +5,14 @@
 from __future__ import annotations
 
 import os
+from typing import Optional, Set
 
 # Bit numbers in the capability sets (linux/capability.h).
 CAP_NET_BIND_SERVICE = 10
 CAP_NET_RAW = 13
 
 
-def effective_capabilities(status_path="/proc/self/status"):
+def effective_capabilities(status_path: str = "/proc/self/status") -> Set[int]:
     """Return the set of effective capability numbers of this process."""
     with open(status_path, encoding="utf-8") as handle:
         for line in handle:
@@ -21,7 +22,7 @@ def effective_capabilities(status_path="/proc/self/status"):
     return set()
 
 
-def missing_privileges():
+def missing_privileges() -> Optional[str]:
     """Return a sentence naming what is missing to serve DHCP and TFTP, or None when nothing is."""
     missing = {CAP_NET_BIND_SERVICE: "CAP_NET_BIND_SERVICE (ports 67, 69 and 4011 are below 1024)",
                CAP_NET_RAW: "CAP_NET_RAW (binding the DHCP socket to one interface)"}
@@ -49,7 +50,7 @@ def _socket_inodes(protocol, port):
     return inodes
 
 
-def port_holder(protocol, port):
+def port_holder(protocol: str, port: int) -> Optional[str]:
     """Return ``"<name> (pid N)"`` for a process holding ``protocol`` (udp/tcp) ``port``, or None.
 
     Only processes this user may inspect are found (all of them, as root), and only in this network namespace.

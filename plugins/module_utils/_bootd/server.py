@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import signal
+from typing import Any, Callable, Dict, List, Mapping, Tuple
 
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
 from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract, daemon, preflight
@@ -38,12 +39,12 @@ class ServerError(NixieError):
     """The boot server cannot start with this configuration."""
 
 
-def config_digest(config):
+def config_digest(config: Dict[str, Any]) -> str:
     """A stable digest of a configuration, to tell whether a running server serves the same one."""
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
 
 
-def validate_config(config):
+def validate_config(config: Mapping[str, Any]) -> Tuple[List[Host], Dict[str, str]]:
     """Check what can be checked before forking; raise ServerError naming the problem."""
     for key in ("kernel", "initrd"):
         if not os.path.isfile(config[key]):
@@ -59,7 +60,7 @@ def validate_config(config):
     return hosts, binaries
 
 
-def is_ipv6(address):
+def is_ipv6(address: str) -> bool:
     """Whether the server address is IPv6: then it serves proxy DHCPv6 instead of ProxyDHCP (one family per server)."""
     return ipaddress.ip_address(address).version == 6
 
@@ -191,12 +192,12 @@ async def _serve(config, ready):
         events.close()
 
 
-def run(config, ready):
+def run(config: Dict[str, Any], ready: Callable[[Mapping[str, Any]], None]) -> None:
     """Serve ``config`` until SIGTERM; ``ready(state)`` is called once every port is bound."""
     asyncio.run(_serve(config, ready))
 
 
-def start(config, timeout=30.0):
+def start(config: Dict[str, Any], timeout: float = 30.0) -> Dict[str, Any]:
     """Start the boot server for ``config`` as a daemon; return its published state."""
     validate_config(config)
     problem = preflight.missing_privileges()

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
 
-POWER_STATES = ("on", "off", "cycle", "status")
+POWER_STATES = ("on", "off", "cycle", "boot", "status")
 BOOT_DEVICES = ("network", "http", "disk")
+# boot_once "none" clears a pending override instead of setting one.
+NO_OVERRIDE = "none"
 BOOT_MODES = ("uefi", "bios")
 UNKNOWN = "unknown"
 
@@ -40,7 +42,7 @@ class PowerDriver:
     name = ""
     reports_power = True
 
-    def __init__(self, address: str):
+    def __init__(self, address: str) -> None:
         self.address = address
         self.warnings: list[str] = []
 
@@ -62,6 +64,10 @@ class PowerDriver:
 
     def set_boot_once(self, request: dict) -> None:
         """Set the override ``boot_request`` returned, for the next boot only."""
+        raise NotImplementedError
+
+    def clear_boot_override(self) -> None:
+        """Cancel the pending override (``boot_override()`` then reports None)."""
         raise NotImplementedError
 
     def power_command(self, action: str) -> str:

@@ -78,7 +78,7 @@ class IpmiDriver(PowerDriver):
 
     name = "ipmi"
 
-    def __init__(self, address: str, username: str, password: str, port: int = 623):
+    def __init__(self, address: str, username: str, password: str, port: int = 623) -> None:
         super().__init__("[%s]:%d" % (address, port) if ":" in address else "%s:%d" % (address, port))
         try:
             self._command = pyghmi_command.Command(bmc=address, userid=username, password=password, port=port,
@@ -111,6 +111,10 @@ class IpmiDriver(PowerDriver):
                   (VALID_BIT_CLEARING, KEEP_PAST_TIMEOUT))
         self._raw("cannot set the boot flags", CHASSIS_NETFN, SET_BOOT_OPTIONS,
                   boot_flags(request["device"], request["mode"] == "uefi"))
+
+    def clear_boot_override(self) -> None:
+        # Boot flags without their valid bit: the BMC then hands the firmware no override.
+        self._raw("cannot clear the boot flags", CHASSIS_NETFN, SET_BOOT_OPTIONS, (BOOT_FLAGS, 0, 0, 0, 0, 0))
 
     def power_command(self, action: str) -> str:
         return action

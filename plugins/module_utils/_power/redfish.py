@@ -91,7 +91,7 @@ class RedfishDriver(PowerDriver):
     name = "redfish"
 
     def __init__(self, address: str, username: str, password: str, system: str | None = None, port: int | None = None,
-                 validate_certs: bool = True, ca_path: str | None = None, timeout: float = 30):
+                 validate_certs: bool = True, ca_path: str | None = None, timeout: float = 30) -> None:
         super().__init__(base_url(address, port))
         verify = (ca_path or True) if validate_certs else False
         if not validate_certs:
@@ -132,6 +132,7 @@ class RedfishDriver(PowerDriver):
         return POWER_STATES.get(state.value, state.value.lower()) if state else UNKNOWN
 
     def boot_override(self) -> dict | None:
+        self._refresh()
         boot = self._system.boot
         if boot is None or boot.target is None or boot.enabled in (None, sushy.BootSourceOverrideEnabled.DISABLED):
             return None
@@ -163,6 +164,20 @@ class RedfishDriver(PowerDriver):
         self._call("cannot set a one-time boot from %s" % request["target"], self._system.set_system_boot_options,
                    target=sushy.BootSource(request["target"]), enabled=sushy.BootSourceOverrideEnabled.ONCE,
                    mode=sushy.BootSourceOverrideMode(mode) if mode else None, http_boot_uri=request["http_boot_uri"])
+
+    def clear_boot_override(self) -> None:
+        try:
+            self._system.set_system_boot_options(enabled=sushy.BootSourceOverrideEnabled.DISABLED)
+            if self.boot_override() is None:
+                return
+        except sushy_exceptions.SushyError:
+            pass
+        # BMCs whose override is always enabled (libvirt-backed ones, sushy-tools) refuse or ignore Disabled: there the
+        # machine is set to boot its disk from now on, as Ironic sets a deployed node's boot device.
+        self.warnings.append("Redfish BMC %s keeps its boot override enabled: the system boots its disk from now on "
+                             "instead" % self.address)
+        self._call("cannot set the boot device to the disk", self._system.set_system_boot_options,
+                   target=sushy.BootSource.HDD, enabled=sushy.BootSourceOverrideEnabled.CONTINUOUS)
 
     def power_command(self, action: str) -> str:
         allowed = self._call("cannot read the reset types", self._system.get_allowed_reset_system_values)

@@ -16,7 +16,7 @@ class WolDriver(PowerDriver):
     name = "wol"
     reports_power = False
 
-    def __init__(self, mac: str, destination: str = "255.255.255.255", port: int = 9, interface: str | None = None):
+    def __init__(self, mac: str, destination: str = "255.255.255.255", port: int = 9, interface: str | None = None) -> None:
         # Building the packet and the route now makes a bad MAC or interface fail in check mode too.
         _wol.magic_packet(mac)
         dummy_family, target, dummy_source = _wol.resolve_route(destination, interface)
@@ -39,6 +39,9 @@ class WolDriver(PowerDriver):
 
     def set_boot_once(self, request: dict) -> None:
         raise PowerError("the wol driver cannot set a boot override")
+
+    def clear_boot_override(self) -> None:
+        raise PowerError("the wol driver has no boot override to clear")
 
     def power_command(self, action: str) -> str:
         if action != "on":

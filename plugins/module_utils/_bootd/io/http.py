@@ -243,13 +243,13 @@ def _empty(status):
 
 
 class _Handlers:
-    def __init__(self, state):
+    def __init__(self, state: BootState) -> None:
         self.state = state
 
     def _client(self, request):
         return _canonical_ip(request.remote)
 
-    def refuse(self, request, status, reason, mac=None, **fields):
+    def refuse(self, request: "web.Request", status: int, reason: str, mac: Optional[str] = None, **fields: Any) -> "web.Response":
         self.state.events.record(mac, contract.STEP_REFUSED, ip=self._client(request), method=request.method,
                                  path=request.path[:256], status=status, reason=reason, **fields)
         return _empty(status)
@@ -262,7 +262,7 @@ class _Handlers:
                 return base
         return self.state.base_urls[0]
 
-    async def boot_script(self, request):
+    async def boot_script(self, request: "web.Request") -> "web.Response":
         match = _SCRIPT_NAME.match(request.match_info["name"])
         mac = normalize_mac(match.group(1)) if match else None
         host = self.state.table.get(mac)
@@ -279,7 +279,7 @@ class _Handlers:
         self.state.events.record(mac, contract.STEP_SCRIPT, ip=self._client(request))
         return web.Response(text=script, content_type="text/plain")
 
-    async def boot_file(self, request):
+    async def boot_file(self, request: "web.Request") -> "web.StreamResponse":
         kind = request.match_info["kind"]
         path = {contract.STEP_KERNEL: self.state.installer.kernel, contract.STEP_INITRD: self.state.installer.initrd}.get(kind)
         mac_text, signature = request.match_info["mac"], request.match_info["signature"]
@@ -290,7 +290,7 @@ class _Handlers:
         self.state.events.record(mac, kind, ip=self._client(request), range=request.headers.get("Range"))
         return web.FileResponse(path)
 
-    async def ipxe_binary(self, request):
+    async def ipxe_binary(self, request: "web.Request") -> "web.StreamResponse":
         if request.match_info["name"] == AUTOEXEC_NAME:
             return self.autoexec(request)
         path = self.state.ipxe_binaries.get(request.match_info["name"])
@@ -298,7 +298,7 @@ class _Handlers:
             return self.refuse(request, 404, "not an allow-listed iPXE binary")
         return web.FileResponse(path)
 
-    def autoexec(self, request):
+    def autoexec(self, request: "web.Request") -> "web.Response":
         # The client is an iPXE that UEFI HTTP boot loaded from /ipxe/: it knows no MAC-to-host mapping
         # yet, so the script names its MAC to us, and nothing host-specific is in this answer.
         base = self._base_for(request)
@@ -310,7 +310,7 @@ class _Handlers:
         match = _BEARER.match(request.headers.get("Authorization", ""))
         return match.group(1) if match else None
 
-    async def phone_home(self, request):
+    async def phone_home(self, request: "web.Request") -> "web.Response":
         client = self._client(request)
         token = self._bearer(request)
         try:
@@ -358,16 +358,16 @@ class _Handlers:
         refusal = self._controller_only(request)
         return refusal if refusal is not None else web.json_response(answer())
 
-    async def published(self, request):
+    async def published(self, request: "web.Request") -> "web.Response":
         return await self._answer_controller(request, lambda: self.state.published)
 
-    async def events(self, request):
+    async def events(self, request: "web.Request") -> "web.Response":
         return await self._answer_controller(request, lambda: {"hosts": self.state.table.snapshot()})
 
-    async def awaiting_phone_home(self, request):
+    async def awaiting_phone_home(self, request: "web.Request") -> "web.Response":
         return await self._answer_controller(request, lambda: {"awaiting_phone_home": self.state.table.awaiting_phone_home()})
 
-    async def host(self, request):
+    async def host(self, request: "web.Request") -> "web.Response":
         mac, refusal = self._controller_host(request)
         if refusal is not None:
             return refusal
@@ -398,7 +398,7 @@ class _Handlers:
             return None, _empty(404)
         return mac, None
 
-    async def mark_installed(self, request):
+    async def mark_installed(self, request: "web.Request") -> "web.Response":
         """``POST {"installed": true|false}``: whether the host's script boots its disk or the installer."""
         mac, refusal = self._controller_host(request)
         if refusal is not None:
@@ -416,7 +416,7 @@ class _Handlers:
                                  ip=self._client(request))
         return web.json_response({"host": host.name, "mac": mac, "installed": installed})
 
-    async def release(self, request):
+    async def release(self, request: "web.Request") -> "web.Response":
         """``POST``: the controller is done with this host; the server ends when no host is left to serve."""
         mac, refusal = self._controller_host(request)
         if refusal is not None:

@@ -31,6 +31,7 @@ import tempfile
 import threading
 import time
 import traceback
+from typing import Any, Callable, Mapping, Optional, Tuple
 
 from ansible_collections.nixie.provision.plugins.module_utils._errors import require_library
 
@@ -49,7 +50,7 @@ else:
 
         host = property(lambda self: self.address, lambda self, value: setattr(self, "address", value))
 
-        def __init__(self, *args, **kwargs):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self.sock.close()
             self.sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
@@ -78,7 +79,8 @@ class TftpServer:
     server's short timeout, not the client's, sets the pace.
     """
 
-    def __init__(self, binaries, host="0.0.0.0", port=69, on_event=None, timeout=1.0, retries=12, max_transfers=64):
+    def __init__(self, binaries: Mapping[str, str], host: str = "0.0.0.0", port: int = 69, on_event: Optional[Callable[..., None]] = None,
+                 timeout: float = 1.0, retries: int = 12, max_transfers: int = 64) -> None:
         require_library("tftpy", TFTPY_IMPORT_ERROR)
         self._binaries = dict(binaries)
         self._bind = (host, port)
@@ -98,11 +100,11 @@ class TftpServer:
         self.malformed_packets = 0
 
     @property
-    def address(self):
+    def address(self) -> Tuple[Any, ...]:
         """The (host, port) the server listens on, once started (port 0 binds a free port)."""
         return self._sock.getsockname()
 
-    def start(self):
+    def start(self) -> Tuple[Any, ...]:
         """Bind (errors such as EADDRINUSE raise here, in the caller) and start the server thread."""
         sock = socket.socket(socket.AF_INET6 if ":" in self._bind[0] else socket.AF_INET, socket.SOCK_DGRAM)
         try:
@@ -120,7 +122,7 @@ class TftpServer:
         self._thread.start()
         return self.address
 
-    def stop(self, timeout=5.0):
+    def stop(self, timeout: float = 5.0) -> None:
         """Drop all transfers and stop the thread; returns once it has ended."""
         if self._thread is None:
             return
@@ -276,7 +278,7 @@ class _Transfer:
     __slots__ = ("key", "name", "context", "sock", "data", "blksize", "block", "last_block", "last_packet",
                  "last_sent", "started", "retries")
 
-    def __init__(self, key, name, context):
+    def __init__(self, key: Tuple[str, int], name: str, context: TftpContextServer) -> None:
         self.key = key
         self.name = name
         self.context = context
@@ -295,10 +297,10 @@ class _Transfer:
         self.retries = 0
 
     @property
-    def bytes_sent(self):
+    def bytes_sent(self) -> int:
         return min(len(self.data), self.block * self.blksize)
 
-    def acknowledged(self, block, now):
+    def acknowledged(self, block: int, now: float) -> bool:
         """Handle the client's ACK of ``block`` (16 bits) received at ``now``; True once the last block is acknowledged."""
         if block != self.block & 0xFFFF:
             if block == (self.block - 1) & 0xFFFF and now - self.last_sent >= _REACK_GUARD:
@@ -314,7 +316,7 @@ class _Transfer:
         self.send(now)
         return False
 
-    def send(self, now):
+    def send(self, now: float) -> None:
         """Send the newest packet (again)."""
         self.last_sent = now
         try:

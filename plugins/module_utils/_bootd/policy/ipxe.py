@@ -32,7 +32,7 @@ def _retrying(commands, what):
     ]
 
 
-def installer_script(script_url, kernel_url, initrd_url, cmdline, agent_api, token):
+def installer_script(script_url: str, kernel_url: str, initrd_url: str, cmdline: str, agent_api: str, token: str) -> str:
     """Return the script that boots the installer and tells its agent where and how to phone home.
 
     ``cmdline`` is the installer's own command line (``init=<toplevel>/init`` plus its kernel-params).
@@ -56,7 +56,7 @@ def installer_script(script_url, kernel_url, initrd_url, cmdline, agent_api, tok
     return "\n".join(lines) + "\n"
 
 
-def autoexec_script(base, family):
+def autoexec_script(base: str, family: int) -> str:
     """Return ``autoexec.ipxe``: configure the network, then chain the script of the NIC iPXE booted from.
 
     It is how iPXE finds Nixie on IPv6: with a site DHCPv6 server handing out addresses, iPXE takes only
@@ -69,7 +69,7 @@ def autoexec_script(base, family):
     return "\n".join(lines) + "\n"
 
 
-def local_boot_script(host_name):
+def local_boot_script(host_name: str) -> str:
     """Return the script for an installed host: leave iPXE so the firmware boots the next device."""
     lines = [
         "#!ipxe",

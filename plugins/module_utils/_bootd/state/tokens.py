@@ -21,6 +21,7 @@ import json
 import os
 import secrets
 import threading
+from typing import Callable, Dict, Mapping, Optional, Sequence, Union
 
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
 
@@ -35,7 +36,7 @@ class TokenRefused(NixieError):
     The reason is for the event log only: clients get a bare 403, whatever the reason.
     """
 
-    def __init__(self, reason, mac=None):
+    def __init__(self, reason: str, mac: Optional[str] = None) -> None:
         super().__init__(reason, mac=mac)
         self.mac = mac
 
@@ -43,7 +44,7 @@ class TokenRefused(NixieError):
 class _Grant:
     __slots__ = ("token", "mac", "bound_ip")
 
-    def __init__(self, token, mac):
+    def __init__(self, token: str, mac: str) -> None:
         self.token = token.encode("ascii")
         self.mac = mac
         self.bound_ip = None
@@ -61,7 +62,7 @@ def _as_bytes(token):
 class TokenStore:
     """Per-host tokens keyed by normalized MAC (lower case, colons); thread-safe."""
 
-    def __init__(self, token_bytes=TOKEN_BYTES, journal=None):
+    def __init__(self, token_bytes: int = TOKEN_BYTES, journal: Optional[Callable[[Dict[str, str]], None]] = None) -> None:
         """``journal``, if given, is called with ``outstanding()`` after every change of it, under the lock."""
         if token_bytes < 16:
             raise ValueError("agent tokens need at least 128 bits")
@@ -70,7 +71,7 @@ class TokenStore:
         self._grants = {}
         self._lock = threading.Lock()
 
-    def mint(self, mac):
+    def mint(self, mac: str) -> str:
         """Return a fresh token for ``mac``; any earlier token of that MAC stops working."""
         token = secrets.token_urlsafe(self._token_bytes)
         with self._lock:
@@ -78,20 +79,20 @@ class TokenStore:
             self._journal_changes()
         return token
 
-    def adopt(self, outstanding):
+    def adopt(self, outstanding: Mapping[str, str]) -> None:
         """Accept the unclaimed ``{mac: token}`` an earlier server handed out, as if minted here."""
         with self._lock:
             for mac, token in outstanding.items():
                 self._grants[mac] = _Grant(token, mac)
             self._journal_changes()
 
-    def revoke(self, mac):
+    def revoke(self, mac: str) -> None:
         """Forget the token of ``mac`` (the host was installed or left the run)."""
         with self._lock:
             if self._grants.pop(mac, None) is not None:
                 self._journal_changes()
 
-    def outstanding(self):
+    def outstanding(self) -> Dict[str, str]:
         """``{mac: token}`` of the tokens no phone-home has claimed yet."""
         with self._lock:
             return self._outstanding()
@@ -113,7 +114,7 @@ class TokenStore:
                 found = grant
         return found
 
-    def check(self, token, source_ip):
+    def check(self, token: Union[str, bytes], source_ip: str) -> None:
         """Raise TokenRefused unless ``token`` is current and unclaimed, or claimed from ``source_ip``.
 
         Lets the API refuse a stranger before reading the request body.
@@ -121,7 +122,7 @@ class TokenStore:
         with self._lock:
             self._usable(token, source_ip)
 
-    def claim(self, token, reported_macs, source_ip):
+    def claim(self, token: Union[str, bytes], reported_macs: Sequence[str], source_ip: str) -> str:
         """Accept a phone-home and return the host's MAC; raise TokenRefused otherwise.
 
         An unclaimed token is accepted once if ``reported_macs`` contains the host's MAC, and is then
@@ -137,7 +138,7 @@ class TokenStore:
                 self._journal_changes()
             return grant.mac
 
-    def holds(self, mac):
+    def holds(self, mac: str) -> bool:
         """Whether ``mac`` has a token, claimed or not."""
         with self._lock:
             return mac in self._grants
@@ -151,7 +152,7 @@ class TokenStore:
         return grant
 
 
-def write_outstanding(path, outstanding):
+def write_outstanding(path: str, outstanding: Mapping[str, str]) -> None:
     """Replace the file at ``path`` with ``outstanding`` (``{mac: token}``), readable by its owner alone."""
     scratch = path + ".new"
     descriptor = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -161,7 +162,7 @@ def write_outstanding(path, outstanding):
     os.replace(scratch, path)
 
 
-def read_outstanding(path):
+def read_outstanding(path: str) -> Dict[str, str]:
     """``{mac: token}`` from a file ``write_outstanding`` wrote; empty when there is none (no earlier server)."""
     try:
         with open(path, encoding="utf-8") as handle:

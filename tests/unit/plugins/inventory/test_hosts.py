@@ -43,6 +43,7 @@ def test_seed_schema_becomes_hosts_with_normalised_vars(tmp_path):
     assert first["nixie_mac"] == "bc:24:11:d0:28:34"
     assert first["nixie_flake_attr"] == "nixie-01"
     assert first["nixie_disks_may_be_wiped"] is False
+    assert first["nixie_power"] == {"driver": "wol"}
     assert "ansible_host" not in first and "nixie_flake" not in first
     assert _vars(inventory, "nixie-02")["nixie_mac"] == "bc:24:11:d0:28:35"
 
@@ -57,8 +58,22 @@ def test_optional_fields_flake_and_group(tmp_path):
     assert _vars(inventory, "db") == {
         "nixie_mac": "52:54:00:00:00:01", "nixie_ip": "fd00::5", "ansible_host": "fd00::5", "nixie_interface": "eno1",
         "nixie_flake_attr": "database", "nixie_wol_broadcast": "10.0.0.255", "nixie_wol_port": 7,
-        "nixie_disks_may_be_wiped": True, "nixie_flake": str(tmp_path / "infra"),
+        "nixie_disks_may_be_wiped": True, "nixie_flake": str(tmp_path / "infra"), "nixie_power": {"driver": "wol"},
     }
+
+
+def test_power_settings_become_nixie_power(tmp_path):
+    hosts = {
+        "r": {"mac_address": "52:54:00:00:00:01", "power": {
+            "driver": "redfish", "address": "https://10.0.0.21", "system": "/redfish/v1/Systems/1", "username": "admin",
+            "password_env": "BMC_PASSWORD", "ca_path": "/etc/nixie/bmc-ca.pem", "validate_certs": True, "boot_mode": "uefi"}},
+        "i": {"mac_address": "52:54:00:00:00:02", "power": {"driver": "ipmi", "address": "10.0.0.22", "port": 623, "username": "admin"}},
+        "w": {"mac_address": "52:54:00:00:00:03", "power": {"driver": "wol"}},
+    }
+    inventory = _load(tmp_path, hosts)
+    assert _vars(inventory, "r")["nixie_power"] == dict(hosts["r"]["power"])
+    assert _vars(inventory, "i")["nixie_power"] == {"driver": "ipmi", "address": "10.0.0.22", "port": 623, "username": "admin"}
+    assert _vars(inventory, "w")["nixie_power"] == {"driver": "wol"}
 
 
 def test_flake_uri_is_kept_as_given(tmp_path):
@@ -102,6 +117,25 @@ def test_verify_file_wants_a_nixie_config_name(tmp_path):
     ({"a": {"mac_address": "52:54:00:00:00:01", "disks_may_be_wiped": "yes"}},
      "host 'a': field 'disks_may_be_wiped': must be true or false, got \"yes\""),
     ({"bad name": {"mac_address": "52:54:00:00:00:01"}}, "host name 'bad name' must be"),
+    ({"a": {"mac_address": "52:54:00:00:00:01", "power": {"driver": "redfish", "address": "https://10.0.0.21", "username": "admin",
+                                                          "password": "hunter2"}}},
+     "host 'a': field power.password: passwords never go into the inventory file"),
+    ({"a": {"mac_address": "52:54:00:00:00:01", "power": {"driver": "amt"}}}, "host 'a': field power.driver: must be one of wol, redfish, ipmi"),
+    ({"a": {"mac_address": "52:54:00:00:00:01", "power": {"driver": "ipmi", "address": "10.0.0.22"}}},
+     "host 'a': field power.username: required for the ipmi driver"),
+    ({"a": {"mac_address": "52:54:00:00:00:01", "power": {"driver": "ipmi", "address": "10.0.0.22", "username": "u", "port": 0}}},
+     "host 'a': field power.port: must be a port number"),
+    ({"a": {"mac_address": "52:54:00:00:00:01", "power": {"driver": "ipmi", "address": "10.0.0.22", "username": "u", "system": "/x"}}},
+     "host 'a': field power.system: not a setting of the ipmi driver"),
+    ({"a": {"mac_address": "52:54:00:00:00:01", "power": {"driver": "redfish", "address": "ftp://bmc", "username": "u"}}},
+     "host 'a': field power.address: 'ftp://bmc' is not a BMC URL"),
+    ({"a": {"mac_address": "52:54:00:00:00:01", "power": {"driver": "redfish", "address": "https://bmc", "username": "u",
+                                                          "system": "Systems/1"}}},
+     "host 'a': field power.system: 'Systems/1' is not a Redfish system path"),
+    ({"a": {"mac_address": "52:54:00:00:00:01", "power": {"driver": "redfish", "address": "https://bmc", "username": "u",
+                                                          "password_env": "not a name"}}},
+     "host 'a': field power.password_env: 'not a name' is not an environment variable name"),
+    ({"a": {"mac_address": "52:54:00:00:00:01", "power": "redfish"}}, "host 'a': field power: must be an object"),
     (["a"], "the top level must be an object"),
     ('{"a": {"mac_address": "52:54:00:00:00:01"},\n "a": {"mac_address": "52:54:00:00:00:02"}}', "key 'a' appears twice"),
     ('{"a": {"mac_address": "52:54:00:00:00:01"}\n "b": {}}', "invalid JSON at line 2, column 2: Expecting ',' delimiter"),
