@@ -72,8 +72,8 @@ def test_provision_three_machines_end_to_end(lab, installer, tmp_path):
     assert full.disk_sha256() == full_disk_before
 
     rerun = netboot.provision(lab, run, limit="nixie-01,nixie-02", timeout=600)
-    for host in ("nixie-01", "nixie-02"):
+    for host, machine in (("nixie-01", bios), ("nixie-02", uefi)):
         line = netboot.recap(rerun.stdout)[host]
         assert "changed=0" in line and "failed=0" in line, line
-        assert "%s is installed" % host in rerun.stdout
+        assert "%s: %s is installed" % (host, leases[machine.mac]) in rerun.stdout
     assert len(run.stand_in_records()) == len(records), "the rerun must not install again"

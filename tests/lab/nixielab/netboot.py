@@ -82,7 +82,7 @@ class NetbootRun:
         """The store path of nixosConfigurations.<attribute>'s toplevel in the run's flake, as the real nix evaluates it."""
         return subprocess.run(["nix", "--extra-experimental-features", "nix-command flakes", "eval", "--raw",
                                "%s#nixosConfigurations.%s.config.system.build.toplevel.outPath" % (self.flake, attribute)],
-                              env=dict(os.environ, **self.environment, PATH="/usr/bin:/bin"), capture_output=True, text=True, check=True).stdout
+                              env=dict(self.environment, PATH="/usr/bin:/bin"), capture_output=True, text=True, check=True).stdout
 
     def events(self) -> list[dict]:
         """The boot server's events so far: none before it wrote any, and no line it is still writing."""
