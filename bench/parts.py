@@ -19,6 +19,8 @@ from nixielab.netboot import AGENT
 from nixielab.playbook import run_playbook
 from nixielab.processes import in_netns
 
+from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract
+
 from . import burst, files, netns, sim
 from .lab import SERVER_IP, Meter, sides
 from .servers import BASE, NixieServer, ReferenceServer
@@ -79,7 +81,7 @@ def alternate(repetitions, nixie, reference):
 
 
 def _script_url(mac):
-    return "%s/boot/%s.ipxe" % (BASE, mac.replace(":", "-"))
+    return BASE + contract.script_path(mac)
 
 
 def _nixie_initrd_url(client):
@@ -137,9 +139,9 @@ def p1_boot(profile, workdir, log):
                         machine.start()
                     for machine in machines.values():
                         machine.wait_for_serial(r"NIXIELAB: ready", timeout=300)
-                    homes = [event["ts"] for event in nixie.events("phone_home") if event["ts"] > started]
-                    fetched = [event["ts"] for event in nixie.events("initrd") if event["ts"] > started]
-                    posts = [entry[0] for entry in reference.access_log() if entry[0] > started and entry[3] == "/api/v1/phone-home"]
+                    homes = [event["ts"] for event in nixie.events(contract.STEP_PHONE_HOME) if event["ts"] > started]
+                    fetched = [event["ts"] for event in nixie.events(contract.STEP_INITRD) if event["ts"] > started]
+                    posts = [entry[0] for entry in reference.access_log() if entry[0] > started and entry[3] == contract.PHONE_HOME_ROUTE]
                     gets = [entry[0] for entry in reference.access_log() if entry[0] > started and entry[3] == "/initrd"]
                     times["nixie"].append(homes[0] - started)
                     times["reference"].append(posts[0] - started)
@@ -384,7 +386,7 @@ def p6_orchestration(profile, workdir, log):
                     if not standin_log.exists():
                         raise RuntimeError("P6: the install role did not exec nixos-anywhere (exit %d):\n%s%s"
                                            % (result.returncode, result.stdout[-4000:], result.stderr[-2000:]))
-                    home = nixie.events("phone_home")[0]["ts"]
+                    home = nixie.events(contract.STEP_PHONE_HOME)[0]["ts"]
                     exec_time = json.loads(standin_log.read_text().splitlines()[0])["start"]
                     delays.append(exec_time - home)
                     breakdowns.append(_task_breakdown(times, home, exec_time))

@@ -14,7 +14,9 @@ import subprocess
 import time
 from pathlib import Path
 
+from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import api_url, base_url
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.events import read_events
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.ipxe import installer_script
 from nixielab.processes import REPO_ROOT, in_netns, python_environment
 
@@ -70,8 +72,7 @@ class NixieServer:
         self._run("stop", str(self.run_dir))
 
     def events(self, step=None):
-        lines = (self.run_dir / "events.jsonl").read_text(encoding="utf-8").splitlines()
-        return [event for event in map(json.loads, lines) if step is None or event["step"] == step]
+        return [event for event in read_events(str(self.run_dir)) if step is None or event["step"] == step]
 
 
 class ReferenceServer:
@@ -94,16 +95,16 @@ class ReferenceServer:
         (self.www / "api" / "v1").mkdir(parents=True)
         (self.dir / "tftp").mkdir()
         (self.dir / "nginx-temp").mkdir()
-        for name in ("undionly.kpxe", "ipxe.efi"):
+        for name in (contract.UNDIONLY_KPXE, contract.IPXE_EFI):
             (self.dir / "tftp" / name).symlink_to(Path(self.files.ipxe_dir, name).resolve())
         (self.www / "kernel").symlink_to(Path(self.files.kernel).resolve())
         (self.www / "initrd").symlink_to(Path(self.files.initrd).resolve())
         script = installer_script(BASE + "/boot.ipxe", BASE + "/kernel", BASE + "/initrd", self.files.cmdline, api_url(BASE), REFERENCE_TOKEN)
         (self.www / "boot.ipxe").write_text(script, encoding="ascii")
         (self.dir / "hosts").write_text("".join("%s,set:known\n" % mac for mac in self.macs), encoding="ascii")
-        answer = json.dumps({"authorized_keys": AUTHORIZED_KEY})
+        answer = json.dumps({contract.ANSWER_FIELD: AUTHORIZED_KEY})
         (self.dir / "nginx.conf").write_text(NGINX_CONF % {"dir": self.dir, "www": self.www, "listen": "%s:%d" % (SERVER_IP, HTTP_PORT),
-                                                           "answer": answer}, encoding="ascii")
+                                                           "answer": answer, "phone_home": contract.PHONE_HOME_ROUTE}, encoding="ascii")
 
     def dnsmasq_argv(self):
         return [
@@ -165,7 +166,7 @@ http {
     server {
         listen %(listen)s;
         root %(www)s;
-        location = /api/v1/phone-home {
+        location = %(phone_home)s {
             default_type application/json;
             return 200 '%(answer)s';
         }

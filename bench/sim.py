@@ -17,6 +17,8 @@ import struct
 import time
 from urllib.parse import urlsplit
 
+from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract
+
 from . import dhcp, netns
 
 TFTP_BLKSIZE = 1468
@@ -56,7 +58,7 @@ def tftp_get(server_ip, name, timeout=1.0, tries=6):
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(timeout)
         last = struct.pack("!H", 1) + name.encode() + b"\0octet\0blksize\0%d\0tsize\0%d\0" % (TFTP_BLKSIZE, 0)
-        peer = (server_ip, 69)
+        peer = (server_ip, contract.TFTP_PORT)
         expected, received, silent = 1, 0, 0
         sock.sendto(last, peer)
         while True:

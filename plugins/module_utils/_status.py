@@ -23,11 +23,13 @@ from ansible_collections.nixie.provision.plugins.module_utils import _nix
 from ansible_collections.nixie.provision.plugins.module_utils._bootclient import BootServerClient
 from ansible_collections.nixie.provision.plugins.module_utils._discover import METHODS, Deadline, Discovery
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
+from ansible_collections.nixie.provision.plugins.module_utils._power import settings as power_settings
 from ansible_collections.nixie.provision.plugins.module_utils._process import CommandTimeout, run_with_deadline
 
 PROBE_TIMEOUT = 3.0
 SSH_CONNECT_TIMEOUT = 10
 COMMAND_TIMEOUT = 5.0
+BMC_TIMEOUT = 20.0
 
 # Marks the sections of the remote command's output; no os-release line or store path can look like it.
 _MARK = "@@nixie-status"
@@ -131,24 +133,30 @@ def describe(state: str, os_release: Mapping[str, str], current_system: Optional
     return "/run/current-system is %s, not the expected %s" % (current_system, expected_system)
 
 
-def decide(state: str, unreachable_cause: Optional[str], awaiting_phone_home: bool, reinstall: bool) -> Tuple[str, str]:
+def decide(state: str, unreachable_cause: Optional[str], awaiting_phone_home: bool, reinstall: bool,
+           bmc: bool = False, power_state: Optional[str] = None) -> Tuple[str, str]:
     """``(NETBOOT or SKIP, why)`` for a host found in ``state``: whether the flow may netboot (and so install) it.
 
     Only a machine that does not answer at all is taken for a blank one that is off. One that answers SSH with
     another host key, or refuses the key, runs something Nixie did not install, and is left alone; the exception is
     an installer a killed boot server handed a token, which refuses the key until its agent phones home (which it
     keeps trying, and a boot server started again on the same run directory takes). A system that is not the
-    flake's is replaced only when the user asked for reinstalls.
+    flake's is replaced only when the user asked for reinstalls, and an installed one only through a ``bmc``, which
+    can power-cycle it into the network boot; ``power_state`` is what that BMC reports.
     """
     if state == "installed":
+        if reinstall and bmc:
+            return NETBOOT, "reinstall was asked for: its BMC power-cycles it into the network boot"
         return SKIP, "it is installed"
     if state == "installer":
         return NETBOOT, "it runs an installer, which is rebooted into a fresh netboot"
     if state in ("outdated", "other_os"):
         if reinstall:
-            return NETBOOT, "reinstall was asked for"
-        return SKIP, "set nixie_reinstall=true and power-cycle it to reinstall"
+            return NETBOOT, "reinstall was asked for" + (": its BMC power-cycles it into the network boot" if bmc else "")
+        return SKIP, "set nixie_reinstall=true%s to reinstall" % ("" if bmc else " and power-cycle it")
     if unreachable_cause in _SILENT:
+        if power_state == "off":
+            return NETBOOT, "its BMC reports it powered off"
         return NETBOOT, "nothing answers: taken for a blank machine that is off"
     if unreachable_cause == "login_refused" and awaiting_phone_home:
         return NETBOOT, "its installer refuses the key until its agent phones home to the boot server"
@@ -254,7 +262,7 @@ class StatusCheck:
     ``if_listed`` pins the host key only where ``known_hosts`` lists ``host_key_alias`` (a host an earlier run
     installed), so that a machine never installed is still told apart from one that is off.
     ``reboot_installer`` reboots a host found running an installer, over the connection whose key the check
-    just saw, so that it netboots afresh.
+    just saw, so that it netboots afresh; a host with a BMC (``power``, the host's power settings) is left to it.
     """
 
     def __init__(self, mac: str, ip: Optional[str] = None, interface: Optional[str] = None, server: Optional[BootServerClient] = None,
@@ -262,7 +270,8 @@ class StatusCheck:
                  flake_attr: Optional[str] = None, ssh_user: str = "root", ssh_port: int = 22, ssh_private_key: Optional[str] = None,
                  known_hosts: Optional[str] = None, known_hosts_pin: str = "always", host_key_alias: Optional[str] = None,
                  ssh_options: Sequence[str] = (), timeout: float = 30, eval_timeout: float = 300, awaiting_phone_home: bool = False,
-                 reinstall: bool = False, reboot_installer: bool = False, check_mode: bool = False) -> None:
+                 reinstall: bool = False, reboot_installer: bool = False, check_mode: bool = False,
+                 power: Optional[Mapping[str, object]] = None, power_password: Optional[str] = None) -> None:
         self.deadline = Deadline(timeout)
         self.discovery = Discovery(mac, self.deadline, ip=ip, interface=interface, server=server,
                                    methods=METHODS if discovery is None else discovery)
@@ -281,6 +290,8 @@ class StatusCheck:
         self.reinstall = reinstall
         self.reboot_installer = reboot_installer
         self.check_mode = check_mode
+        self.power = dict(power or power_settings.DEFAULT)
+        self.power_password = power_password
         self.started = time.monotonic()
 
     @property
@@ -290,11 +301,15 @@ class StatusCheck:
     def run(self) -> dict:
         result = {"changed": False, "ip": None, "ip_source": None, "state": "unreachable", "current_system": None,
                   "expected_system": self.expected_system, "os_release": {}, "reason": None, "unreachable_cause": None,
-                  "awaiting_phone_home": self.awaiting_phone_home, "rebooted": False}
+                  "awaiting_phone_home": self.awaiting_phone_home, "rebooted": False, "power_state": None, "boot_override": None}
+        bmc = self.power["driver"] != "wol"
+        if bmc:
+            result.update(self._ask_bmc())
         # One scratch known_hosts for the whole check: a reboot goes to the host key the probe saw.
         with tempfile.TemporaryDirectory(prefix="nixie-status-") as scratch:
             self._check(result, scratch)
-        action, why = decide(result["state"], result["unreachable_cause"], self.awaiting_phone_home, self.reinstall)
+        action, why = decide(result["state"], result["unreachable_cause"], self.awaiting_phone_home, self.reinstall,
+                             bmc=bmc, power_state=result["power_state"])
         result.update(action=action, action_reason=why)
         return result
 
@@ -328,7 +343,10 @@ class StatusCheck:
         result["state"] = state
         reason = describe(state, os_release, output.current_system, self.expected_system, output.nixie_boot)
         if state == "installer" and self.reboot_installer:
-            reason += "; " + self._reboot(ssh, result)
+            if self.power["driver"] == "wol":
+                reason += "; " + self._reboot(ssh, result)
+            else:
+                reason += "; its BMC power-cycles it into a fresh netboot"
         return self._finish(result, reason)
 
     def _finish(self, result, reason):
@@ -397,6 +415,15 @@ class StatusCheck:
             return "rebooting it failed (%s); it netboots at its next power cycle" % detail
         result.update(changed=True, rebooted=True)
         return "it was rebooted to netboot afresh"
+
+    def _ask_bmc(self):
+        """The power state and pending boot override the host's BMC reports; a BMC that cannot be asked fails the check."""
+        driver = power_settings.open_driver(self.power, power_settings.password(self.power, self.power_password),
+                                            timeout=self.deadline.bounded(BMC_TIMEOUT) or 1)
+        try:
+            return {"power_state": driver.power_state(), "boot_override": driver.boot_override()}
+        finally:
+            driver.close()
 
     def _evaluate(self):
         nix = _nix.Nix(timeout=self.eval_timeout)

@@ -17,6 +17,7 @@ description:
     fail.
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - nixie.provision.boot_server
 attributes:
   check_mode:
     support: full
@@ -30,14 +31,6 @@ options:
     description: The host's boot NIC MAC address.
     type: str
     required: true
-  server_url:
-    description:
-      - The boot server's URL (M(nixie.provision.server)'s C(http_url)); it may run on another host.
-      - One of O(server_url) and O(run_dir) is required.
-    type: str
-  run_dir:
-    description: Without O(server_url), the run directory of the boot server running on the controller.
-    type: path
 seealso:
   - module: nixie.provision.server
 """

@@ -68,16 +68,29 @@ options:
   awaiting_phone_home_macs:
     description:
       - The MACs for which the run's boot server holds an agent token that no phone-home has claimed yet
-        (M(nixie.provision.server) O(state=status) returns them as C(awaiting_phone_home)): such a machine was
+        (M(nixie.provision.server) with O(nixie.provision.server#module:state=status) returns them as C(awaiting_phone_home)); such a machine was
         netbooting Nixie's installer when that server stopped. Its installer refuses SSH logins until its agent phones
         home, so it is netbooted (RV(action)) although it refuses the key.
     type: list
     elements: str
     default: []
   reinstall:
-    description: Whether a machine that is V(outdated) or runs another OS (V(other_os)) is to be netbooted and reinstalled.
+    description:
+      - Whether a machine that is V(outdated) or runs another OS (V(other_os)) is to be netbooted and reinstalled; with a
+        BMC (O(power)), an V(installed) one too, since its BMC can power-cycle it into the network boot.
     type: bool
     default: false
+  power:
+    description:
+      - 'How the machine is powered (the host variable C(nixie_power), which the hosts inventory plugin sets from
+        the C(power) of hosts.json): V({"driver": "wol"}), or its BMC, such as V({"driver": "redfish", "address":
+        "https://10.0.0.21", "username": "admin"}) (see M(nixie.provision.power)).'
+      - With a BMC, the check asks it for the power state and the pending boot override (RV(power_state),
+        RV(boot_override)); a BMC that cannot be asked fails the task, naming it.
+    type: dict
+  power_password:
+    description: The BMC password (C(nixie_bmc_password), from Ansible Vault); without it, C(password_env) of O(power).
+    type: str
   reboot_installer:
     description:
       - Reboot a machine found running an installer (V(installer)), so that it netboots afresh from the boot server
@@ -255,7 +268,7 @@ action:
   description:
     - What a provisioning run does with the machine. V(netboot) - a machine that does not answer at all (taken for a
       blank one that is off), one running an installer, one whose installer awaits its phone-home
-      (O(awaiting_phone_home)), and with O(reinstall) an V(outdated) or V(other_os) one. V(skip) - every other
+      (O(awaiting_phone_home_macs)), and with O(reinstall) an V(outdated) or V(other_os) one. V(skip) - every other
       machine, such as one answering SSH with another host key or refusing the key, which runs something Nixie did
       not install.
   returned: always
@@ -267,6 +280,16 @@ action_reason:
   returned: always
   type: str
   sample: "nothing answers: taken for a blank machine that is off"
+power_state:
+  description: The power state the machine's BMC reports (V(on), V(off)); null without a BMC.
+  returned: always
+  type: str
+  sample: "off"
+boot_override:
+  description: The boot override the BMC holds (as M(nixie.provision.power) reports it); null without one.
+  returned: always
+  type: dict
+  sample: null
 rebooted:
   description: Whether the machine was rebooted (O(reboot_installer)).
   returned: always
@@ -291,6 +314,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.nixie.provision.plugins.module_utils._bootclient import connect
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
 from ansible_collections.nixie.provision.plugins.module_utils._mac import normalize_mac
+from ansible_collections.nixie.provision.plugins.module_utils._power import settings as power_settings
 from ansible_collections.nixie.provision.plugins.module_utils._status import StatusCheck
 
 
@@ -301,6 +325,10 @@ def _check_params(module):
             params[name] = normalize_mac(params[name]) if name == "mac" else [normalize_mac(mac) for mac in params[name]]
         except ValueError as exc:
             module.fail_json(msg="%s: %s" % (name, exc))
+    try:
+        params["power"] = power_settings.validate(params["power"])
+    except ValueError as exc:
+        module.fail_json(msg=str(exc))
     if params["timeout"] < 1 or params["eval_timeout"] < 1:
         module.fail_json(msg="timeout and eval_timeout must be at least 1 second")
     if not 0 < params["ssh_port"] < 65536:
@@ -322,6 +350,8 @@ def main():
             awaiting_phone_home_macs=dict(type="list", elements="str", default=[]),
             reinstall=dict(type="bool", default=False),
             reboot_installer=dict(type="bool", default=False),
+            power=dict(type="dict"),
+            power_password=dict(type="str", no_log=True),
             discovery=dict(type="list", elements="str", choices=["static", "neighbor", "agent"], default=["static", "neighbor", "agent"]),
             expected_system=dict(type="str"),
             flake=dict(type="str"),
@@ -332,7 +362,7 @@ def main():
             ssh_private_key=dict(type="path", no_log=False),
             known_hosts=dict(type="path"),
             known_hosts_pin=dict(type="str", choices=["always", "if_listed"], default="always"),
-            host_key_alias=dict(type="str"),
+            host_key_alias=dict(type="str", no_log=False),
             ssh_options=dict(type="list", elements="str", default=[]),
             timeout=dict(type="int", default=30),
         ),
@@ -348,7 +378,7 @@ def main():
             (name, params[name]) for name in (
                 "mac", "ip", "interface", "discovery", "expected_system", "flake", "flake_attr", "eval_timeout", "ssh_user",
                 "ssh_port", "ssh_private_key", "known_hosts", "known_hosts_pin", "host_key_alias", "ssh_options", "timeout",
-                "reinstall", "reboot_installer")))
+                "reinstall", "reboot_installer", "power", "power_password")))
         result = check.run()
         for warning in check.warnings:
             module.warn(warning)

@@ -20,6 +20,7 @@ description:
   - Runs on the controller (it is an action plugin); it does not connect to the host.
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - nixie.provision.boot_server
 attributes:
   check_mode:
     support: none
@@ -29,14 +30,6 @@ attributes:
   platform:
     platforms: posix
 options:
-  server_url:
-    description:
-      - The boot server's URL (M(nixie.provision.server)'s C(http_url)); it may run on another host.
-      - One of O(server_url) and O(run_dir) is required.
-    type: str
-  run_dir:
-    description: Without O(server_url), the run directory of the boot server running on the controller.
-    type: path
   mac:
     description: MAC address of the host's boot NIC. Defaults to the host variable C(nixie_mac).
     type: str

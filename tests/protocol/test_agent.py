@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shutil
 import socket
 import stat
@@ -20,6 +21,7 @@ import time
 
 import pytest
 
+from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.events import EventLog
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.http import BootState, Installer, make_app, start_http
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host
@@ -217,3 +219,19 @@ def test_agent_script_is_posix_sh_and_executable():
     if shutil.which("shellcheck"):
         done = subprocess.run(["shellcheck", "-s", "sh", AGENT], capture_output=True, text=True, check=False)
         assert done.returncode == 0, done.stdout
+
+
+def test_the_agent_script_speaks_the_contract():
+    """The agent is shell, so it cannot import the contract: its spelling of each name is read against it."""
+    with open(AGENT, encoding="utf-8") as handle:
+        script = handle.read()
+    assert "api=$(cmdline_value %s)" % contract.KERNEL_PARAM_API in script
+    assert "token=$(cmdline_value %s)" % contract.KERNEL_PARAM_TOKEN in script
+    assert contract.PHONE_HOME_ROUTE.startswith(contract.API_ROOT + "/")
+    assert 'url="$api%s"' % contract.PHONE_HOME_ROUTE[len(contract.API_ROOT):] in script
+    assert "Authorization: Bearer $token" in script
+    report = re.search(r"printf '(\{\"macs\".*)\\n'", script).group(1)
+    assert re.findall(r'"([a-z_]+)":', report) == list(contract.REPORT_FIELDS)
+    disk = re.search(r"printf '%s(\{\"name\".*?\})'", script).group(1)
+    assert re.findall(r'"([a-z_]+)":', disk) == list(contract.DISK_FIELDS)
+    assert 'index(answer, "\\"%s\\"")' % contract.ANSWER_FIELD in script

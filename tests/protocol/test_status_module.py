@@ -13,7 +13,9 @@ import os
 import re
 import shlex
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from nixielab.ansiblerun import run_module
@@ -30,6 +32,9 @@ MAC_ABSENT = "52:54:00:5a:00:ff"
 ADDRESS = "10.213.0.77"
 SYSTEM = "/nix/store/8x0k7sbhhkhbnzxlvmh83dhxg5dpvw8n-nixos-system-nixie-01-24.11.20241201.af51545"
 OTHER_SYSTEM = "/nix/store/1b9p07z77phvv2hf6gm9f28syp5xfk5i-nixos-system-nixie-01-24.11.20241130.0000000"
+BMC_PASSWORD = "lab-BMC-s3cret"
+BMC_PORT = 6230
+SUPPORT = Path(__file__).resolve().parents[1] / "support"
 NIXOS = 'NAME=NixOS\nID=nixos\nVERSION_ID="24.11"\nPRETTY_NAME="NixOS 24.11 (Vicuna)"\nVARIANT_ID=""\n'
 NIXOS_INSTALLER = NIXOS.replace('VARIANT_ID=""', "VARIANT_ID=installer")
 DEBIAN = 'PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"\nNAME="Debian GNU/Linux"\nVERSION_ID="12"\nID=debian\n'
@@ -366,3 +371,50 @@ def test_configuration_errors_fail_the_task(lab, keys, controller_home, tmp_path
     assert no_interface["failed"] and "no network interface named 'nope0'" in no_interface["msg"]
     no_key = status(lab, keys, controller_home, mac=MAC, ip=ADDRESS, ssh_private_key=str(tmp_path / "missing"))
     assert no_key["failed"] and "ssh_private_key" in no_key["msg"]
+
+
+@pytest.fixture
+def ipmi_bmc(lab, tmp_path):
+    """The lab's IPMI BMC (tests/support/ipmi_bmc.py) in the controller namespace, for a machine that is off."""
+    state = tmp_path / "bmc-state.json"
+    (tmp_path / "bmc-password").write_text(BMC_PASSWORD)
+    process = lab.popen_ctl([sys.executable, str(SUPPORT / "ipmi_bmc.py"), "--port", str(BMC_PORT), "--user", "admin",
+                             "--password-file", str(tmp_path / "bmc-password"), "--state", str(state)])
+    deadline = time.monotonic() + 10
+    while not state.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    yield {"driver": "ipmi", "address": "127.0.0.1", "port": BMC_PORT, "username": "admin"}
+    lab.tracker.stop(process)
+
+
+def test_a_bmc_tells_a_machine_that_is_off_and_decides_its_reinstall(lab, keys, controller_home, ssh_server, ipmi_bmc):
+    off = status(lab, keys, controller_home, mac=MAC_ABSENT, discovery=["static"], ip="10.213.0.99", timeout=5,
+                 power=ipmi_bmc, power_password=BMC_PASSWORD)
+    assert off["power_state"] == "off" and off["boot_override"] is None, off
+    assert off["action"] == "netboot" and off["action_reason"] == "its BMC reports it powered off", off
+    ssh_server(NIXOS, SYSTEM)
+    kept = status(lab, keys, controller_home, mac=MAC, ip=ADDRESS, expected_system=SYSTEM, power=ipmi_bmc, power_password=BMC_PASSWORD)
+    assert kept["state"] == "installed" and kept["action"] == "skip", kept
+    again = status(lab, keys, controller_home, mac=MAC, ip=ADDRESS, expected_system=SYSTEM, power=ipmi_bmc, power_password=BMC_PASSWORD,
+                   reinstall=True)
+    assert again["action"] == "netboot" and "power-cycles it" in again["action_reason"], again
+    without_bmc = status(lab, keys, controller_home, mac=MAC, ip=ADDRESS, expected_system=SYSTEM, reinstall=True)
+    assert without_bmc["action"] == "skip", "Wake-on-LAN cannot power-cycle an installed machine"
+
+
+def test_a_bmc_that_refuses_the_password_fails_the_check_without_showing_it(lab, keys, controller_home, ipmi_bmc):
+    wrong = "not-" + BMC_PASSWORD
+    result = status(lab, keys, controller_home, mac=MAC_ABSENT, discovery=["static"], ip="10.213.0.99", timeout=5,
+                    power=ipmi_bmc, power_password=wrong)
+    assert result["failed"] and "IPMI BMC 127.0.0.1:%d: cannot log in" % BMC_PORT in result["msg"], result
+    assert wrong not in json.dumps(result)
+    stored = status(lab, keys, controller_home, mac=MAC_ABSENT, discovery=["static"], ip="10.213.0.99", timeout=5,
+                    power=dict(ipmi_bmc, password="in-the-inventory"))
+    assert stored["failed"] and "power.password: passwords never go into the inventory" in stored["msg"], stored
+
+
+def test_an_installer_with_a_bmc_is_left_to_it(lab, keys, controller_home, ssh_server, ipmi_bmc):
+    server = ssh_server(NIXOS_INSTALLER)
+    result = status(lab, keys, controller_home, mac=MAC, ip=ADDRESS, reboot_installer=True, power=ipmi_bmc, power_password=BMC_PASSWORD)
+    assert result["action"] == "netboot" and not result["rebooted"] and "its BMC power-cycles it" in result["reason"], result
+    assert not server.reboots.exists()

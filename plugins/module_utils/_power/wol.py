@@ -33,8 +33,6 @@ class WolDriver(PowerDriver):
         if device != "network":
             raise PowerError("the wol driver cannot set a one-time boot from %s: Wake-on-LAN only switches a "
                              "machine on, which then boots in its own order; use the redfish or ipmi driver" % device)
-        self.warnings.append("the wol driver sets no boot override: the machine boots in its own boot order, "
-                             "which must put the network first")
         return None
 
     def set_boot_once(self, request: dict) -> None:

@@ -10,6 +10,8 @@ import os
 import subprocess
 from pathlib import Path
 
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.events import read_events
+
 from .bmcd import PASSWORD_ENV
 from .installed import build_installed_image
 from .installer import Installer, append_cpio
@@ -86,10 +88,7 @@ class NetbootRun:
 
     def events(self) -> list[dict]:
         """The boot server's events so far: none before it wrote any, and no line it is still writing."""
-        path = self.run_dir / "events.jsonl"
-        if not path.exists():
-            return []
-        return [json.loads(line) for line in path.read_text().split("\n")[:-1]]
+        return read_events(str(self.run_dir))
 
 
 def prepare(lab: LabNetwork, installer: Installer, machines: list[Machine], directory: Path, keep_server: bool = False) -> NetbootRun:

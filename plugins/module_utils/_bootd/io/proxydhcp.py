@@ -14,6 +14,7 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.udp impo
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.booter import Booter
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.proxy import Dhcp4Proxy
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire import dhcp4
+from ansible_collections.nixie.provision.plugins.module_utils._errors import require_library
 
 
 def _allow_broadcast(sock: socket.socket) -> None:
@@ -29,8 +30,7 @@ async def start_proxydhcp(interface: str, booter: Booter, on_event: OnEvent) -> 
     an address of ``interface``). ``on_event(mac, step, **fields)`` is called for every offer, ack and
     ignored PXE request (``contract.STEP_DHCP_*``). Raises PortBindError when either port cannot be opened.
     """
-    if not dhcp4.HAS_SCAPY:
-        raise ImportError("ProxyDHCP needs scapy to build replies:\n" + dhcp4.SCAPY_IMPORT_ERROR)
+    require_library("scapy", dhcp4.SCAPY_IMPORT_ERROR)
     openers = [
         (DHCP_SERVER_PORT, lambda: bound_udp_socket(socket.AF_INET, DHCP_SERVER_PORT, dhcp4.ANY_ADDRESS, interface, _allow_broadcast)),
         (PXE_PORT, lambda: bound_udp_socket(socket.AF_INET, PXE_PORT, booter.server.ip, interface, _allow_broadcast)),

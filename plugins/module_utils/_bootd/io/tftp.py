@@ -33,6 +33,7 @@ import time
 import traceback
 from typing import Any, Callable, Mapping, Optional, Tuple
 
+from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract
 from ansible_collections.nixie.provision.plugins.module_utils._errors import require_library
 
 try:
@@ -79,7 +80,7 @@ class TftpServer:
     server's short timeout, not the client's, sets the pace.
     """
 
-    def __init__(self, binaries: Mapping[str, str], host: str = "0.0.0.0", port: int = 69, on_event: Optional[Callable[..., None]] = None,
+    def __init__(self, binaries: Mapping[str, str], host: str = "0.0.0.0", port: int = contract.TFTP_PORT, on_event: Optional[Callable[..., None]] = None,
                  timeout: float = 1.0, retries: int = 12, max_transfers: int = 64) -> None:
         require_library("tftpy", TFTPY_IMPORT_ERROR)
         self._binaries = dict(binaries)
@@ -215,12 +216,12 @@ class TftpServer:
             transfer = _Transfer(key, request.filename, context)
         except Exception as err:  # refused name or path, upload, bad option value: end this transfer only
             context.end()
-            self._emit("refused", client_ip, file=request.filename, reason=str(err) or type(err).__name__)
+            self._emit(contract.STEP_REFUSED, client_ip, file=request.filename, reason=str(err) or type(err).__name__)
             return
         self._transfers[key] = transfer
         self._transfer_by_fd[transfer.sock.fileno()] = transfer
         self._poller.register(transfer.sock.fileno(), select.EPOLLIN)
-        self._emit("tftp_start", client_ip, file=request.filename, options=dict(context.options or {}))
+        self._emit(contract.STEP_TFTP_START, client_ip, file=request.filename, options=dict(context.options or {}))
 
     def _on_transfer_packet(self, transfer, now):
         try:
@@ -261,7 +262,7 @@ class TftpServer:
         del self._transfer_by_fd[transfer.sock.fileno()]
         self._poller.unregister(transfer.sock.fileno())
         transfer.context.end()
-        self._emit("tftp_done", key[0], file=transfer.name, ok=error is None, error=error,
+        self._emit(contract.STEP_TFTP_DONE, key[0], file=transfer.name, ok=error is None, error=error,
                    bytes=transfer.bytes_sent, seconds=round(time.monotonic() - transfer.started, 6))
 
 

@@ -18,6 +18,17 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd import cont
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.table import HostTable
 
 
+def read_events(run_dir: str) -> List[Dict[str, Any]]:
+    """The events a server of ``run_dir`` recorded so far, oldest first: none before it wrote any, and not the line
+    it may be writing. The one reader of ``events.jsonl`` for what watches a run from outside (the benchmarks)."""
+    try:
+        with open(contract.run_file(run_dir, contract.EVENTS_FILE), encoding="utf-8") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in text.split("\n")[:-1]]
+
+
 class EventLog:
     """Thread-safe event recorder writing one JSON object per line to ``<run_dir>/events.jsonl``.
 

@@ -27,10 +27,8 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd.model impor
 try:
     from scapy.layers.dhcp import BOOTP, DHCP
 except ImportError:
-    HAS_SCAPY = False
     SCAPY_IMPORT_ERROR = traceback.format_exc()
 else:
-    HAS_SCAPY = True
     SCAPY_IMPORT_ERROR = None
 
 BOOTREQUEST = 1

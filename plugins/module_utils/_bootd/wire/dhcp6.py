@@ -36,6 +36,7 @@ from typing import Dict, List, Mapping, Optional, Tuple
 from ansible_collections.nixie.provision.plugins.module_utils._errors import MalformedPacket
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import DHCP6_CLIENT_PORT, DHCP6_SERVER_PORT, PXE_PORT
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import HTTP_CLIENT, PXE_CLIENT, BootSpec, Firmware, Reply
+from ansible_collections.nixie.provision.plugins.module_utils._mac import mac_bytes
 
 try:
     from scapy.layers.dhcp6 import (
@@ -49,10 +50,8 @@ try:
         VENDOR_CLASS_DATA,
     )
 except ImportError:
-    HAS_SCAPY = False
     SCAPY_IMPORT_ERROR = traceback.format_exc()
 else:
-    HAS_SCAPY = True
     SCAPY_IMPORT_ERROR = None
 
 ALL_DHCP_RELAY_AGENTS_AND_SERVERS = "ff02::1:2"
@@ -113,7 +112,7 @@ class Request:
 
 def server_duid(mac: str) -> bytes:
     """The server's DUID-LL from the MAC of its boot interface: stable across restarts, as RFC 8415 asks."""
-    return struct.pack("!HH", DUID_LL, HTYPE_ETHERNET) + bytes.fromhex(mac.replace(":", ""))
+    return struct.pack("!HH", DUID_LL, HTYPE_ETHERNET) + mac_bytes(mac)
 
 
 def mac_from_duid(duid: Optional[bytes]) -> Optional[str]:

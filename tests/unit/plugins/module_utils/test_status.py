@@ -289,3 +289,16 @@ def test_flake_is_evaluated_only_for_an_installed_looking_nixos(monkeypatch):
 def test_decide_netboots_only_what_is_safe_to_install(state, cause, awaiting, reinstall, action):
     decided, why = _status.decide(state, cause, awaiting, reinstall)
     assert decided == action and why
+
+
+@pytest.mark.parametrize("state, cause, reinstall, power_state, action, words", [
+    ("installed", None, True, "on", "netboot", "its BMC power-cycles it"),
+    ("installed", None, False, "on", "skip", "it is installed"),
+    ("outdated", None, False, "on", "skip", "set nixie_reinstall=true to reinstall"),
+    ("unreachable", "no_answer", False, "off", "netboot", "its BMC reports it powered off"),
+    ("unreachable", "no_answer", False, "on", "netboot", "nothing answers"),
+    ("unreachable", "host_key", True, "on", "skip", "left alone"),
+])
+def test_decide_with_a_bmc(state, cause, reinstall, power_state, action, words):
+    decided, why = _status.decide(state, cause, False, reinstall, bmc=True, power_state=power_state)
+    assert decided == action and words in why, why
