@@ -64,8 +64,9 @@ def test_redfish_uefi_disk_first_installs_then_reinstalls(lab, installer, tmp_pa
     requested = next(entry["time"] for entry in bmcs.events(machine) if entry["event"] == "request")
     print("Redfish (OVMF, disk first): power-on to installed %.1f s" % _power_to_installed(run, machine, requested))
 
-    # (b) Another configuration for the same host: reinstalled through a one-time network boot and a power cycle.
-    run.update_host("nixie-02", flake_attr="nixie-03")
+    # (b) Another configuration for the same host: reinstalled through a one-time network boot and a power cycle. Its
+    # disk holds the installed system, so the user lets Nixie wipe it.
+    run.update_host("nixie-02", flake_attr="nixie-03", disks_may_be_wiped=True)
     reinstalled = run.toplevel("nixie-03")
     assert reinstalled != installed
     seen = len(bmcs.events(machine))
@@ -101,7 +102,11 @@ def test_ipmi_and_wol_install_while_a_refused_bmc_fails_alone(lab, installer, tm
     recap = netboot.recap(result.stdout)
     assert result.returncode != 0, "nixie-02's BMC refuses the password"
     assert "failed=0" in recap["nixie-01"] and "failed=0" in recap["nixie-03"] and "failed=1" in recap["nixie-02"], recap
-    assert "nixie-02" in output and bmcs.redfish.url in output and "401" in output
+    # At -vvv the failed result is a JSON object over many lines.
+    start = output.index("fatal: [nixie-02")
+    refusal = output[start:output.index("\n}\n", start)]
+    print(refusal[-3000:])
+    assert bmcs.redfish.url in refusal and "401" in refusal, refusal
     for secret in (bmcs.password, wrong):
         assert secret not in output
         for path in tmp_path.rglob("*"):
@@ -111,7 +116,8 @@ def test_ipmi_and_wol_install_while_a_refused_bmc_fails_alone(lab, installer, tm
         machine.wait_for_serial(r"NIXIELAB: installed " + run.toplevel(machine.name), timeout=5)
     assert _starts(bmcs, refused) == [] and _redfish_system(lab, refused)["PowerState"] == "Off"
     assert _starts(bmcs, ipmi)[0] == ("power-on", "network-first"), bmcs.events(ipmi)
-    assert [packet["action"] for packet in wol.packets()] == ["started"] and wol.packets()[0]["mac"] == woken.mac
+    # Magic packets for the woken machine only (Nixie sends more than one, as packets get lost); the first powered it on.
+    assert {packet["mac"] for packet in wol.packets()} == {woken.mac} and wol.packets()[0]["action"] == "started", wol.packets()
 
     ipmi_requested = next(entry["time"] for entry in bmcs.events(ipmi) if entry["event"] == "request")
     print("IPMI (SeaBIOS): power-on to installed %.1f s" % _power_to_installed(run, ipmi, ipmi_requested))
