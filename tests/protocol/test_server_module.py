@@ -136,7 +136,9 @@ def test_port_67_held_by_dnsmasq_names_the_holder(net, boot_files, tmp_path):
 
 
 def test_http_port_held_names_the_holder(net, boot_files):
-    holder = net.popen_ctl(["python3", "-c", "import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('10.213.0.1', 8080)); s.listen(); time.sleep(60)"])
+    # SO_REUSEADDR as a server has it: the TIME_WAIT connections of the tests before must not stop the holder.
+    holder = net.popen_ctl(["python3", "-c", "import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+                            "s.bind(('10.213.0.1', 8080)); s.listen(); time.sleep(60)"])
     try:
         for dummy in range(50):
             if 8080 in listening(net, "tcp"):
