@@ -108,6 +108,15 @@ HOST_EXTRA_FILES = "extra-files"
 HOST_KNOWN_HOSTS = "known_hosts"
 
 
+def key_identity(line: str) -> tuple[str, str] | None:
+    """``(type, base64)`` of an OpenSSH public key line, with or without leading host names or options; None if none."""
+    fields = line.split()
+    for index, field in enumerate(fields[:-1]):
+        if field in SSH_KEY_TYPES:
+            return field, fields[index + 1]
+    return None
+
+
 def run_file(run_dir: str, name: str) -> str:
     """The path of one of the run directory's own files (``CONFIG_FILE``, ``EVENTS_FILE``, ...)."""
     return os.path.join(run_dir, name)

@@ -16,6 +16,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import resource
 import signal
 from typing import Any, Callable, Dict, List, Mapping, Tuple
@@ -31,7 +32,9 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.proxydhc
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.proxydhcp6 import start_proxydhcp6
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.tftp import TftpServer
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.udp import PortBindError
+from ansible_collections.nixie.provision.plugins.module_utils._hosts import host_name
 from ansible_collections.nixie.provision.plugins.module_utils._ipxe_dir import find_ipxe_binaries
+from ansible_collections.nixie.provision.plugins.module_utils._rundir import make_run_dir
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.table import HostTable
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.limits import LogBudget
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.tokens import TokenStore, read_outstanding, write_outstanding
@@ -53,8 +56,33 @@ def config_digest(config: Dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
 
 
+# Control characters would end the line they are written into: an iPXE script's kernel line, a URL, a log line.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _check_authorized_key(text):
+    lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if not lines:
+        raise ServerError("authorized_key: no SSH public key given")
+    for line in lines:
+        if contract.key_identity(line) is None:
+            raise ServerError("authorized_key: %r is not an OpenSSH public key line (such as 'ssh-ed25519 AAAA... me@host'); "
+                              "give one key per line as a string" % line[:60])
+
+
 def validate_config(config: Mapping[str, Any]) -> Tuple[List[Host], Dict[str, str]]:
     """Check what can be checked before forking; raise ServerError naming the problem."""
+    port = config["http_port"]
+    if not 0 < port < 65536:
+        raise ServerError("http_port: must be a TCP port from 1 to 65535, got %d" % port)
+    if _CONTROL.search(config["cmdline"]):
+        raise ServerError("cmdline: must be one line without control characters, got %r" % config["cmdline"])
+    _check_authorized_key(config["authorized_key"])
+    for host in config["hosts"]:
+        try:
+            host_name(host["name"])
+        except ValueError as exc:
+            raise ServerError("hosts: %s" % exc) from None
     for key in ("kernel", "initrd"):
         if not os.path.isfile(config[key]):
             raise ServerError("%s: no such file: %s" % (key, config[key]))
@@ -242,7 +270,7 @@ def start(config: Dict[str, Any], timeout: float = 30.0) -> Dict[str, Any]:
     if problem:
         raise ServerError(problem)
     _refuse_shared_udp_ports(config)
-    os.makedirs(config["run_dir"], mode=0o700, exist_ok=True)
+    make_run_dir(config["run_dir"])
     with open(contract.run_file(config["run_dir"], contract.CONFIG_FILE), "w", encoding="utf-8") as handle:
         json.dump(config, handle, indent=2, sort_keys=True)
     try:
