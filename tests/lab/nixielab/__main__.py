@@ -61,8 +61,9 @@ def demo() -> None:
         print(result.stdout.strip())
         print("(%.1f s, exit %d)" % (time.monotonic() - started, result.returncode))
         print("\n== power")
+        names = {machine.mac: machine.name for machine in lab.machines}
         for entry in power_daemon.packets():
-            print("  %-8s magic packet via %s: %s" % (entry.get("machine") or entry["mac"], entry["via"], entry["action"]))
+            print("  %-8s magic packet via %s: %s" % (names.get(entry["mac"], entry["mac"]), entry["via"], entry["action"]))
         for entry in bmcs.events():
             if entry["event"] == "request":
                 print("  %-8s %s BMC asked for %s" % (entry["machine"], entry["bmc"], entry["request"]))

@@ -13,11 +13,13 @@ loopback (nixielab.bmc), and follows what each BMC says about its machine:
 - IPMI (tests/support/ipmi_bmc.py): it reads the BMC's state file, which counts cycles and hard resets.
 
 When a BMC says On, the machine's QEMU starts with the boot order its boot override asks for (network first for a
-network boot, disk first for a disk boot), otherwise with the machine's own. When it says Off, QEMU stops; after a reset, QEMU starts afresh. QEMU runs with
--no-reboot, so that a reboot from inside the machine ends it and the glue starts it again with the machine's own
-boot order: the boot override was for one boot (Nixie asks for Once), and a real BMC clears it once it has served
-that boot. The emulator stores every override as Continuous and keeps reporting it; Nixie's flow clears it after the
-install (on this emulator, which keeps an override enabled whatever it is told, by setting the disk). A machine shutting itself down also ends QEMU and reads here as a reboot; nothing in the lab does that.
+network boot, disk first for a disk boot), otherwise with the machine's own. When it says Off, QEMU stops; after a
+reset, QEMU starts afresh. QEMU runs with -no-reboot, so that a reboot from inside the machine ends it and the glue
+starts it again with the machine's own boot order: the boot override was for one boot (Nixie asks for Once), and a
+real BMC clears it once it has served that boot. The emulator stores every override as Continuous and keeps
+reporting it; Nixie's flow clears it after the install (on this emulator, which keeps an override enabled whatever
+it is told, by setting the disk). A machine shutting itself down also ends QEMU and reads here as a reboot; nothing
+in the lab does that.
 
 Every action is logged as one JSON line: what the BMC was asked ("request"), "start" and "stop" with their cause
 and boot order, QEMU ending by itself ("exited"), a BMC that cannot be read once it has answered ("bmc-error", once per

@@ -2,7 +2,8 @@
 
 No real NixOS can be built here, so an installed lab machine boots the test installer's kernel and initramfs
 from its own disk; the initramfs's /init, told by the boot entry's DISK_BOOT_PARAMETER that it came from the disk,
-finds the installed host's state there and becomes that host (files/init). The image is a raw disk with an MBR partition table, which both firmwares boot:
+finds the installed host's state there and becomes that host (files/init). The image is a raw disk with an MBR
+partition table, which both firmwares boot:
 
 - partition 1, FAT, active, type EF: the kernel, the initramfs, syslinux for SeaBIOS (syslinux's MBR boot
   code loads the active partition's syslinux boot sector) and systemd-boot as EFI/BOOT/BOOTX64.EFI, the
