@@ -20,7 +20,9 @@ import struct
 from typing import List
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import DHCP_SERVER_PORT, PXE_PORT
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.udp import SO_BINDTODEVICE, Endpoints, OnEvent, Sender, bound_udp_socket, start_endpoints
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.udp import (
+    SO_BINDTODEVICE, Endpoints, OnEvent, Sender, bound_udp_socket, start_endpoints,
+)
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Reply
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.booter import Booter
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.proxy import Dhcp4Proxy
