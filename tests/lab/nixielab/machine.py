@@ -200,7 +200,14 @@ class Machine:  # pylint: disable=too-many-instance-attributes  # one field per 
         return status
 
     def monitor(self, command: str, timeout: float = 5.0) -> str:
-        """Run a QEMU monitor (HMP) command and return its output."""
+        """Run a QEMU monitor (HMP) command and return its output.
+
+        A QEMU that was just started (by the power daemon, or a BMC's glue) may not have made its socket yet, more so
+        on a loaded host: the socket is waited for within ``timeout``.
+        """
+        deadline = time.monotonic() + timeout
+        while not self.monitor_path.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
             connection.settimeout(timeout)
             connection.connect(str(self.monitor_path))
