@@ -75,5 +75,5 @@ def test_provision_three_machines_end_to_end(lab, installer, tmp_path):
     for host, machine in (("nixie-01", bios), ("nixie-02", uefi)):
         line = netboot.recap(rerun.stdout)[host]
         assert "changed=0" in line and "failed=0" in line, line
-        assert "%s: %s is installed" % (host, leases[machine.mac]) in rerun.stdout
+        assert "%s is installed at %s: skipped, it is installed" % (host, leases[machine.mac]) in rerun.stdout
     assert len(run.stand_in_records()) == len(records), "the rerun must not install again"
