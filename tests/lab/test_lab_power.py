@@ -74,7 +74,12 @@ def test_redfish_uefi_disk_first_installs_then_reinstalls(lab, installer, tmp_pa
     print(second.stdout[-6000:])
     assert second.returncode == 0 and "failed=0" in netboot.recap(second.stdout)["nixie-02"], second.stdout[-6000:] + second.stderr[-3000:]
     assert [record["argv"][2] for record in run.stand_in_records()] == ["%s#nixie-02" % run.flake, "%s#nixie-03" % run.flake]
-    assert _starts(bmcs, machine, seen) == [("reset", "network-first"), ("guest-reboot", "disk-first")], bmcs.events(machine)[seen:]
+    # The fake driver's ForceRestart reads Off at once and On again 1-11 s later: on a loaded host the glue may see that Off
+    # and start the machine once more, still with the override's order. Every start before the install's reboot boots the
+    # network, and that reboot boots the disk.
+    starts = _starts(bmcs, machine, seen)
+    assert starts[0] == ("reset", "network-first") and starts[-1] == ("guest-reboot", "disk-first"), bmcs.events(machine)[seen:]
+    assert all(order == "network-first" for dummy, order in starts[:-1]), bmcs.events(machine)[seen:]
     # Its disk boots the new toplevel.
     machine.wait_for_serial(r"NIXIELAB: installed " + reinstalled, timeout=5)
     assert wol.packets() == []
