@@ -276,8 +276,9 @@ SETTINGS = ("driver", "address", "port", "system", "username", "password_env", "
 def open_driver(params: dict) -> base.PowerDriver:
     """The driver ``params`` name, connected (and for a BMC logged in)."""
     chosen = {name: params[name] for name in SETTINGS if params[name] is not None}
-    return connect.open_driver(chosen, settings.password(chosen, params["password"]), params["timeout"], params["mac"],
-                                params["broadcast"], params["wol_port"], params["interface"])
+    password = settings.password(chosen, params["password"])
+    return connect.open_driver(chosen, password, params["timeout"], params["mac"],
+                               params["broadcast"], params["wol_port"], params["interface"])
 
 
 def main():
