@@ -18,6 +18,7 @@ apt_packages=(
   ipmitool                                                 # an independent IPMI client for the power tests
   nginx-light                                              # bench/'s HTTP reference (bench starts its own; no service)
   nix-bin                                                  # builds the fixture installer flake
+  shellcheck                                               # ansible-test sanity's shellcheck test (agent/nixie-agent)
   git make rsync python3-venv
 )
 missing=()

@@ -59,7 +59,8 @@ plugin: nixie.provision.hosts
 path: hosts.json
 flake: ./examples
 
-# Group hosts whose disks may be wiped, and give every host a MAC-derived alias.
+---
+# Another file: group hosts whose disks may be wiped, and give every host a MAC-derived alias.
 plugin: nixie.provision.hosts
 path: /srv/fleet/hosts.json
 flake: github:example/fleet

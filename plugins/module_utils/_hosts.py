@@ -19,20 +19,35 @@ import json
 import re
 
 from ansible_collections.nixie.provision.plugins.module_utils._errors import HostsFileError
-from ansible_collections.nixie.provision.plugins.module_utils._mac import normalize_mac
+from ansible_collections.nixie.provision.plugins.module_utils._mac import unicast_mac
 from ansible_collections.nixie.provision.plugins.module_utils._power import settings as power_settings
 
 # Names become Ansible inventory host names and flake attribute paths: keep them to characters that
 # are safe in both without quoting.
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+# Ansible's implicit names: a host called localhost would take over every delegate_to: localhost task (over SSH), one
+# called all or ungrouped would shadow the groups.
+RESERVED_NAMES = frozenset(("localhost", "localhost.localdomain", "all", "ungrouped"))
+# A DNS name at most (RFC 1035): the installed system's host name defaults to it.
+_NAME_MAX = 253
 # Linux interface names are at most IFNAMSIZ - 1 = 15 bytes and cannot contain '/' or whitespace.
 _INTERFACE = re.compile(r"^[^/\s]{1,15}$")
 
 
-def _host_name(value, what):
-    if not isinstance(value, str) or not _NAME.match(value):
+def _safe_name(value, what):
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
         raise ValueError("%s %r must be letters, digits, '_', '.' or '-' (not starting with '.' or '-')" % (what, value))
+    if len(value) > _NAME_MAX:
+        raise ValueError("%s %r is longer than %d characters" % (what, value[:20] + "...", _NAME_MAX))
     return value
+
+
+def host_name(value: object) -> str:
+    """Return ``value`` if it is safe as an inventory host name, a flake attribute and a file name; else raise ValueError."""
+    name = _safe_name(value, "host name")
+    if name.lower() in RESERVED_NAMES:
+        raise ValueError("host name %r is reserved by Ansible (%s); choose another name" % (name, ", ".join(sorted(RESERVED_NAMES))))
+    return name
 
 
 def _ip(value):
@@ -65,10 +80,10 @@ def _port(value):
 
 # JSON field -> (host variable, validator). The host variables are the contract with every later step.
 FIELDS = {
-    "mac_address": ("nixie_mac", normalize_mac),
+    "mac_address": ("nixie_mac", unicast_mac),
     "ip": ("nixie_ip", _ip),
     "interface": ("nixie_interface", _interface),
-    "flake_attr": ("nixie_flake_attr", lambda value: _host_name(value, "flake attribute")),
+    "flake_attr": ("nixie_flake_attr", lambda value: _safe_name(value, "flake attribute")),
     "disks_may_be_wiped": ("nixie_disks_may_be_wiped", _bool),
 }
 WOL_FIELDS = {
@@ -92,6 +107,8 @@ def _decode(text, source):
         return json.loads(text, object_pairs_hook=_reject_duplicate_keys)
     except HostsFileError as exc:
         raise HostsFileError("%s: %s" % (source, exc)) from None
+    except RecursionError:
+        raise HostsFileError("%s: invalid JSON: nested too deeply" % source) from None
     except ValueError as exc:
         line = getattr(exc, "lineno", None)
         column = getattr(exc, "colno", None)
@@ -162,7 +179,7 @@ def parse_hosts(text: str, source: str = "hosts.json") -> dict[str, dict[str, ob
     owner_of_mac = {}
     for name, entry in document.items():
         try:
-            _host_name(name, "host name")
+            host_name(name)
         except ValueError as exc:
             problems.append(str(exc))
             continue

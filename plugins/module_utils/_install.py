@@ -16,10 +16,10 @@ import contextlib
 import os
 import subprocess
 import time
-from typing import Any, Iterable, Iterator, List, Mapping, Optional, Sequence
+from typing import Iterable, Iterator, List, Optional, Sequence
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootclient import BootServerClient
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import SSH_KEY_TYPES
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import SSH_KEY_TYPES, key_identity
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
 from ansible_collections.nixie.provision.plugins.module_utils._process import CommandNotStarted, CommandTimeout, run_with_deadline
 
@@ -39,31 +39,35 @@ def _size(size_bytes):
     return "%.1f GiB" % (size_bytes / 2.0 ** 30)
 
 
-def check_disks(name: str, disks: Optional[Sequence[Mapping[str, Any]]], may_be_wiped: bool) -> None:
-    """Raise UnsafeDisks unless every disk the agent reported is blank, or wiping was allowed for this host."""
+def _blank(disk):
+    """Whether the agent said, in so many words, that ``disk`` holds neither partitions nor a filesystem."""
+    return disk.get("has_partitions") is False and disk.get("has_filesystem") is False
+
+
+def check_disks(name: str, disks: object, may_be_wiped: bool) -> None:
+    """Raise UnsafeDisks unless every disk the agent reported is known to be blank, or wiping was allowed for this host.
+
+    A disk whose report does not say false for both has_partitions and has_filesystem (a field missing, null or not a
+    boolean) is not known to be blank, and refuses like one holding data.
+    """
+    if not isinstance(disks, list) or not all(isinstance(disk, dict) for disk in disks):
+        raise UnsafeDisks("refusing to install %s: its agent report's disks must be a list of objects, got %r" % (name, disks))
     if not disks:
         raise UnsafeDisks("refusing to install %s: its agent reported no disk to install to" % name)
     if may_be_wiped:
         return
     holding = []
     for disk in disks:
-        contents = [what for what, present in (("partitions", disk.get("has_partitions")), ("a filesystem", disk.get("has_filesystem"))) if present]
-        if contents:
-            description = "%s (%s, %s)" % (disk.get("name"), _size(disk.get("size_bytes") or 0), disk.get("model") or "unknown model")
-            holding.append("%s holds %s" % (description, " and ".join(contents)))
+        if _blank(disk):
+            continue
+        contents = [what for what, present in (("partitions", disk.get("has_partitions")), ("a filesystem", disk.get("has_filesystem")))
+                    if present is True]
+        description = "%s (%s, %s)" % (disk.get("name"), _size(disk.get("size_bytes") or 0), disk.get("model") or "unknown model")
+        holding.append("%s %s" % (description, "holds %s" % " and ".join(contents) if contents else "is not known to be blank"))
     if holding:
         raise UnsafeDisks("refusing to install %s: %s; nothing was written. Set \"disks_may_be_wiped\": true for %s in hosts.json "
                           "(or nixie_disks_may_be_wiped for the host) to allow wiping" % (name, "; ".join(holding), name),
                           disks=disks)
-
-
-def _key_identity(line):
-    """``(type, base64)`` of an OpenSSH public key line, with or without a leading host name."""
-    fields = line.split()
-    for index, field in enumerate(fields[:-1]):
-        if field.startswith(("ssh-", "ecdsa-", "sk-")):
-            return field, fields[index + 1]
-    return None
 
 
 def verify_host_key(target: str, reported_keys: Iterable[str], timeout: int = 10) -> None:
@@ -72,7 +76,9 @@ def verify_host_key(target: str, reported_keys: Iterable[str], timeout: int = 10
     A key answering that the agent never reported means another machine holds the address now: installing
     there would wipe the wrong disks.
     """
-    expected = {_key_identity(line) for line in reported_keys} - {None}
+    if isinstance(reported_keys, str):
+        raise InstallError("the agent of %s reported its SSH host keys as one string, not a list of key lines" % target)
+    expected = {key_identity(line) for line in reported_keys} - {None}
     if not expected:
         raise InstallError("the agent of %s reported no SSH host key to check it against" % target)
     # ssh-keyscan connects once per key type: asking for the reported types alone saves the other handshakes, and
@@ -83,7 +89,7 @@ def verify_host_key(target: str, reported_keys: Iterable[str], timeout: int = 10
         scan = run_with_deadline(["ssh-keyscan", "-T", str(timeout), *type_option, target], timeout + 5, grace=0)
     except (CommandNotStarted, CommandTimeout) as exc:
         raise InstallError("cannot scan the SSH host key of %s: %s" % (target, exc.__cause__)) from None
-    offered = {_key_identity(line) for line in scan.stdout.splitlines() if line and not line.startswith("#")} - {None}
+    offered = {key_identity(line) for line in scan.stdout.splitlines() if line and not line.startswith("#")} - {None}
     if not offered:
         raise InstallError("%s offers no SSH host key (ssh-keyscan: %s)" % (target, scan.stderr.strip()[-300:] or "no answer"))
     if not offered & expected or offered - expected:
@@ -97,9 +103,12 @@ def ensure_host_key(extra_files: str, name: str) -> str:
     if not os.path.exists(private):
         os.makedirs(os.path.dirname(private), mode=0o755, exist_ok=True)
         argv = ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "root@%s" % name, "-f", private]
-        made = run_with_deadline(argv, None)
+        try:
+            made = run_with_deadline(argv, None)
+        except CommandNotStarted as exc:
+            raise InstallError(str(exc)) from None
         if made.returncode != 0:
-            raise subprocess.CalledProcessError(made.returncode, argv, made.stdout, made.stderr)
+            raise InstallError("ssh-keygen could not create %s: %s" % (private, made.stderr.strip()))
     with open(private + ".pub", encoding="utf-8") as handle:
         return handle.read().strip()
 

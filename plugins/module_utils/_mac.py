@@ -39,3 +39,18 @@ def eui64_interface_id(value: str) -> bytes:
     octets = bytearray(mac_bytes(value))
     octets[0] ^= 0x02
     return bytes(octets[:3]) + b"\xff\xfe" + bytes(octets[3:])
+
+
+def unicast_mac(value: object) -> str:
+    """Return ``value`` normalised as normalize_mac does, refusing what no NIC has as its own address.
+
+    A broadcast or multicast MAC (group bit set: ff:ff:..., 01:00:5e:..., 33:33:...) or the all-zero one would make
+    the boot server answer, or Wake-on-LAN wake, every machine or none instead of one.
+    """
+    mac = normalize_mac(value)
+    if mac == "00:00:00:00:00:00":
+        raise ValueError("%r is the all-zero MAC address, which no NIC has" % value)
+    if int(mac[:2], 16) & 1:
+        kind = "the broadcast" if mac == "ff:ff:ff:ff:ff:ff" else "a multicast"
+        raise ValueError("%r is %s MAC address (first byte odd), not one NIC's" % (value, kind))
+    return mac

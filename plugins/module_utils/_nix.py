@@ -26,6 +26,7 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract im
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
 from ansible_collections.nixie.provision.plugins.module_utils._ipxe_dir import find_ipxe_binaries
 from ansible_collections.nixie.provision.plugins.module_utils._process import CommandTimeout, run_with_deadline
+from ansible_collections.nixie.provision.plugins.module_utils._rundir import RunDirError, make_run_dir
 
 NIX_FEATURES = ["--extra-experimental-features", "nix-command flakes"]
 
@@ -288,9 +289,9 @@ class InstallerBuild:
         if self.ipxe_installable:
             installables.append(self.ipxe_installable)
         try:
-            os.makedirs(self.run_dir, mode=0o700, exist_ok=True)
-        except OSError as exc:
-            raise NixError("run_dir %s cannot be created: %s" % (self.run_dir, exc)) from None
+            make_run_dir(self.run_dir)
+        except RunDirError as exc:
+            raise NixError(str(exc)) from None
         # O_APPEND: nix writes to the same file between our progress lines.
         with os.fdopen(os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644), "w") as log:
             started = time.monotonic()

@@ -418,8 +418,10 @@ class StatusCheck:
 
     def _ask_bmc(self):
         """The power state and pending boot override the host's BMC reports; a BMC that cannot be asked fails the check."""
-        driver = power_settings.open_driver(self.power, power_settings.password(self.power, self.power_password),
-                                            timeout=self.deadline.bounded(BMC_TIMEOUT) or 1)
+        # Only here: the BMC libraries take a while to load, which a host without a BMC need not pay.
+        from ansible_collections.nixie.provision.plugins.module_utils._power import connect  # pylint: disable=import-outside-toplevel
+        driver = connect.open_driver(self.power, power_settings.password(self.power, self.power_password),
+                                     timeout=self.deadline.bounded(BMC_TIMEOUT) or 1)
         try:
             return {"power_state": driver.power_state(), "boot_override": driver.boot_override()}
         finally:

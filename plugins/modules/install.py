@@ -39,7 +39,9 @@ attributes:
     platforms: posix
 options:
   name:
-    description: The host's name, used for its directory under O(run_dir) and its key's comment.
+    description:
+      - The host's name, used for its directory under O(run_dir) and its key's comment.
+      - Letters, digits, V(_), V(.) and V(-), not starting with V(.) or V(-) (so never a path such as V(../x)).
     type: str
     required: true
   mac:
@@ -67,8 +69,11 @@ options:
     type: path
     required: true
   agent_report:
-    description: The machine's agent report (the C(nixie_agent) fact from M(nixie.provision.wait_for_agent)); its C(disks)
-      and C(ssh_host_keys) are checked.
+    description:
+      - The machine's agent report (the C(nixie_agent) fact from M(nixie.provision.wait_for_agent)); its C(disks)
+        and C(ssh_host_keys) are checked.
+      - A disk counts as blank only when its C(has_partitions) and C(has_filesystem) are both V(false); a disk
+        missing either is refused as one holding data.
     type: dict
     required: true
   disks_may_be_wiped:
@@ -94,7 +99,7 @@ options:
     type: str
     default: nixos-anywhere
   timeout:
-    description: Seconds nixos-anywhere may run before it is stopped and the task fails.
+    description: Seconds nixos-anywhere may run before it is stopped and the task fails; at least 1.
     type: int
     default: 3600
 """
@@ -150,12 +155,17 @@ seconds:
   sample: 74.2
 """
 
+import os
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nixie.provision.plugins.module_utils import _install
 from ansible_collections.nixie.provision.plugins.module_utils._bootclient import connect
 from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract
+from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
+from ansible_collections.nixie.provision.plugins.module_utils._hosts import host_name
 from ansible_collections.nixie.provision.plugins.module_utils._mac import normalize_mac
+from ansible_collections.nixie.provision.plugins.module_utils._rundir import make_run_dir
 
 
 def main():
@@ -180,6 +190,12 @@ def main():
         supports_check_mode=True,
     )
     params = module.params
+    try:
+        host_name(params["name"])
+    except ValueError as exc:
+        module.fail_json(msg="name: %s" % exc)
+    if params["timeout"] < 1:
+        module.fail_json(msg="timeout: must be at least 1 second, got %d" % params["timeout"])
     extra_files = contract.host_file(params["run_dir"], params["name"], contract.HOST_EXTRA_FILES)
     log = contract.host_file(params["run_dir"], params["name"], contract.HOST_INSTALL_LOG)
     report = params["agent_report"]
@@ -195,6 +211,7 @@ def main():
         )
         if module.check_mode:
             module.exit_json(changed=True, command=command, log=log)
+        make_run_dir(os.path.dirname(log))
         host_key = _install.ensure_host_key(extra_files, params["name"])
         known_hosts = _install.pin_host_key(contract.host_file(params["run_dir"], params["name"], contract.HOST_KNOWN_HOSTS),
                                             params["name"], host_key)
@@ -202,7 +219,7 @@ def main():
         client = connect(params["server_url"], params["run_dir"], params["server_secret"]) if mac else None
         with _install.known_installed(client, mac) as told:
             seconds = _install.run_logged(command, log, params["timeout"])
-    except _install.InstallError as exc:
+    except NixieError as exc:
         module.fail_json(msg=str(exc), **dict({"log": log}, **exc.details))
     module.exit_json(changed=True, command=command, log=log, host_key=host_key, known_hosts=known_hosts, boot_server_told=told,
                      seconds=round(seconds, 1))

@@ -262,7 +262,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nixie.provision.plugins.module_utils import _wol
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError, require_library
-from ansible_collections.nixie.provision.plugins.module_utils._power import base, control, ipmi, redfish, settings
+from ansible_collections.nixie.provision.plugins.module_utils._power import base, connect, control, ipmi, redfish, settings
 
 LIBRARIES = {
     "wol": ("wakeonlan", _wol.WAKEONLAN_IMPORT_ERROR),
@@ -276,8 +276,9 @@ SETTINGS = ("driver", "address", "port", "system", "username", "password_env", "
 def open_driver(params: dict) -> base.PowerDriver:
     """The driver ``params`` name, connected (and for a BMC logged in)."""
     chosen = {name: params[name] for name in SETTINGS if params[name] is not None}
-    return settings.open_driver(chosen, settings.password(chosen, params["password"]), params["timeout"], params["mac"],
-                                params["broadcast"], params["wol_port"], params["interface"])
+    password = settings.password(chosen, params["password"])
+    return connect.open_driver(chosen, password, params["timeout"], params["mac"],
+                               params["broadcast"], params["wol_port"], params["interface"])
 
 
 def main():

@@ -21,6 +21,12 @@ description:
     multicast group ff02::1:2 of O(interface)) and 4011, and TFTP and HTTP on that address, with bracketed IPv6
     URLs. A server answers one address family, so on a dual-stack network every host boots over the family chosen.
   - Needs root, or the capabilities C(CAP_NET_BIND_SERVICE) and C(CAP_NET_RAW); the module fails saying so otherwise.
+requirements:
+  - scapy (ProxyDHCP and proxy DHCPv6)
+  - aiohttp (HTTP)
+  - tftpy (TFTP)
+  - Linux, root or the capabilities C(CAP_NET_BIND_SERVICE) and C(CAP_NET_RAW) (not needed to bind when the sysctl
+    C(net.ipv4.ip_unprivileged_port_start) is at most 67)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
 attributes:
@@ -60,7 +66,7 @@ options:
     choices: [auto, ipv4, ipv6]
     default: auto
   http_port:
-    description: TCP port of the HTTP server (scripts, kernel, initrd, agent API).
+    description: TCP port of the HTTP server (scripts, kernel, initrd, agent API), from 1 to 65535.
     type: int
     default: 8080
   hosts:
@@ -87,7 +93,9 @@ options:
     description: The installer's initrd. Required with O(state=started).
     type: path
   cmdline:
-    description: The installer's kernel command line (such as V(init=/nix/store/...-nixos-system/init loglevel=4)).
+    description:
+      - The installer's kernel command line (such as V(init=/nix/store/...-nixos-system/init loglevel=4)).
+      - One line, without control characters (it goes into each host's iPXE script).
     type: str
     default: ''
   ipxe_dir:
@@ -100,6 +108,7 @@ options:
     description:
       - The deployer's SSH public key, handed to each machine's agent after it phoned home with its one-time token,
         so the installer accepts SSH with this key and no password. Required with O(state=started).
+      - OpenSSH public key lines, one per line, as a string (not a list).
     type: str
   startup_timeout:
     description: Seconds to wait for the server to bind its ports.

@@ -69,7 +69,7 @@ options:
   awaiting_phone_home_macs:
     description:
       - The MACs for which the run's boot server holds an agent token that no phone-home has claimed yet
-        (M(nixie.provision.server) O(state=status) returns them as C(awaiting_phone_home)); such a machine was
+        (M(nixie.provision.server) with O(nixie.provision.server#module:state=status) returns them as C(awaiting_phone_home)); such a machine was
         netbooting Nixie's installer when that server stopped. Its installer refuses SSH logins until its agent phones
         home, so it is netbooted (RV(action)) although it refuses the key.
     type: list
@@ -269,7 +269,7 @@ action:
   description:
     - What a provisioning run does with the machine. V(netboot) - a machine that does not answer at all (taken for a
       blank one that is off), one running an installer, one whose installer awaits its phone-home
-      (O(awaiting_phone_home)), and with O(reinstall) an V(outdated) or V(other_os) one. V(skip) - every other
+      (O(awaiting_phone_home_macs)), and with O(reinstall) an V(outdated) or V(other_os) one. V(skip) - every other
       machine, such as one answering SSH with another host key or refusing the key, which runs something Nixie did
       not install.
   returned: always
@@ -364,7 +364,7 @@ def main():
             ssh_private_key=dict(type="path", no_log=False),
             known_hosts=dict(type="path"),
             known_hosts_pin=dict(type="str", choices=["always", "if_listed"], default="always"),
-            host_key_alias=dict(type="str"),
+            host_key_alias=dict(type="str", no_log=False),
             ssh_options=dict(type="list", elements="str", default=[]),
             timeout=dict(type="int", default=30),
         ),

@@ -66,7 +66,7 @@ def test_image_layout(tmp_path):
     assert "::/EFI/BOOT/BOOTX64.EFI" in listing("::/EFI/BOOT").split()
     entry = subprocess.run(["mtype", "-i", "%s@@%d" % (image.path, BOOT_START), "::/loader/entries/nixielab.conf"],
                            capture_output=True, text=True, check=True).stdout
-    assert "options console=ttyS0 quiet" in entry
+    assert "options console=ttyS0 quiet nixielab.boot=disk" in entry
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -64,7 +64,8 @@ def test_ovmf_http_boot_machine_is_provisioned_on_an_ipv6_only_network(lab, inst
     assert record["argv"][3:5] == ["--target-host", "root@%s" % reported], record
     machine.wait_for_serial(r"NIXIELAB: installed /nix/store/\S+-nixos-system-%s" % machine.name, timeout=5)
     # The installed system may answer SSH on its link-local address before SLAAC has configured the global one again.
-    recap_address = re.search(r'"address": "([^"]+)",\s+"host": "%s",' % machine.name, result.stdout)
+    # The recap's keys come sorted (address, boot_override, host, ...): its address is the one before the host's name.
+    recap_address = re.search(r'"address": "([^"]+)",(?:\s+"[a-z_]+": [^\n]*,)*?\s+"host": "%s",' % machine.name, result.stdout)
     assert recap_address, result.stdout[-3000:]
     assert recap_address.group(1) in (str(reported), "%s%%%s" % (eui64_link_local(machine.mac), lab.ctl_if)), result.stdout[-3000:]
     assert re.search(r'"state": "installed"', result.stdout)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -28,6 +29,7 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.http imp
     make_app,
     start_http,
 )
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.io import http as http_module
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.table import HostTable
 
@@ -283,8 +285,9 @@ def test_non_json_body_is_400_but_only_with_a_valid_token(files):
 class ServerThread:
     """The app on a real socket, its event loop in a thread, so tests can run curl synchronously."""
 
-    def __init__(self, state, host="127.0.0.1"):
+    def __init__(self, state, host="127.0.0.1", **limits):
         self.state = state
+        self.limits = limits
         self.loop = asyncio.new_event_loop()
         started = threading.Event()
         self.thread = threading.Thread(target=self._run, args=(host, started), daemon=True)
@@ -293,7 +296,7 @@ class ServerThread:
 
     def _run(self, host, started):
         asyncio.set_event_loop(self.loop)
-        self.runner = self.loop.run_until_complete(start_http(make_app(self.state), host, 0))
+        self.runner = self.loop.run_until_complete(start_http(make_app(self.state), host, 0, **self.limits))
         self.host, self.port = self.runner.addresses[0][:2]
         started.set()
         self.loop.run_forever()
@@ -562,3 +565,84 @@ def test_raw_request_traversal_refused(server, raw_path):
     status = int(answer.split(b" ", 2)[1])
     assert status in (400, 403, 404), (raw_path, answer[:200])
     assert b"root:" not in answer and b"NOT-FOR-CLIENTS" not in answer
+
+
+# --- a hostile client: bounded connections, timeouts, one log line for a flood -------------------------------
+
+
+def test_deeply_nested_json_with_a_valid_token_is_400(server):
+    token = fetch_script(server)["token"]
+    status, answer = phone_home(server, token, b"[" * 100000 + b"]" * 100000)
+    assert status == 400 and b"error" in answer
+
+
+def test_a_range_of_zero_bytes_is_416(server, files):
+    kernel_url = fetch_script(server)["kernel"]
+    status, dummy, dummy_body = curl("-H", "Range: bytes=-0", kernel_url)
+    assert status == 416
+    status, dummy, body = curl("-H", "Range: bytes=-3", kernel_url)
+    assert status == 206 and len(body) == 3
+
+
+def raw_connection(server, source="127.0.0.1"):
+    sock = socket.create_connection((server.host, server.port), timeout=5, source_address=(source, 0))
+    return sock
+
+
+def closed_by_server(sock, within):
+    sock.settimeout(within)
+    try:
+        return sock.recv(1024) == b""
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+@pytest.fixture
+def capped_server(files):
+    state = make_state(files, base_urls=["http://127.0.0.2:0"])
+    running = ServerThread(state, host="127.0.0.2", per_client=4, total=6, idle_timeout=1.0)
+    state.base_urls = [running.base]
+    yield running
+    running.stop()
+    state.events.close()
+
+
+def test_connections_are_capped_per_client_and_in_all_and_idle_ones_closed(capped_server):
+    held = [raw_connection(capped_server) for dummy in range(4)]
+    # Over the client's cap: reset at once, before aiohttp sees it.
+    extra = raw_connection(capped_server)
+    assert closed_by_server(extra, 0.5)
+    # Another client still gets in, up to the total of 6.
+    others = [raw_connection(capped_server, source="127.0.0.3") for dummy in range(2)]
+    assert closed_by_server(raw_connection(capped_server, source="127.0.0.4"), 0.5)
+    # Idle, or a request head sent a byte at a time: closed after the idle timeout (1 s here).
+    held[0].sendall(b"GET /boot/52-54-00-aa-00-01.ipxe HTTP/1.1\r\nHost: x\r\n")
+    assert all(closed_by_server(sock, 3.0) for sock in held + others)
+    for sock in held + others + [extra]:
+        sock.close()
+    status, dummy, dummy_body = curl(capped_server.base + "/boot/52-54-00-aa-00-01.ipxe")
+    assert status == 200
+
+
+def test_a_body_sent_slowly_is_cut_off(capped_server, monkeypatch):
+    monkeypatch.setattr(http_module, "HTTP_BODY_TIMEOUT", 1.0)
+    sock = raw_connection(capped_server)
+    sock.sendall(b"POST /api/v1/phone-home HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+    sock.settimeout(3)
+    assert sock.recv(1024).startswith(b"HTTP/1.1 408")
+    sock.close()
+
+
+def test_a_flood_of_malformed_requests_leaves_a_few_lines_without_tracebacks(server, caplog):
+    with caplog.at_level(logging.WARNING):
+        for dummy in range(200):
+            sock = raw_connection(server)
+            sock.sendall(b"GET /\x00bad HTTP/1.1\r\nHost: \x01\r\n\r\n")
+            sock.settimeout(5)
+            assert sock.recv(1024).split(b" ")[1] == b"400"
+            sock.close()
+    lines = [record for record in caplog.records if record.levelno >= logging.WARNING and record.name.startswith(http_module.__name__)]
+    assert 1 <= len(lines) <= 5, [record.getMessage() for record in lines]
+    assert all(record.exc_info is None and "127.0.0.1" in record.getMessage() for record in lines)

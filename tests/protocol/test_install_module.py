@@ -111,6 +111,28 @@ def test_no_disk_is_refused(net, target, stand_in, tmp_path):
     assert not stand_in.exists()
 
 
+@pytest.mark.parametrize("change, message", [
+    ({"disks": [{"name": "vda", "size_bytes": 2 * 2 ** 30, "has_partitions": False}]},
+     "refusing to install nixie-01: vda (2.0 GiB, unknown model) is not known to be blank"),
+    ({"disks": [dict(BLANK_DISK, has_filesystem=None)]}, "vda (2.0 GiB, QEMU HARDDISK) is not known to be blank"),
+    ({"disks": "sda"}, "its agent report's disks must be a list of objects, got 'sda'"),
+    ({"disks": ["sda"]}, "its agent report's disks must be a list of objects"),
+    ({"ssh_host_keys": "ssh-ed25519 AAAA"}, "reported its SSH host keys as one string"),
+    ({"name": "../../etc"}, "name: host name '../../etc' must be"),
+    ({"timeout": 0}, "timeout: must be at least 1 second, got 0"),
+    ({"run_dir": "/proc/nixie/run"}, "run_dir: cannot create /proc/nixie/run/nixie-01"),
+])
+def test_malformed_reports_and_options_are_refused_before_anything_runs(net, target, stand_in, tmp_path, change, message):
+    args = install_args(tmp_path, [target])
+    for key in ("disks", "ssh_host_keys"):
+        if key in change:
+            args["agent_report"][key] = change.pop(key)
+    result = run_module("nixie.provision.install", dict(args, **change), netns=net.ctl_ns)
+    assert result["failed"] and message in result["msg"], result
+    assert "Traceback" not in result.get("module_stderr", "")
+    assert not stand_in.exists() and not (tmp_path / "etc").exists()
+
+
 def test_another_host_key_at_the_address_is_refused(net, target, stand_in, tmp_path):
     impostor = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOq3Ae8ciXvwSBoPHmIZVbHJU8KeUiJp6oNX8nn7UBsD root@elsewhere"
     result = run_module("nixie.provision.install", install_args(tmp_path, [impostor]), netns=net.ctl_ns)

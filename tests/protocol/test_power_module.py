@@ -1,37 +1,27 @@
 """nixie.provision.power, run as a real Ansible module against real BMC emulators on loopback.
 
 Redfish: OpenStack's sushy-tools emulator (``sushy-emulator --fake``) over HTTPS with a self-signed
-certificate made here, with basic authentication, and a fresh state directory per test session. Its fake
+certificate made for the test (nixielab.bmc), with basic authentication, and a fresh state directory per test session. Its fake
 driver applies a power change 1 to 11 s after the request, so every check waits on the state it reports.
 IPMI: pyghmi's RMCP+ BMC server class in its own process (tests/support/ipmi_bmc.py), which Debian's
 ipmitool drives too. What a BMC was told is read from the BMC (its Redfish API, its log, its state file),
 not from the module.
 """
 
-import datetime
-import ipaddress
 import json
 import os
-import shutil
 import socket
 import subprocess
-import sys
 import time
 
-import bcrypt
 import pytest
 import requests
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from nixielab.ansiblerun import run_module as run_ansible_module
+from nixielab.bmc import USER, FakeSystem, IpmiServer, RedfishEmulator
 
 PASSWORD = "s3cret-Nixie-BMC"
-USER = "admin"
 # Each test has its own fake system, in the power state it starts from, so that none waits for another's.
 SYSTEMS = {"on-net": "Off", "cycle": "On", "off": "On", "http": "Off", "check": "Off", "password": "Off", "boot": "On"}
-SUPPORT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "support")
 # Ansible prints this in place of a no_log value: in a message it would mean the module put the password there.
 MASK = "********"
 
@@ -55,27 +45,6 @@ def free_port(kind=socket.SOCK_STREAM):
         return sock.getsockname()[1]
 
 
-def self_signed_certificate(directory):
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "nixie test BMC")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    certificate = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = os.path.join(directory, "bmc.pem"), os.path.join(directory, "bmc.key")
-    with open(cert_path, "wb") as handle:
-        handle.write(certificate.public_bytes(serialization.Encoding.PEM))
-    with open(key_path, "wb") as handle:
-        handle.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                       serialization.NoEncryption()))
-    return cert_path, key_path
-
-
 def wait_until(predicate, timeout, what):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -91,30 +60,13 @@ class RedfishBmc:
 
     def __init__(self, tmp, systems):
         self.tmp = tmp
-        os.makedirs(tmp)
-        self.ca, key = self_signed_certificate(tmp)
-        self.port = free_port()
-        self.url = "https://127.0.0.1:%d" % self.port
-        self.log_path = os.path.join(tmp, "emulator.log")
-        auth = os.path.join(tmp, "htpasswd")
-        with open(auth, "w", encoding="utf-8") as handle:
-            handle.write("%s:%s\n" % (USER, bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(rounds=4)).decode()))
-        fake = [{"uuid": "00000000-0000-4000-8000-%012d" % index, "name": name, "power_state": power,
-                 "nics": [{"mac": "52:54:00:00:00:%02x" % index, "ip": "127.0.0.1"}]}
-                for index, (name, power) in enumerate(systems.items(), 1)]
-        self.paths = {system["name"]: "/redfish/v1/Systems/%s" % system["uuid"] for system in fake}
-        config = os.path.join(tmp, "emulator.conf")
-        with open(config, "w", encoding="utf-8") as handle:
-            handle.write("SUSHY_EMULATOR_FAKE_DRIVER = True\nSUSHY_EMULATOR_STATE_DIR = %r\n"
-                         "SUSHY_EMULATOR_AUTH_FILE = %r\nSUSHY_EMULATOR_FAKE_SYSTEMS = %r\n"
-                         % (os.path.join(tmp, "state"), auth, fake))
+        fake = [FakeSystem(name, "52:54:00:00:00:%02x" % index, power) for index, (name, power) in enumerate(systems.items(), 1)]
+        emulator = RedfishEmulator(tmp, fake, PASSWORD, port=free_port())
+        self.url, self.ca, self.log_path = emulator.url, str(emulator.ca_path), str(emulator.log_path)
+        self.paths = {system.name: system.path for system in fake}
         self.log = open(self.log_path, "w", encoding="utf-8")
-        self.process = subprocess.Popen(
-            [shutil.which("sushy-emulator") or os.path.join(os.path.dirname(sys.executable), "sushy-emulator"),
-             "--fake", "--config", config, "-i", "127.0.0.1", "-p", str(self.port),
-             "--ssl-certificate", self.ca, "--ssl-key", key],
-            stdout=self.log, stderr=subprocess.STDOUT, env=dict(os.environ, SUSHY_EMULATOR_STATE_DIR=os.path.join(tmp, "state")))
-        wait_until(self._answers, 20, "sushy-emulator on port %d" % self.port)
+        self.process = subprocess.Popen(emulator.argv(), stdout=self.log, stderr=subprocess.STDOUT)
+        wait_until(self._answers, 20, "sushy-emulator on port %d" % emulator.port)
 
     def _answers(self):
         try:
@@ -153,19 +105,16 @@ class IpmiBmc:
     """tests/support/ipmi_bmc.py running on a loopback UDP port; ``state()`` is what it holds."""
 
     def __init__(self, tmp):
-        self.port = free_port(socket.SOCK_DGRAM)
-        self.state_path = os.path.join(tmp, "state.json")
         password_file = os.path.join(tmp, "password")
         with open(password_file, "w", encoding="utf-8") as handle:
             handle.write(PASSWORD)
-        self.process = subprocess.Popen(
-            [sys.executable, os.path.join(SUPPORT, "ipmi_bmc.py"), "--port", str(self.port), "--user", USER,
-             "--password-file", password_file, "--state", self.state_path, "--delay", "1.5"])
-        wait_until(lambda: os.path.exists(self.state_path), 10, "the IPMI BMC")
+        self.server = IpmiServer(tmp, password_file, port=free_port(socket.SOCK_DGRAM), delay=1.5)
+        self.port = self.server.port
+        self.process = subprocess.Popen(self.server.argv())
+        wait_until(self.server.state_path.exists, 10, "the IPMI BMC")
 
     def state(self):
-        with open(self.state_path, encoding="utf-8") as handle:
-            return json.load(handle)
+        return self.server.state()
 
     def args(self, **extra):
         return dict(dict(driver="ipmi", address="127.0.0.1", port=self.port, username=USER, password=PASSWORD,

@@ -40,6 +40,7 @@ UNKNOWN_MAC = "02:00:00:00:00:99"
 HTTP_PORT = 8080
 ETH_P_IP = 0x0800
 PACKET_OUTGOING = 4
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 SCRIPT_URL = "http://10.213.0.1:8080/boot/52-54-00-aa-00-01.ipxe"
 
 
@@ -353,3 +354,56 @@ def test_missing_privilege_is_reported_with_the_port(netns_pair):
     assert report["errno"] == errno.EACCES
     assert report["port"] == 67
     assert "UDP port 67" in report["message"] and "CAP_NET_BIND_SERVICE" in report["message"]
+
+
+def test_replies_to_addresses_nobody_has_hold_up_nobody(proxy, wire):
+    # A machine on the segment spoofs a listed MAC with unicast DISCOVERs (no broadcast flag) naming a ciaddr, or
+    # a relay (giaddr), that nobody has: were those replies to wait on ARP, they would fill port 67's socket and
+    # every later reply, valid ones included, would queue behind them.
+    pair = proxy.pair
+    pair.give_client_address()
+    rng = random.Random(67)
+    discover = BOOTP(captured_frame("seabios-ipxe-rom-e1000.pcap", 1, KNOWN_MAC)[42:])
+    discover.flags = 0
+    spoofed = []
+    for index in range(4000):
+        nobody = "10.213.0.%d" % rng.randrange(100, 250)
+        discover.xid = index
+        discover.ciaddr, discover.giaddr = (nobody, "0.0.0.0") if index % 2 else ("0.0.0.0", nobody)
+        spoofed.append(bytes(discover))
+
+    def flood():
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.bind((pair.client_ip, 0))
+            # Paced at about 2,000 a second, about what the server reads: the replies, not the requests, must pile up.
+            for index, payload in enumerate(spoofed):
+                sock.sendto(payload, (pair.server_ip, DHCP_SERVER_PORT))
+                if index % 20 == 19:
+                    time.sleep(0.01)
+
+    # A second capture, with room for every frame of the flood, for the replies to KNOWN_MAC.
+    spoofed_wire = Wire(pair)
+    spoofed_wire.sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 16 << 20)
+    pair.call(pair.client_ns, flood)
+    flooded = time.monotonic()
+    other_mac = "52:54:00:aa:00:02"
+    valid = Ether(captured_frame("seabios-ipxe-rom-e1000.pcap", 1, other_mac))
+    valid[BOOTP].xid = 0x5EED
+    valid[BOOTP].flags = 0x8000
+    del valid[IP].chksum, valid[UDP].chksum
+    # The flood's own datagrams overflow the port's receive queue (the kernel drops the rest): the valid client
+    # retransmits as firmware does, and must be answered once the server has read what got in, within 3 s.
+    replies = []
+    while not replies and time.monotonic() - flooded < 10:
+        wire.send(bytes(valid))
+        replies = [frame for frame in wire.replies(other_mac, wait=0.5, enough=1) if frame[BOOTP].xid == 0x5EED]
+    answered = time.monotonic() - flooded
+    assert replies, "the valid client got no answer within 10 s of the flood"
+    assert answered < 3.0, "the valid client waited %.2f s behind the flood" % answered
+    # The replies to a ciaddr left at once, as frames to the client's MAC: no ARP, nothing held in the kernel.
+    unicast = [frame for frame in spoofed_wire.replies(KNOWN_MAC, wait=1.0) if frame[IP].dst != "255.255.255.255"]
+    spoofed_wire.close()
+    assert unicast and all(frame[Ether].dst == KNOWN_MAC for frame in unicast)
+    assert all(frame[IP].dst == frame[BOOTP].ciaddr or frame[BOOTP].ciaddr == "0.0.0.0" for frame in unicast)
+    # The relay replies that found no room were dropped and counted, never queued.
+    assert set(proxy.server.sender.dropped) <= {"EAGAIN", "EHOSTUNREACH", "ENOBUFS"}

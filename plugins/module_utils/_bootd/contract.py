@@ -63,10 +63,12 @@ STEP_MARKED_NOT_INSTALLED = "marked_not_installed"
 STEP_RELEASED = "released"
 STEP_REFUSED = "refused"
 STEP_BOOT_LOCAL = "boot_local"
+# Past its budget a sender's events are counted: one such event per sender and interval says how many ("of", "count").
+STEP_SUPPRESSED = "suppressed"
 STEPS = (
     STEP_DHCP_OFFER, STEP_DHCP_ACK, STEP_DHCP_IGNORED, STEP_TFTP_START, STEP_TFTP_DONE, STEP_AUTOEXEC, STEP_SCRIPT,
     STEP_KERNEL, STEP_INITRD, STEP_PHONE_HOME, STEP_MARKED_INSTALLED, STEP_MARKED_NOT_INSTALLED, STEP_RELEASED,
-    STEP_REFUSED, STEP_BOOT_LOCAL,
+    STEP_REFUSED, STEP_BOOT_LOCAL, STEP_SUPPRESSED,
 )
 # The installer's files, as served under FILE_ROUTE; a download is recorded as the step of its name.
 FILE_KINDS = (STEP_KERNEL, STEP_INITRD)
@@ -109,6 +111,15 @@ INSTALLER_LOG_FILE = "installer-build.log"
 HOST_INSTALL_LOG = "install.log"
 HOST_EXTRA_FILES = "extra-files"
 HOST_KNOWN_HOSTS = "known_hosts"
+
+
+def key_identity(line: str) -> tuple[str, str] | None:
+    """``(type, base64)`` of an OpenSSH public key line, with or without leading host names or options; None if none."""
+    fields = line.split()
+    for index, field in enumerate(fields[:-1]):
+        if field in SSH_KEY_TYPES:
+            return field, fields[index + 1]
+    return None
 
 
 def run_file(run_dir: str, name: str) -> str:

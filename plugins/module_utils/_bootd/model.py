@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Mapping, Optional, Tuple
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract
-from ansible_collections.nixie.provision.plugins.module_utils._mac import normalize_mac
+from ansible_collections.nixie.provision.plugins.module_utils._mac import unicast_mac
 
 # Option 60 prefixes (PXE 2.1 and UEFI 2.5+ HTTP boot) and the exact value a reply must echo.
 PXE_CLIENT = "PXEClient"
@@ -32,7 +32,7 @@ class Host:
     installed: bool = False
 
     def __post_init__(self):
-        object.__setattr__(self, "mac", normalize_mac(self.mac))
+        object.__setattr__(self, "mac", unicast_mac(self.mac))
 
 
 @dataclass(frozen=True)

@@ -22,16 +22,35 @@ def effective_capabilities(status_path: str = "/proc/self/status") -> Set[int]:
     return set()
 
 
-def missing_privileges() -> Optional[str]:
-    """Return a sentence naming what is missing to serve DHCP and TFTP, or None when nothing is."""
-    missing = {CAP_NET_BIND_SERVICE: "CAP_NET_BIND_SERVICE (ports 67, 69 and 4011 are below 1024)",
-               CAP_NET_RAW: "CAP_NET_RAW (binding the DHCP socket to one interface)"}
-    for capability in effective_capabilities():
+def unprivileged_port_start(path: str = "/proc/sys/net/ipv4/ip_unprivileged_port_start") -> int:
+    """The lowest port anyone may bind in this network namespace (1024 unless the sysctl lowered it)."""
+    try:
+        with open(path, encoding="ascii") as handle:
+            return int(handle.read())
+    except (OSError, ValueError):
+        return 1024
+
+
+def missing_privileges(status_path: str = "/proc/self/status", port_start: int | None = None, euid: int | None = None) -> Optional[str]:
+    """Return a sentence naming what is missing to serve DHCP and TFTP, or None when nothing is.
+
+    ``port_start`` (the ip_unprivileged_port_start sysctl) and ``euid`` default to this process's.
+    """
+    missing = {CAP_NET_RAW: "CAP_NET_RAW (binding the DHCP socket to one interface)"}
+    # Port 67 is the lowest the server binds; with the sysctl at or below it, no capability is needed to bind.
+    if (unprivileged_port_start() if port_start is None else port_start) > 67:
+        missing[CAP_NET_BIND_SERVICE] = "CAP_NET_BIND_SERVICE (ports 67, 69 and 4011 are below net.ipv4.ip_unprivileged_port_start)"
+    for capability in effective_capabilities(status_path):
         missing.pop(capability, None)
     if not missing:
         return None
-    return ("the boot server needs root or %s; run the play with become: true on the controller, "
-            "or grant the capabilities to the Python interpreter" % " and ".join(missing.values()))
+    needed = " and ".join(missing[key] for key in sorted(missing))
+    if (os.geteuid() if euid is None else euid) == 0:
+        # become cannot help: root already, in a container or under a systemd unit that dropped the capabilities.
+        return ("the boot server runs as root but without %s; give them to its container (capabilities NET_RAW and "
+                "NET_BIND_SERVICE, or a privileged container) or to the service running it" % needed)
+    return ("the boot server needs root or %s; run the play with become: true on the controller, or grant the "
+            "capabilities to the Python interpreter" % needed)
 
 
 def _socket_inodes(protocol, port):

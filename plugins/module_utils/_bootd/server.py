@@ -16,6 +16,8 @@ import ipaddress
 import json
 import logging
 import os
+import re
+import resource
 import signal
 from typing import Any, Callable, Dict, List, Mapping, Tuple
 
@@ -25,15 +27,25 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd.runfiles im
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.booter import Booter
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.proxy import ClientMemo
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.events import EventLog
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.http import BootState, Installer, make_app, start_http
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.http import HTTP_FILES, BootState, Installer, make_app, start_http
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host, ServerAddress
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.proxydhcp import start_proxydhcp
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.proxydhcp6 import start_proxydhcp6
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.tftp import TftpServer
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.udp import PortBindError
+from ansible_collections.nixie.provision.plugins.module_utils._hosts import host_name
 from ansible_collections.nixie.provision.plugins.module_utils._ipxe_dir import find_ipxe_binaries
+from ansible_collections.nixie.provision.plugins.module_utils._rundir import make_run_dir
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.table import HostTable
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.limits import LogBudget
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.tokens import TokenStore, read_outstanding, write_outstanding
+
+# The files the server may hold at once: HTTP's connections and what they send, TFTP's transfers (a socket and a
+# file each, 64 of them), and the rest (listening sockets, logs, the event loop, Python's own).
+TFTP_FILES = 2 * 64
+OTHER_FILES = 64
+FILES_NEEDED = HTTP_FILES + TFTP_FILES + OTHER_FILES
+_LOG = logging.getLogger(__name__)
 
 
 class ServerError(NixieError):
@@ -45,8 +57,33 @@ def config_digest(config: Dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
 
 
+# Control characters would end the line they are written into: an iPXE script's kernel line, a URL, a log line.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _check_authorized_key(text):
+    lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    if not lines:
+        raise ServerError("authorized_key: no SSH public key given")
+    for line in lines:
+        if contract.key_identity(line) is None:
+            raise ServerError("authorized_key: %r is not an OpenSSH public key line (such as 'ssh-ed25519 AAAA... me@host'); "
+                              "give one key per line as a string" % line[:60])
+
+
 def validate_config(config: Mapping[str, Any]) -> Tuple[List[Host], Dict[str, str]]:
     """Check what can be checked before forking; raise ServerError naming the problem."""
+    port = config["http_port"]
+    if not 0 < port < 65536:
+        raise ServerError("http_port: must be a TCP port from 1 to 65535, got %d" % port)
+    if _CONTROL.search(config["cmdline"]):
+        raise ServerError("cmdline: must be one line without control characters, got %r" % config["cmdline"])
+    _check_authorized_key(config["authorized_key"])
+    for host in config["hosts"]:
+        try:
+            host_name(host["name"])
+        except ValueError as exc:
+            raise ServerError("hosts: %s" % exc) from None
     for key in ("kernel", "initrd"):
         if not os.path.isfile(config[key]):
             raise ServerError("%s: no such file: %s" % (key, config[key]))
@@ -123,8 +160,36 @@ def _tokens(run_dir, hosts):
     return tokens
 
 
+def ensure_file_limit(needed: int = FILES_NEEDED) -> int:
+    """Raise RLIMIT_NOFILE to ``needed`` if it is lower (the hard limit too, which root may); return the soft limit.
+
+    Raises ServerError when it cannot: out of descriptors, accept() fails and a server thread with it, so the
+    server refuses to start rather than fail under load.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and soft < needed:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard if hard == resource.RLIM_INFINITY else max(hard, needed)))
+        except (OSError, ValueError) as exc:
+            raise ServerError("the boot server needs %d open files (HTTP %d, TFTP %d, other %d) and may open %d (hard limit %d): %s; "
+                              "raise the limit (ulimit -n %d, or LimitNOFILE= for a service)"
+                              % (needed, HTTP_FILES, TFTP_FILES, OTHER_FILES, soft, hard, exc, needed)) from None
+    return max(soft, needed) if soft != resource.RLIM_INFINITY else soft
+
+
+def _budgeted_loop_errors(log: LogBudget) -> Callable[[asyncio.AbstractEventLoop, Dict[str, Any]], None]:
+    """The loop's exception handler: asyncio reports each failed accept() (EMFILE) and callback; a few lines per kind
+    and interval, then a count, never a line per event."""
+    def handle(dummy_loop, context):
+        exc = context.get("exception")
+        log.log(("event loop:", context.get("message"), type(exc).__name__), logging.ERROR, "event loop: %s: %s",
+                context.get("message"), exc, exc_info=exc if not isinstance(exc, OSError) else None)
+    return handle
+
+
 async def _serve(config, ready):
     hosts, binaries = validate_config(config)
+    ensure_file_limit()
     # tftpy logs every malformed or refused packet at ERROR; tftp.py records those as events already, and a
     # scanner on the boot network must not be able to fill server.log.
     logging.getLogger("tftpy").setLevel(logging.CRITICAL)
@@ -134,6 +199,7 @@ async def _serve(config, ready):
     events = EventLog(run_dir, table)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(_budgeted_loop_errors(LogBudget(_LOG)))
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
 
@@ -205,7 +271,7 @@ def start(config: Dict[str, Any], timeout: float = 30.0) -> Dict[str, Any]:
     if problem:
         raise ServerError(problem)
     _refuse_shared_udp_ports(config)
-    os.makedirs(config["run_dir"], mode=0o700, exist_ok=True)
+    make_run_dir(config["run_dir"])
     with open(contract.run_file(config["run_dir"], contract.CONFIG_FILE), "w", encoding="utf-8") as handle:
         json.dump(config, handle, indent=2, sort_keys=True)
     try:

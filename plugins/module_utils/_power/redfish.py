@@ -98,7 +98,8 @@ class RedfishDriver(PowerDriver):
             self.warnings.append("the TLS certificate of %s is not verified (validate_certs: false)" % self.address)
         # Our own authentication object, so that close() can end the session through sushy's public API.
         self._auth = sushy.auth.SessionOrBasicAuth(username=username, password=password)
-        self._root = self._call("cannot open a session", sushy.Sushy, self.address, auth=self._auth, verify=verify, read_timeout=timeout, connect_timeout=timeout,
+        self._root = self._call("cannot open a session", sushy.Sushy, self.address, auth=self._auth, verify=verify,
+                                read_timeout=timeout, connect_timeout=timeout,
                                 server_side_retries=SERVER_SIDE_RETRIES,
                                 server_side_retries_delay=SERVER_SIDE_RETRY_DELAY)
         self._system = self._call("cannot read the system", self._find_system, system)

@@ -1,10 +1,11 @@
 # Copyright: Nixie developers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""A host's power settings (hosts.json's ``power``, host variable ``nixie_power``): checked once, opened into a driver.
+"""A host's power settings (hosts.json's ``power``, host variable ``nixie_power``), checked once.
 
 The inventory plugin checks them when it reads hosts.json, and the modules that take them (status) check them
 again for any other inventory. Passwords are never part of them: they come from ``nixie_bmc_password`` (Ansible
-Vault) or from the controller's environment variable that ``password_env`` names.
+Vault) or from the controller's environment variable that ``password_env`` names. Pure: the drivers, and the BMC
+libraries they load, are ``connect``'s, so that reading an inventory never imports sushy or pyghmi.
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ import re
 from typing import Any, Dict, Mapping, Optional
 from urllib.parse import urlsplit
 
-from ansible_collections.nixie.provision.plugins.module_utils._power import ipmi, redfish, wol
-from ansible_collections.nixie.provision.plugins.module_utils._power.base import BOOT_MODES, PowerDriver, PowerError
+from ansible_collections.nixie.provision.plugins.module_utils._power.base import BOOT_MODES, PowerError
 
 DRIVERS = ("wol", "redfish", "ipmi")
 DEFAULT = {"driver": "wol"}
@@ -26,7 +26,6 @@ _BMC_FIELDS = {
     "wol": (),
 }
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-IPMI_PORT = 623
 
 
 def _text(value: Any) -> str:
@@ -124,19 +123,3 @@ def password(settings: Mapping[str, Any], given: Optional[str]) -> Optional[str]
         return os.environ[name]
     raise PowerError("no password for the BMC %s: set nixie_bmc_password (with Ansible Vault) or power.password_env"
                      % settings["address"])
-
-
-def open_driver(settings: Mapping[str, Any], bmc_password: Optional[str], timeout: float = 60, mac: Optional[str] = None,
-                broadcast: str = "255.255.255.255", wol_port: Optional[int] = None, interface: Optional[str] = None) -> PowerDriver:
-    """The driver ``settings`` (see ``validate``) name, connected (and for a BMC logged in)."""
-    if settings["driver"] == "redfish":
-        return redfish.RedfishDriver(settings["address"], settings["username"], bmc_password, settings.get("system"),
-                                     settings.get("port"), settings.get("validate_certs", True), settings.get("ca_path"), timeout)
-    if settings["driver"] == "ipmi":
-        return ipmi.IpmiDriver(settings["address"], settings["username"], bmc_password, settings.get("port") or IPMI_PORT)
-    return wol.WolDriver(mac, broadcast, wol_port or 9, interface)
-
-
-def describe(settings: Mapping[str, Any]) -> str:
-    """How the machine is powered, for messages: ``redfish BMC https://10.0.0.21`` or ``Wake-on-LAN``."""
-    return "Wake-on-LAN" if settings["driver"] == "wol" else "%s BMC %s" % (settings["driver"], settings["address"])

@@ -1,9 +1,9 @@
 """Command line of the lab: `python -m nixielab demo | teardown | build-installer` (as root).
 
-demo             builds the test installer, creates a lab with a SeaBIOS and an OVMF machine, runs the
-                 collection's provision playbook in the controller namespace (status, installer built by nix,
-                 boot server, Wake-on-LAN, netboot, phone-home, nixos-anywhere stand-in, reboot, status),
-                 shows the recap and boot steps, tears down.
+demo             builds the test installer, creates a lab with a SeaBIOS machine woken by Wake-on-LAN and an OVMF
+                 machine with a Redfish BMC, runs the collection's provision playbook in the controller namespace
+                 (status, installer built by nix, boot server, power-on, netboot, phone-home, nixos-anywhere
+                 stand-in, reboot, status), shows the recap, the power actions and boot steps, tears down.
 teardown [--all] stops every process recorded under .lab/ by labs whose test run has died, deletes their
                  nxl-* namespaces and run directories: the way back to a clean machine after a killed
                  run. Labs of runs still going on are left alone unless --all is given.
@@ -22,8 +22,10 @@ from .installer import build_installer
 from .processes import NAMESPACE_PREFIX, STATE_ROOT, LabError, ProcessTracker, stop_namespace_processes
 
 # Named after the fixture flake's nixosConfigurations, as hosts.json names are after the user's flake.
-DEMO_MACHINES = (("nixie-01", "52:54:00:21:30:01", "bios", "e1000", "network-first"),
-                 ("nixie-02", "52:54:00:21:30:02", "uefi", "virtio-native", "disk-first"))
+# The OVMF machine has its disk first, as a UEFI machine has once its OS registered a boot entry: only its BMC's
+# one-time network boot takes it to the boot server.
+DEMO_MACHINES = (("nixie-01", "52:54:00:21:30:01", "bios", "e1000", "network-first", None),
+                 ("nixie-02", "52:54:00:21:30:02", "uefi", "virtio-native", "disk-first", "redfish"))
 FIRMWARE_NAMES = {("bios", "e1000"): "SeaBIOS + QEMU's iPXE ROM", ("uefi", "virtio-native"): "OVMF, EDK2's own PXE client"}
 
 
@@ -34,7 +36,7 @@ def build_installer_command() -> None:
 
 def demo() -> None:
     """The main job in the lab: the collection's provision playbook takes two powered-off machines to installed NixOS
-    hosts (status, installer build, boot server, Wake-on-LAN, netboot, phone-home, nixos-anywhere, reboot, status)."""
+    hosts (status, installer build, boot server, Wake-on-LAN or BMC, netboot, phone-home, nixos-anywhere, reboot, status)."""
     from . import netboot  # pylint: disable=import-outside-toplevel
     from .net import LabNetwork  # pylint: disable=import-outside-toplevel
 
@@ -43,10 +45,13 @@ def demo() -> None:
     print("  %s, %s" % (installer.kernel, installer.initrd))
     with LabNetwork("demo") as lab:
         print("\n== lab %s: namespaces %s and %s, run directory %s" % (lab.tag, lab.ctl_ns, lab.lab_ns, lab.run_dir))
-        for name, mac, firmware, nic, boot_order in DEMO_MACHINES:
-            lab.add_machine(name, mac, firmware=firmware, nic=nic, boot_order=boot_order)
-            print("  machine %-8s %s %s, %s, blank disk (off)" % (name, mac, FIRMWARE_NAMES[firmware, nic], boot_order))
-        lab.start_power_daemon()
+        for name, mac, firmware, nic, boot_order, bmc in DEMO_MACHINES:
+            lab.add_machine(name, mac, firmware=firmware, nic=nic, boot_order=boot_order, bmc=bmc)
+            print("  machine %-8s %s %s, %s, blank disk (off), powered by %s"
+                  % (name, mac, FIRMWARE_NAMES[firmware, nic], boot_order, "its %s BMC" % bmc if bmc else "Wake-on-LAN"))
+        power_daemon = lab.start_power_daemon()
+        bmcs = lab.start_bmcs()
+        print("  Redfish BMC (sushy-tools emulator) at %s, in the controller namespace only" % bmcs.redfish.url)
         run = netboot.with_stand_in(netboot.prepare(lab, installer, lab.machines, lab.run_dir / "provision"), installer)
         print("\n== ansible-playbook -i %s nixie.provision.provision (in %s)" % (run.inventory, lab.ctl_ns))
         print("   nixos-anywhere is the lab's recording stand-in (tests/lab/nixielab/files/nixos-anywhere): no real NixOS")
@@ -55,6 +60,15 @@ def demo() -> None:
         result = netboot.provision(lab, run)
         print(result.stdout.strip())
         print("(%.1f s, exit %d)" % (time.monotonic() - started, result.returncode))
+        print("\n== power")
+        names = {machine.mac: machine.name for machine in lab.machines}
+        for entry in power_daemon.packets():
+            print("  %-8s magic packet via %s: %s" % (names.get(entry["mac"], entry["mac"]), entry["via"], entry["action"]))
+        for entry in bmcs.events():
+            if entry["event"] == "request":
+                print("  %-8s %s BMC asked for %s" % (entry["machine"], entry["bmc"], entry["request"]))
+            elif entry["event"] in ("start", "stop"):
+                print("  %-8s QEMU %s (%s) %s" % (entry["machine"], entry["event"], entry["cause"], entry.get("boot_order", "")))
         print("\n== boot steps per machine (%s)" % (run.run_dir / "events.jsonl"))
         first = {}
         for event in run.events():

@@ -1,8 +1,9 @@
 """The lab's "installed NixOS" disk image, which the stand-in nixos-anywhere (files/nixos-anywhere) writes to a machine.
 
 No real NixOS can be built here, so an installed lab machine boots the test installer's kernel and initramfs
-from its own disk; the initramfs's /init finds the installed host's state there and becomes that host
-(files/init). The image is a raw disk with an MBR partition table, which both firmwares boot:
+from its own disk; the initramfs's /init, told by the boot entry's DISK_BOOT_PARAMETER that it came from the disk,
+finds the installed host's state there and becomes that host (files/init). The image is a raw disk with an MBR
+partition table, which both firmwares boot:
 
 - partition 1, FAT, active, type EF: the kernel, the initramfs, syslinux for SeaBIOS (syslinux's MBR boot
   code loads the active partition's syslinux boot sector) and systemd-boot as EFI/BOOT/BOOTX64.EFI, the
@@ -35,6 +36,8 @@ SYSLINUX_MBR = Path("/usr/lib/syslinux/mbr/mbr.bin")
 SYSTEMD_BOOT = Path("/usr/lib/systemd/boot/efi/systemd-bootx64.efi")
 LABEL = "NIXIELAB"
 STATE_TYPE = "da"  # "non-FS data": nothing mounts or probes it
+# On the boot entries' kernel command line: tells files/init it was booted from this disk, not from the network.
+DISK_BOOT_PARAMETER = "nixielab.boot=disk"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,10 +75,11 @@ def _boot_filesystem(installer: Installer, size: int, scratch: Path) -> Path:
     fat = scratch / "boot.fat"
     run_checked(["mkfs.vfat", "-n", LABEL, "-C", str(fat), str(size // 1024)])
     files = scratch / "files"
+    cmdline = "%s %s" % (installer.cmdline, DISK_BOOT_PARAMETER)
     for path, content in {
-        "syslinux.cfg": "DEFAULT nixielab\nLABEL nixielab\n  LINUX /vmlinuz\n  INITRD /initrd.gz\n  APPEND %s\n" % installer.cmdline,
+        "syslinux.cfg": "DEFAULT nixielab\nLABEL nixielab\n  LINUX /vmlinuz\n  INITRD /initrd.gz\n  APPEND %s\n" % cmdline,
         "loader/loader.conf": "default nixielab.conf\ntimeout 0\n",
-        "loader/entries/nixielab.conf": "title Nixie lab installed system\nlinux /vmlinuz\ninitrd /initrd.gz\noptions %s\n" % installer.cmdline,
+        "loader/entries/nixielab.conf": "title Nixie lab installed system\nlinux /vmlinuz\ninitrd /initrd.gz\noptions %s\n" % cmdline,
     }.items():
         (files / path).parent.mkdir(parents=True, exist_ok=True)
         (files / path).write_text(content)

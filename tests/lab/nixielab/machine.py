@@ -2,8 +2,8 @@
 
 A Machine is a description plus files in its own directory (disk, UEFI variables, serial log,
 pidfile, monitor socket), so any process can ask whether it runs, read its console or stop it,
-whoever started it. Tests power machines on through the power daemon (Wake-on-LAN), as Nixie does;
-only tests that are not about power or network boot (the test installer's) start QEMU directly.
+whoever started it. Tests power machines on as Nixie does, through the power daemon (Wake-on-LAN) or a
+BMC (nixielab.bmcd); only tests that are not about power or network boot (the test installer's) start QEMU directly.
 """
 
 from __future__ import annotations
@@ -128,9 +128,9 @@ class Machine:  # pylint: disable=too-many-instance-attributes  # one field per 
         if self.firmware == "uefi" and not self.vars_path.exists():
             shutil.copyfile(OVMF_VARS, self.vars_path)
 
-    def qemu_argv(self) -> list[str]:
-        """QEMU's command line."""
-        nic_index, disk_index = (1, 2) if self.boot_order == "network-first" else (2, 1)
+    def qemu_argv(self, boot_order: str | None = None) -> list[str]:
+        """QEMU's command line; `boot_order` replaces the machine's own for this power-on (a BMC's one-time boot)."""
+        nic_index, disk_index = (1, 2) if (boot_order or self.boot_order) == "network-first" else (2, 1)
         nic = "%s,netdev=net0,mac=%s,bootindex=%d" % (NICS[self.nic], self.mac, nic_index)
         argv = [
             "qemu-system-x86_64", "-name", "%s,process=nxl-%s" % (self.name, self.name),
@@ -158,8 +158,9 @@ class Machine:  # pylint: disable=too-many-instance-attributes  # one field per 
             argv += ["-kernel", str(self.kernel), "-initrd", str(self.initrd), "-append", self.append or ""]
         return argv
 
-    def start(self) -> None:
-        """Power the machine on (start QEMU in the lab namespace); an error if it already runs."""
+    def start(self, boot_order: str | None = None) -> None:
+        """Power the machine on (start QEMU in the lab namespace), with `boot_order` for this power-on when given;
+        an error if it already runs."""
         if self.running:
             raise LabError("machine %s is already running" % self.name)
         self.prepare()
@@ -167,7 +168,7 @@ class Machine:  # pylint: disable=too-many-instance-attributes  # one field per 
             stale.unlink(missing_ok=True)
         with open(self.qemu_log_path, "ab") as qemu_log:
             self._process = ProcessTracker(self.tracker_dir).spawn(
-                self._process_label, in_netns(self.netns, self.qemu_argv()),
+                self._process_label, in_netns(self.netns, self.qemu_argv(boot_order)),
                 stdin=subprocess.DEVNULL, stdout=qemu_log, stderr=subprocess.STDOUT)
 
     @property
@@ -199,7 +200,14 @@ class Machine:  # pylint: disable=too-many-instance-attributes  # one field per 
         return status
 
     def monitor(self, command: str, timeout: float = 5.0) -> str:
-        """Run a QEMU monitor (HMP) command and return its output."""
+        """Run a QEMU monitor (HMP) command and return its output.
+
+        A QEMU that was just started (by the power daemon, or a BMC's glue) may not have made its socket yet, more so
+        on a loaded host: the socket is waited for within ``timeout``.
+        """
+        deadline = time.monotonic() + timeout
+        while not self.monitor_path.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
             connection.settimeout(timeout)
             connection.connect(str(self.monitor_path))

@@ -22,6 +22,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from .bmcd import DRIVERS, BmcGlue
 from .machine import Machine
 from .powerd import PowerDaemon
 from .processes import (NAMESPACE_PREFIX, STATE_ROOT, LabError, ProcessTracker, in_netns, python_environment, raise_on_termination_signals,
@@ -110,6 +111,8 @@ class LabNetwork:  # pylint: disable=too-many-instance-attributes  # the lab's a
         self.machines: list[Machine] = []
         self.clients: list[LabClient] = []
         self.power_daemon: PowerDaemon | None = None
+        self.bmc_drivers: dict[str, str] = {}
+        self.bmcs: BmcGlue | None = None
         self._namespaces: list[str] = []
 
     @property
@@ -149,8 +152,8 @@ class LabNetwork:  # pylint: disable=too-many-instance-attributes  # the lab's a
         """
         atexit.unregister(self.stop)
         problems = []
-        # The power daemon first (it powers off what it powered on), then machines a test started itself.
-        for service in (self.power_daemon, *self.machines, self.site_dhcp):
+        # The power daemon and the BMC glue first (they power off what they powered on), then machines a test started itself.
+        for service in (self.power_daemon, self.bmcs, *self.machines, self.site_dhcp):
             if service is not None:
                 try:
                     service.stop()
@@ -238,25 +241,43 @@ class LabNetwork:  # pylint: disable=too-many-instance-attributes  # the lab's a
         self.clients.append(client)
         return client
 
-    def add_machine(self, name: str, mac: str, **options) -> Machine:
+    def add_machine(self, name: str, mac: str, *, bmc: str | None = None, **options) -> Machine:
         """Define a QEMU machine on its own tap (options: Machine's firmware, nic, memory_mib, disk_size, prefill, ...).
 
-        The machine stays off: power it on with Wake-on-LAN through the power daemon.
+        The machine stays off: power it on with Wake-on-LAN through the power daemon, or, with `bmc` ("redfish" or
+        "ipmi"), through its BMC once start_bmcs() has started them.
         """
+        if bmc not in (None, *DRIVERS):
+            raise LabError("machine %s: bmc %r is not one of %s" % (name, bmc, ", ".join(DRIVERS)))
         machine = Machine(name=name, mac=mac, tap="tap%d" % len(self.machines), netns=self.lab_ns,
                           directory=self.run_dir / "machines" / name, tracker_dir=self.tracker.directory, **options)
         self.add_tap(machine.tap)
         self.machines.append(machine)
+        if bmc is not None:
+            self.bmc_drivers[name] = bmc
         return machine
 
     def start_power_daemon(self, machines: list[Machine] | None = None) -> PowerDaemon:
-        """Start the power daemon for `machines` (default: every machine added so far)."""
+        """Start the power daemon for `machines` (default: every machine added so far without a BMC).
+
+        It logs every magic packet, for the machines with a BMC too: they have no Wake-on-LAN here.
+        """
         if self.power_daemon is not None:
             raise LabError("the power daemon runs already")
         self.power_daemon = PowerDaemon(self.lab_ns, self.bridge, self.run_dir, self.tracker,
-                                        self.machines if machines is None else machines)
+                                        [machine for machine in self.machines if machine.name not in self.bmc_drivers] if machines is None else machines)
         self.power_daemon.start()
         return self.power_daemon
+
+    def start_bmcs(self) -> BmcGlue:
+        """Start the BMCs of the machines added with one, on the controller namespace's loopback (so that only the
+        controller reaches them), and the glue that powers each machine as its BMC says."""
+        if self.bmcs is not None:
+            raise LabError("the BMCs run already")
+        self.bmcs = BmcGlue(self.ctl_ns, self.run_dir, self.tracker,
+                            [(machine, self.bmc_drivers[machine.name]) for machine in self.machines if machine.name in self.bmc_drivers])
+        self.bmcs.start()
+        return self.bmcs
 
     def send_wol(self, payload: bytes, via: str = "udp4", *, destination: str | None = None, port: int = 9) -> None:
         """Send `payload` (see nixielab.wol.magic_packet) once from the controller's nixie0: as UDP (udp4, to the

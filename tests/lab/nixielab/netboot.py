@@ -12,6 +12,7 @@ from pathlib import Path
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.events import read_events
 
+from .bmcd import PASSWORD_ENV
 from .installed import build_installed_image
 from .installer import Installer, append_cpio
 from .machine import Machine
@@ -58,6 +59,13 @@ class NetbootRun:
         data = json.loads(path.read_text())
         return json.loads(data["__payload__"]) if "__payload__" in data else data
 
+    def update_host(self, name: str, **fields) -> None:
+        """Change host `name`'s fields in hosts.json, as a user editing the file between runs does."""
+        path = self.inventory.with_name("hosts.json")
+        hosts = json.loads(path.read_text(encoding="utf-8"))
+        hosts[name].update(fields)
+        path.write_text(json.dumps(hosts, indent=2) + "\n", encoding="utf-8")
+
     @property
     def stand_in_log(self) -> Path:
         return self.directory / "nixos-anywhere.jsonl"
@@ -72,13 +80,23 @@ class NetbootRun:
     def flake(self) -> str:
         return next(line.split(": ", 1)[1] for line in self.inventory.read_text().splitlines() if line.startswith("flake: "))
 
+    def toplevel(self, attribute: str) -> str:
+        """The store path of nixosConfigurations.<attribute>'s toplevel in the run's flake, as the real nix evaluates it."""
+        return subprocess.run(["nix", "--extra-experimental-features", "nix-command flakes", "eval", "--raw",
+                               "%s#nixosConfigurations.%s.config.system.build.toplevel.outPath" % (self.flake, attribute)],
+                              env=dict(self.environment, PATH="/usr/bin:/bin"), capture_output=True, text=True, check=True).stdout
+
     def events(self) -> list[dict]:
         """The boot server's events so far: none before it wrote any, and no line it is still writing."""
         return read_events(str(self.run_dir))
 
 
 def prepare(lab: LabNetwork, installer: Installer, machines: list[Machine], directory: Path, keep_server: bool = False) -> NetbootRun:
-    """Write the installer flake, key and inventory for `machines` into `directory`."""
+    """Write the installer flake, key and inventory for `machines` into `directory`.
+
+    A machine with a BMC gets its `power` object in hosts.json, and ansible-playbook the BMC password in the
+    environment variable that object names, as an operator would keep it out of the file.
+    """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     initrd = append_cpio(installer.initrd, {"/etc/nixie/hooks.d/50-nixie-agent": AGENT}, directory / "initrd.gz")
@@ -87,11 +105,14 @@ def prepare(lab: LabNetwork, installer: Installer, machines: list[Machine], dire
     key = directory / "deployer"
     if not key.exists():
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "deployer@nixie-lab", "-f", str(key)], check=True)
-    inventory = write_inventory(directory, machines)
+    bmcs = [machine for machine in machines if machine.name in lab.bmc_drivers]
+    inventory = write_inventory(directory, machines, {machine.name: {"power": lab.bmcs.power(machine)} for machine in bmcs})
     with inventory.open("a", encoding="utf-8") as handle:
         handle.write("flake: %s\n" % flake)
     environment = dict(flake_helper.offline_nix_env(directory / "nix-conf"),
                        ANSIBLE_CACHE_PLUGIN="jsonfile", ANSIBLE_CACHE_PLUGIN_CONNECTION=str(directory / "facts"))
+    if bmcs:
+        environment[PASSWORD_ENV] = lab.bmcs.password
     extra_vars = {"nixie_interface": lab.ctl_if, "nixie_run_dir": str(directory / "run"), "nixie_authorized_key_file": str(key) + ".pub",
                   "nixie_agent_timeout": 300, "nixie_keep_server": keep_server}
     return NetbootRun(directory, inventory, key, environment, extra_vars)

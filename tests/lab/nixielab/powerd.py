@@ -12,7 +12,6 @@ tests can assert exactly what arrived; machines powering off are logged too.
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import json
 import selectors
@@ -24,7 +23,7 @@ import time
 from pathlib import Path
 
 from .machine import Machine
-from .processes import LabError, ProcessTracker, in_netns, python_environment, raise_on_termination_signals
+from .processes import LabError, ProcessTracker, daemon_config, in_netns, json_lines, python_environment, wait_for_entry
 from .wol import ETHERTYPE_WOL, WOL_PORTS, format_mac, parse_magic_packet
 
 # Not every constant is exported by Python's socket module (linux/in.h, linux/if_packet.h).
@@ -191,11 +190,7 @@ class PowerDaemon:
 
     def events(self) -> list[dict]:
         """Everything logged so far, oldest first."""
-        try:
-            lines = self.log_path.read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            return []
-        return [json.loads(line) for line in lines if line.endswith("}")]  # a line being written is skipped
+        return json_lines(self.log_path)
 
     def packets(self, mac: str | None = None) -> list[dict]:
         """Logged packets, those carrying `mac` only when given."""
@@ -203,23 +198,15 @@ class PowerDaemon:
 
     def wait_for(self, predicate, timeout: float) -> dict:
         """Wait for the first logged entry for which `predicate(entry)` is true."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for entry in self.events():
-                if predicate(entry):
-                    return entry
-            if self._process is not None and self._process.poll() is not None:
-                raise LabError("power daemon exited with %s: %s" % (self._process.returncode, self.stderr_path.read_text(errors="replace")))
-            if time.monotonic() > deadline:
-                raise LabError("power daemon: nothing expected logged within %.0f s; log: %s" % (timeout, self.log_path))
-            time.sleep(0.1)
+        return wait_for_entry(self.events, predicate, timeout, self._alive, "power daemon (log %s)" % self.log_path)
+
+    def _alive(self) -> None:
+        if self._process is not None and self._process.poll() is not None:
+            raise LabError("power daemon exited with %s: %s" % (self._process.returncode, self.stderr_path.read_text(errors="replace")))
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m nixielab.powerd", description=__doc__.split("\n", maxsplit=1)[0])
-    parser.add_argument("--config", required=True, type=Path, help="JSON written by PowerDaemon.start")
-    config = json.loads(parser.parse_args(argv).config.read_text(encoding="utf-8"))
-    raise_on_termination_signals()
+    config = daemon_config(argv, "powerd", __doc__)
     receiver = WakeReceiver([Machine.from_config(machine) for machine in config["machines"]], config["interface"], Path(config["log"]))
     receiver.open_sockets()
     try:

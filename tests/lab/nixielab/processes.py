@@ -9,12 +9,14 @@ process is never signalled.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 PACKAGE_PARENT = Path(__file__).resolve().parents[1]
@@ -203,3 +205,36 @@ def stop_namespace_processes(namespace: str) -> list[int]:
             stop_pid(pid, started)
             stopped.append(pid)
     return stopped
+
+
+def json_lines(path: Path) -> list[dict]:
+    """The entries of a daemon's JSON-lines log so far, oldest first: none before it exists, and no line still being written."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in lines if line.endswith("}")]
+
+
+def wait_for_entry(entries: Callable[[], list[dict]], predicate: Callable[[dict], bool], timeout: float, alive: Callable[[], None],
+                   what: str) -> dict:
+    """Wait for the first of `entries()` for which `predicate(entry)` is true; `alive()` raises LabError when the writer is gone."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for entry in entries():
+            if predicate(entry):
+                return entry
+        alive()
+        if time.monotonic() > deadline:
+            raise LabError("%s: nothing expected logged within %.0f s" % (what, timeout))
+        time.sleep(0.1)
+
+
+def daemon_config(argv: list[str] | None, module: str, description: str) -> dict:
+    """The JSON config a lab daemon (`python -m nixielab.<module> --config FILE`) is started with; from here on
+    SIGTERM and SIGHUP raise SystemExit, so that the daemon cleans up."""
+    parser = argparse.ArgumentParser(prog="python -m nixielab.%s" % module, description=description.split("\n", maxsplit=1)[0])
+    parser.add_argument("--config", required=True, type=Path, help="the JSON file the daemon's lab-side handle wrote")
+    config = json.loads(parser.parse_args(argv).config.read_text(encoding="utf-8"))
+    raise_on_termination_signals()
+    return config

@@ -21,13 +21,17 @@ def _yaml(path: Path):
 DEFAULTS = _yaml(ROLES / "common" / "defaults" / "main.yml")
 
 
+def _entry_points(role: str) -> dict:
+    return _yaml(ROLES / role / "meta" / "argument_specs.yml")["argument_specs"]
+
+
 def _options(role: str) -> dict:
-    return _yaml(ROLES / role / "meta" / "argument_specs.yml")["argument_specs"]["main"]["options"]
+    return _entry_points(role)["main"]["options"]
 
 
-@pytest.mark.parametrize("role", FLOW_ROLES)
-def test_argument_specs_document_the_shared_defaults(role):
-    for name, option in _options(role).items():
+@pytest.mark.parametrize("role, entry_point", [(role, entry_point) for role in FLOW_ROLES for entry_point in _entry_points(role)])
+def test_argument_specs_document_the_shared_defaults(role, entry_point):
+    for name, option in _entry_points(role)[entry_point]["options"].items():
         if name in DEFAULTS:
             assert option.get("default") == DEFAULTS[name], "%s: %s documents %r, roles/common defines %r" % (
                 role, name, option.get("default"), DEFAULTS[name])

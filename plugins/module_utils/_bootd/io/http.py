@@ -42,6 +42,7 @@ import hmac
 import hashlib
 import ipaddress
 import json
+import logging
 import math
 import re
 import secrets
@@ -52,6 +53,7 @@ from urllib.parse import urlsplit
 
 try:
     from aiohttp import web
+    from aiohttp.http_exceptions import HttpProcessingError
 except ImportError:
     AIOHTTP_IMPORT_ERROR = traceback.format_exc()
 else:
@@ -64,12 +66,23 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract im
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.ipxe import autoexec_script, installer_script, local_boot_script
 from ansible_collections.nixie.provision.plugins.module_utils._ipxe_dir import find_ipxe_binaries
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.events import EventLog
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.limits import LogBudget
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.table import HostConflict, HostTable
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.tokens import TokenRefused
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
 
 # A report is a few KB (keys, a dozen disks, os-release); anything near this is not our agent.
 API_BODY_LIMIT = 256 * 1024
+# What one machine on the boot network can hold. A connection without a whole request (idle, or headers sent a
+# byte at a time) is closed after HTTP_IDLE_TIMEOUT, so is one idle between requests; a body must arrive within
+# HTTP_BODY_TIMEOUT. iPXE and the agent open one connection at a time, and a controller a few.
+HTTP_IDLE_TIMEOUT = 15.0
+HTTP_BODY_TIMEOUT = 15.0
+HTTP_CONNECTIONS_PER_CLIENT = 16
+HTTP_CONNECTIONS = 384
+# Each connection may hold two files: its socket, and the kernel or initrd it sends.
+HTTP_FILES = 2 * HTTP_CONNECTIONS
+_LOG = logging.getLogger(__name__)
 
 _HYPHEN_MAC = r"[0-9A-Fa-f]{2}(?:-[0-9A-Fa-f]{2}){5}"
 _SCRIPT_NAME = re.compile(r"^(%s)\.ipxe$" % _HYPHEN_MAC)
@@ -79,6 +92,8 @@ _BEARER = re.compile(r"^Bearer ([A-Za-z0-9_-]{16,256})$")
 _DISK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 _OS_RELEASE_KEY = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# A suffix range of zero bytes asks for nothing: RFC 9110 14.1.1 makes it unsatisfiable (aiohttp sends the whole file).
+_EMPTY_SUFFIX_RANGE = re.compile(r"^\s*bytes\s*=\s*-0+\s*$")
 
 
 class ReportError(NixieError):
@@ -129,6 +144,16 @@ def _disk(field, disk):
         flags[flag] = disk[flag]
     model = _text("%s.model" % field, disk.get("model", ""), 256)
     return dict(name=name, size_bytes=size, model=model.strip(), **flags)
+
+
+def parse_json(raw: bytes) -> Any:
+    """A request body as JSON; ValueError when it is not, nesting too deep for the parser included (not a 500)."""
+    try:
+        # Replacement characters instead of a 400 for a disk model in some odd encoding: the agent
+        # builds JSON in shell and would only send the same bytes again.
+        return json.loads(raw.decode("utf-8", "replace"))
+    except RecursionError:
+        raise ValueError("nested too deep") from None
 
 
 def parse_report(body: Any) -> Dict[str, Any]:
@@ -335,9 +360,7 @@ class _Handlers:
         except web.HTTPRequestEntityTooLarge:
             return self.refuse(request, 413, "body larger than %d bytes" % API_BODY_LIMIT)
         try:
-            # Replacement characters instead of a 400 for a disk model in some odd encoding: the agent
-            # builds JSON in shell and would only send the same bytes again.
-            report = parse_report(json.loads(raw.decode("utf-8", "replace")))
+            report = parse_report(parse_json(raw))
         except ReportError as err:
             self.refuse(request, 400, str(err))
             return web.json_response({"error": str(err)}, status=400)
@@ -418,7 +441,7 @@ class _Handlers:
         if refusal is not None:
             return refusal
         try:
-            installed = json.loads((await request.read()) or b"{}").get("installed", True)
+            installed = parse_json((await request.read()) or b"{}").get("installed", True)
         except (ValueError, AttributeError):
             installed = None
         if not isinstance(installed, bool):
@@ -452,6 +475,17 @@ def make_app(state: BootState) -> "web.Application":
 
     @web.middleware
     async def record_unrouted(request, handler):
+        if _EMPTY_SUFFIX_RANGE.match(request.headers.get("Range", "")):
+            return handlers.refuse(request, 416, "range of zero bytes")
+        if request.body_exists and (request.content_length or 0) <= API_BODY_LIMIT:
+            # Read here, under a deadline, so no handler waits on a body sent a byte at a time; the handlers'
+            # own read() then answers from what was read. A larger body is the handler's to refuse unread.
+            try:
+                await asyncio.wait_for(request.read(), HTTP_BODY_TIMEOUT)
+            except asyncio.TimeoutError:
+                return handlers.refuse(request, 408, "body not sent within %.0f s" % HTTP_BODY_TIMEOUT)
+            except web.HTTPRequestEntityTooLarge:
+                return handlers.refuse(request, 413, "body larger than %d bytes" % API_BODY_LIMIT)
         try:
             return await handler(request)
         except web.HTTPException as err:
@@ -480,15 +514,132 @@ def make_app(state: BootState) -> "web.Application":
     return app
 
 
-async def start_http(app: "web.Application", host: str, port: int) -> "web.AppRunner":
+class _RequestErrors(logging.Filter):
+    """aiohttp's lines about requests it could not serve, through a LogBudget: a few per client and interval, then a count.
+
+    A malformed request is the client's doing: its line says who sent it and why, without a traceback of our parser.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._budget = LogBudget(_LOG)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        # "Error handling request from %s": the client is the first argument.
+        key = (record.msg.split(" from ")[0], record.args[0]) if isinstance(record.args, tuple) and record.args else record.msg
+        if not self._budget.admit(key):
+            return False
+        if record.exc_info and isinstance(record.exc_info[1], HttpProcessingError):
+            record.msg = "%s: %s" % (record.msg, record.exc_info[1])
+            record.exc_info = record.exc_text = None
+        return True
+
+
+class _ConnectionCaps:
+    """Open HTTP connections, per client and in all: a new one is admitted only within both caps.
+
+    ``refused`` counts those turned away (reset at once, so they hold no file descriptor).
+    """
+
+    def __init__(self, per_client: int, total: int) -> None:
+        self.per_client = per_client
+        self.total = total
+        self.refused = 0
+        self._open: Dict[str, int] = {}
+        self._count = 0
+        self._log = LogBudget(_LOG)
+
+    def admit(self, client: str) -> bool:
+        held = self._open.get(client, 0)
+        if held >= self.per_client or self._count >= self.total:
+            self.refused += 1
+            self._log.log(("HTTP connection refused", client), logging.WARNING, "HTTP: connection from %s refused: %s", client,
+                          "%d open already" % held if held >= self.per_client else "%d connections open in all" % self._count)
+            return False
+        self._open[client] = held + 1
+        self._count += 1
+        return True
+
+    def release(self, client: str) -> None:
+        self._count -= 1
+        held = self._open.pop(client) - 1
+        if held:
+            self._open[client] = held
+
+
+class _Capped(asyncio.Protocol):
+    """aiohttp's protocol for one connection, behind ``_ConnectionCaps``: one over a cap is reset before aiohttp sees it."""
+
+    def __init__(self, inner: asyncio.Protocol, caps: _ConnectionCaps) -> None:
+        self._inner = inner
+        self._caps = caps
+        self._client = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        client = _canonical_ip(peer[0]) if peer else "?"
+        if not self._caps.admit(client):
+            transport.abort()
+            return
+        self._client = client
+        self._inner.connection_made(transport)
+
+    def connection_lost(self, exc: Optional[Exception]) -> None:
+        if self._client is not None:
+            self._caps.release(self._client)
+            self._inner.connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._client is not None:
+            self._inner.data_received(data)
+
+    def eof_received(self) -> Optional[bool]:
+        return self._inner.eof_received() if self._client is not None else None
+
+    def pause_writing(self) -> None:
+        self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self._inner.resume_writing()
+
+
+class _CappedSite(web.BaseSite if AIOHTTP_IMPORT_ERROR is None else object):
+    """aiohttp's TCPSite, with every connection behind the runner's ``_ConnectionCaps``."""
+
+    def __init__(self, runner: "web.AppRunner", host: str, port: int, caps: _ConnectionCaps) -> None:
+        super().__init__(runner, backlog=128)
+        self._host = host
+        self._port = port
+        self._caps = caps
+
+    @property
+    def name(self) -> str:
+        return contract.base_url(self._host, self._port)
+
+    async def start(self) -> None:
+        await super().start()
+        protocol = self._runner.server
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: _Capped(protocol(), self._caps), self._host, self._port, backlog=self._backlog, reuse_address=True)
+
+
+async def start_http(app: "web.Application", host: str, port: int, per_client: int = HTTP_CONNECTIONS_PER_CLIENT,
+                     total: int = HTTP_CONNECTIONS, idle_timeout: float = HTTP_IDLE_TIMEOUT) -> "web.AppRunner":
     """Serve ``app`` on host:port (port 0 picks one); return the started AppRunner (``cleanup()`` stops it).
 
-    ``runner.addresses`` gives the bound (host, port).
+    ``runner.addresses`` gives the bound (host, port). At most ``per_client`` connections from one address and
+    ``total`` in all are open at once; a connection without a whole request is closed after ``idle_timeout`` seconds.
     """
-    runner = web.AppRunner(app, access_log=None)
+    logger = logging.getLogger(__name__ + ".requests")
+    if not any(isinstance(existing, _RequestErrors) for existing in logger.filters):
+        logger.addFilter(_RequestErrors())
+    # aiohttp (3.10 and later) runs the keep-alive timer from the connection's start: it is also the header timeout.
+    runner = web.AppRunner(app, access_log=None, keepalive_timeout=idle_timeout, logger=logger)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        await _CappedSite(runner, host, port, _ConnectionCaps(per_client, total)).start()
     except OSError:
         await runner.cleanup()
         raise

@@ -14,7 +14,7 @@ from typing import Callable, Mapping
 
 from ansible_collections.nixie.provision.plugins.module_utils._netif import interface_mac
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import DHCP6_SERVER_PORT, PXE_PORT
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.udp import Endpoints, OnEvent, bound_udp_socket, start_endpoints
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.udp import Endpoints, OnEvent, Sender, bound_udp_socket, start_endpoints
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.booter import Booter
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.proxy import ClientMemo, Dhcp6Proxy
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire import dhcp6
@@ -50,4 +50,4 @@ async def start_proxydhcp6(interface: str, booter: Booter, on_event: OnEvent, bo
         (DHCP6_SERVER_PORT, lambda: bound_udp_socket(socket.AF_INET6, DHCP6_SERVER_PORT, "::", interface, _joining_servers_group(interface))),
         (PXE_PORT, lambda: bound_udp_socket(socket.AF_INET6, PXE_PORT, booter.server.ip, interface, _v6_only)),
     ]
-    return await start_endpoints(openers, proxy.handle, on_event, "proxy DHCPv6")
+    return await start_endpoints(openers, proxy.handle, on_event, lambda: Sender("proxy DHCPv6"))

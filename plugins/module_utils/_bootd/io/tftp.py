@@ -5,58 +5,46 @@
 TFTP carries only the first stage (undionly.kpxe ~90 KB, ipxe.efi ~1 MB): one block per round trip
 makes it far too slow for a kernel or an initrd, which go over HTTP.
 
-tftpy provides the request side of the protocol (packet codec, option negotiation with ``blksize``/``tsize``,
-the OACK or first DATA); this module owns the receive loop and the data phase. tftpy's own
-``TftpServer.listen`` is not used because one RRQ with a non-ASCII file name raises ``UnicodeDecodeError``
-out of it and ends the server thread (measured with tftpy 0.8.7), and it accepts packets for a transfer
-from any source address. Its per-packet state machine is not used for the DATA/ACK exchange either: with
-a file read per block, debug logging per packet and a select() over every socket after every packet it
-served a 1 MiB ipxe.efi at 0.5 of dnsmasq's rate to one client and 0.26 to 50 (bench/, P3). Here each
-transfer keeps its file in memory (the iPXE binaries are at most ~1 MB, transfers are capped) and answers
-an ACK with one struct header and one send on a connected socket, under epoll.
+tftpy is used through its packet API only: its factory parses the requests, its packet classes encode the
+OACK and the ERRORs. The option negotiation is ``wire.tftp.negotiate``; this module owns the receive loop
+and the transfers. tftpy's own ``TftpServer.listen`` is not used because one RRQ with a non-ASCII file
+name raises ``UnicodeDecodeError`` out of it and ends the server thread (measured with tftpy 0.8.7), and
+it accepts packets for a transfer from any source address. Nor are its per-transfer contexts and states:
+they know only IPv4, agree to block sizes no datagram can carry (up to 65536), and with a file read per
+block, debug logging per packet and a select() over every socket after every packet they served a 1 MiB
+ipxe.efi at 0.5 of dnsmasq's rate to one client and 0.26 to 50 (bench/, P3). Here each transfer keeps its
+file in memory (the iPXE binaries are at most ~1 MB, transfers are capped) and answers an ACK with one
+struct header and one send on a connected socket, under epoll.
 Every packet is handled behind a boundary that drops the offending transfer only, transfers are
-capped, and files come only from an allow-list of names through tftpy's dynamic-file hook: requests
-are never joined onto a directory. Uploads are refused. The server listens on one IPv4 or one IPv6 address;
-tftpy's contexts know only IPv4, so IPv6 transfers get an AF_INET6 socket and skip tftpy's name lookup.
+capped, and files come only from an allow-list of names: requests are never joined onto a directory.
+Uploads are refused. The server listens on one IPv4 or one IPv6 address.
 """
 
 from __future__ import annotations
 
 import logging
 import select
-import shutil
 import socket
 import struct
-import tempfile
 import threading
 import time
 import traceback
 from typing import Any, Callable, Mapping, Optional, Tuple
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire.tftp import Agreement, negotiate
 from ansible_collections.nixie.provision.plugins.module_utils._errors import require_library
 
 try:
-    from tftpy.TftpContexts import TftpContextServer
+    from tftpy import TftpErrors
     from tftpy.TftpPacketFactory import TftpPacketFactory
-    from tftpy.TftpPacketTypes import TftpPacketInitial
+    from tftpy.TftpPacketTypes import TftpPacketERR, TftpPacketInitial, TftpPacketOACK, TftpPacketWRQ
 except ImportError:
     TFTPY_IMPORT_ERROR = traceback.format_exc()
 else:
     TFTPY_IMPORT_ERROR = None
 
-    class _ContextServer6(TftpContextServer):
-        """tftpy's server context for an IPv6 client: its ``host`` setter calls gethostbyname (IPv4 only)
-        and its socket is AF_INET. The host is an address literal already."""
-
-        host = property(lambda self: self.address, lambda self, value: setattr(self, "address", value))
-
-        def __init__(self, *args: Any, **kwargs: Any) -> None:
-            super().__init__(*args, **kwargs)
-            self.sock.close()
-            self.sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-
-# Largest datagram tftpy negotiates (blksize 65464 + headers fits): read whole packets, never truncate.
+# Larger than any UDP datagram: read whole packets, never truncate.
 _MAX_DATAGRAM = 65536
 # Clients retransmit their ACK after a second or more; one sooner crossed our block on the wire.
 _REACK_GUARD = 0.5
@@ -92,7 +80,6 @@ class TftpServer:
         self._factory = TftpPacketFactory()
         self._sock = None
         self._wake_reader = self._wake_writer = None
-        self._empty_root = None
         self._thread = None
         self._stopping = threading.Event()
         self._transfers = {}
@@ -115,9 +102,6 @@ class TftpServer:
             raise
         sock.setblocking(False)
         self._sock = sock
-        # tftpy opens a request relative to a root before asking the dynamic-file hook; an empty private
-        # directory makes sure that first lookup never finds anything, so every file comes from the hook.
-        self._empty_root = tempfile.mkdtemp(prefix="nixie-tftp-empty-")
         self._wake_reader, self._wake_writer = socket.socketpair()
         self._thread = threading.Thread(target=self._serve, name="nixie-tftp", daemon=True)
         self._thread.start()
@@ -131,6 +115,9 @@ class TftpServer:
         self._wake_writer.send(b"\0")
         self._thread.join(timeout)
         self._thread = None
+        # Closed here, not by the thread: it may see the flag on a tick and end before the send above.
+        self._wake_reader.close()
+        self._wake_writer.close()
 
     # -- the server thread ---------------------------------------------------------------------------
 
@@ -162,9 +149,6 @@ class TftpServer:
                 self._finish(key, "server stopped")
             poller.close()
             self._sock.close()
-            self._wake_reader.close()
-            self._wake_writer.close()
-            shutil.rmtree(self._empty_root, ignore_errors=True)
 
     def _emit(self, step, client_ip, **fields):
         if self._on_event is None:
@@ -174,19 +158,16 @@ class TftpServer:
         except Exception:  # a broken observer must not stop transfers
             _log.exception("TFTP event callback failed")
 
-    def _open_binary(self, name, **_client):
+    def _read_binary(self, name):
+        """``(bytes, None)``, or ``(None, why the request is refused)``."""
         path = self._binaries.get(name)
         if path is None:
-            return None
+            return None, "not an iPXE binary served here"
         try:
-            return open(path, "rb")
-        except OSError:
-            return None
-
-    @staticmethod
-    def _refuse_upload(path, context):
-        # Returning None makes tftpy answer "access violation": this server never writes.
-        return None
+            with open(path, "rb") as binary:
+                return binary.read(), None
+        except OSError as err:
+            return None, str(err)
 
     def _on_request(self):
         try:
@@ -205,35 +186,59 @@ class TftpServer:
             return
         if not isinstance(request, TftpPacketInitial):
             return
-        context_class = _ContextServer6 if self._sock.family == socket.AF_INET6 else TftpContextServer
-        context = context_class(client_ip, client_port, self._timeout, self._empty_root,
-                                self._open_binary, self._refuse_upload, retries=self._retries)
+        try:
+            sock = self._transfer_socket(key)
+        except OSError as err:
+            self._emit(contract.STEP_REFUSED, client_ip, file=request.filename, reason=str(err))
+            return
+        if isinstance(request, TftpPacketWRQ):
+            self._refuse(sock, client_ip, request.filename, TftpErrors.AccessViolation, "upload: this server never writes")
+            return
+        # The mode is not looked at: every file here is binary, and a netascii client gets its bytes unconverted.
+        data, refusal = self._read_binary(request.filename)
+        if refusal is not None:
+            self._refuse(sock, client_ip, request.filename, TftpErrors.FileNotFound, refusal)
+            return
+        transfer = _Transfer(key, request.filename, sock, data, negotiate(request.options, len(data)))
+        self._transfers[key] = transfer
+        self._transfer_by_fd[sock.fileno()] = transfer
+        self._poller.register(sock.fileno(), select.EPOLLIN)
+        transfer.send(time.monotonic())
+        self._emit(contract.STEP_TFTP_START, client_ip, file=request.filename, options=dict(transfer.agreement.options))
+
+    def _transfer_socket(self, key):
+        sock = socket.socket(self._sock.family, socket.SOCK_DGRAM)
         try:
             # From the address the client asked, not the one the kernel would pick: an interface with more than
             # one (a configured IPv6 address and a SLAAC one) would answer from a stranger, which firmware ignores.
-            context.sock.bind((self._sock.getsockname()[0], 0))
-            context.start(buffer)
-            transfer = _Transfer(key, request.filename, context)
-        except Exception as err:  # refused name or path, upload, bad option value: end this transfer only
-            context.end()
-            self._emit(contract.STEP_REFUSED, client_ip, file=request.filename, reason=str(err) or type(err).__name__)
-            return
-        self._transfers[key] = transfer
-        self._transfer_by_fd[transfer.sock.fileno()] = transfer
-        self._poller.register(transfer.sock.fileno(), select.EPOLLIN)
-        self._emit(contract.STEP_TFTP_START, client_ip, file=request.filename, options=dict(context.options or {}))
+            sock.bind((self._sock.getsockname()[0], 0))
+            # Connected: the kernel drops other senders' datagrams, and send() needs no address lookup.
+            sock.connect(key)
+        except OSError:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        return sock
+
+    def _refuse(self, sock, client_ip, name, error_code, reason):
+        error = TftpPacketERR()
+        error.errorcode = error_code
+        try:
+            sock.send(error.encode().buffer)
+        except OSError:
+            pass  # the ERROR is a courtesy: a client that misses it times out, as it would after any loss
+        finally:
+            sock.close()
+        self._emit(contract.STEP_REFUSED, client_ip, file=name, reason=reason)
 
     def _on_transfer_packet(self, transfer, now):
         try:
-            packet, source = transfer.sock.recvfrom(_MAX_DATAGRAM)
+            # Connected before its first send, the socket hears from the client alone.
+            packet = transfer.sock.recv(_MAX_DATAGRAM)
         except BlockingIOError:
             return
         except OSError as err:  # e.g. ICMP port unreachable: the client has gone
             self._finish(transfer.key, str(err))
-            return
-        if source[:2] != transfer.key:
-            # The socket is connected, so the kernel drops strangers' datagrams; this catches any that
-            # arrived in the moment between tftpy's OACK and the connect.
             return
         try:
             opcode, block = _OPCODE_BLOCK.unpack_from(packet)
@@ -261,13 +266,13 @@ class TftpServer:
         transfer = self._transfers.pop(key)
         del self._transfer_by_fd[transfer.sock.fileno()]
         self._poller.unregister(transfer.sock.fileno())
-        transfer.context.end()
+        transfer.sock.close()
         self._emit(contract.STEP_TFTP_DONE, key[0], file=transfer.name, ok=error is None, error=error,
                    bytes=transfer.bytes_sent, seconds=round(time.monotonic() - transfer.started, 6))
 
 
 class _Transfer:
-    """The data phase of one download that tftpy has accepted and started (with an OACK or DATA 1).
+    """One download, from its first packet (an OACK when options were agreed, else DATA 1) to the last ACK.
 
     Blocks are counted from 0 (the OACK) without wrapping; the wire carries the count modulo 2^16, so
     files beyond 65535 blocks work too. A lost packet is sent again by the timeout check, or at once when
@@ -276,24 +281,23 @@ class _Transfer:
     (RFC 1123 4.2.3.1), every block then sent twice from there on.
     """
 
-    __slots__ = ("key", "name", "context", "sock", "data", "blksize", "block", "last_block", "last_packet",
+    __slots__ = ("key", "name", "sock", "data", "agreement", "blksize", "block", "last_block", "last_packet",
                  "last_sent", "started", "retries")
 
-    def __init__(self, key: Tuple[str, int], name: str, context: TftpContextServer) -> None:
+    def __init__(self, key: Tuple[str, int], name: str, sock: socket.socket, data: bytes, agreement: Agreement) -> None:
         self.key = key
         self.name = name
-        self.context = context
-        self.sock = context.sock
-        self.sock.setblocking(False)
-        # Connected: the kernel drops other senders' datagrams, and send() needs no address lookup.
-        self.sock.connect(key)
-        context.fileobj.seek(0)
-        self.data = context.fileobj.read()
-        self.blksize = context.getBlocksize()
-        # tftpy sent block 0 (an OACK: the client asked for options) or block 1 (DATA, no options).
-        self.block = context.next_block
-        self.last_block = len(self.data) // self.blksize + 1
-        self.last_packet = context.last_pkt.buffer
+        self.sock = sock
+        self.data = data
+        self.agreement = agreement
+        self.blksize = agreement.blksize
+        self.last_block = len(data) // self.blksize + 1
+        if agreement.options:
+            oack = TftpPacketOACK()
+            oack.options = agreement.options
+            self.block, self.last_packet = 0, oack.encode().buffer
+        else:
+            self.block, self.last_packet = 1, self._data_packet(1)
         self.started = self.last_sent = time.monotonic()
         self.retries = 0
 
@@ -311,8 +315,7 @@ class _Transfer:
         if self.block == self.last_block:
             return True
         self.block += 1
-        offset = (self.block - 1) * self.blksize
-        self.last_packet = _OPCODE_BLOCK.pack(_DATA, self.block & 0xFFFF) + self.data[offset:offset + self.blksize]
+        self.last_packet = self._data_packet(self.block)
         self.retries = 0
         self.send(now)
         return False
@@ -324,3 +327,7 @@ class _Transfer:
             self.sock.send(self.last_packet)
         except OSError:
             pass  # a full buffer or an ICMP error is one lost packet: the timeout check sends it again
+
+    def _data_packet(self, block):
+        offset = (block - 1) * self.blksize
+        return _OPCODE_BLOCK.pack(_DATA, block & 0xFFFF) + self.data[offset:offset + self.blksize]

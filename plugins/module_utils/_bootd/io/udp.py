@@ -4,6 +4,11 @@
 
 Each datagram goes to a ``handle(data, addr, port)`` that returns an Outcome; this module only receives,
 sends and reports.
+
+Replies never wait. asyncio's ``sendto`` keeps, without bound, whatever the socket cannot take at once, and one
+port's socket sends every client's replies: a reply that waits (on ARP for an address nobody has) delays all
+of them. So a Sender writes to the socket itself, and a reply that cannot leave at once is dropped and counted;
+the client asks again, as DHCP clients do.
 """
 
 from __future__ import annotations
@@ -12,9 +17,10 @@ import asyncio
 import errno
 import logging
 import socket
-from typing import Callable, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Outcome, Reply
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.limits import LogBudget
 
 Handle = Callable[[bytes, Tuple, int], Optional[Outcome]]
 OnEvent = Callable[..., None]
@@ -68,14 +74,56 @@ def bound_udp_socket(family: int, port: int, address: str, interface: str, confi
     return sock
 
 
+class Sender:
+    """Sends a boot proxy's replies without waiting: what a socket cannot take at once is dropped and counted.
+
+    ``dropped`` counts the drops by reason (an errno name); ``server.log`` gets a few lines per port and reason,
+    then one line per interval with the count. A subclass may send some replies another way (``send``).
+    """
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.dropped: Dict[str, int] = {}
+        self._log = LogBudget(_LOG)
+
+    def send(self, sock: socket.socket, port: int, reply: Reply, mac: str) -> bool:
+        """Send ``reply`` (to ``mac``) from ``sock``, the socket of local ``port``; return whether it left."""
+        return self.send_on(sock, port, reply.payload, reply.destination)
+
+    def send_on(self, sock: socket.socket, port: int, payload: bytes, destination: Tuple) -> bool:
+        """``sock.sendto(payload, destination)`` on a non-blocking socket, the reply dropped and counted if it fails."""
+        try:
+            sock.sendto(payload, destination)
+        except OSError as exc:
+            self.drop(port, destination, exc)
+            return False
+        return True
+
+    def drop(self, port: int, destination: Tuple, exc: OSError) -> None:
+        """Count a reply to ``destination`` that could not leave ``port`` because of ``exc``."""
+        reason = errno.errorcode.get(exc.errno, type(exc).__name__)
+        self.dropped[reason] = self.dropped.get(reason, 0) + 1
+        self._log.log((self.label, "port %d:" % port, "reply dropped,", reason), logging.WARNING,
+                      "%s port %d: reply to %s dropped: %s", self.label, port, destination[0], exc.strerror or exc)
+
+    def close(self) -> None:
+        """Release what the Sender holds: the counts of lines left out go to the log (a subclass also closes its sockets)."""
+        self._log.flush()
+
+    def error_received(self, port: int, exc: Exception) -> None:
+        # E.g. an ICMP error for an earlier reply: one client's problem, not the server's, and a flood's cost.
+        self._log.log((self.label, "port %d:" % port, "send error"), logging.WARNING, "%s port %d: send failed: %s", self.label, port, exc)
+
+
 class _Endpoint(asyncio.DatagramProtocol):
     """One UDP port: each datagram goes to ``handle(data, addr, port)``; its reply is sent, then reported."""
 
-    def __init__(self, port: int, handle: Handle, on_event: OnEvent, label: str) -> None:
+    def __init__(self, port: int, sock: socket.socket, handle: Handle, on_event: OnEvent, sender: Sender) -> None:
         self._port = port
+        self._sock = sock
         self._handle = handle
         self._on_event = on_event
-        self._label = label
+        self._sender = sender
         self._transport = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -88,47 +136,54 @@ class _Endpoint(asyncio.DatagramProtocol):
         reply = outcome.reply
         if reply is not None:
             # Reply before reporting: firmware retransmits after ~1 s, the event log can wait.
-            self._transport.sendto(reply.payload, reply.destination)
+            self._sender.send(self._sock, self._port, reply, outcome.mac)
             for delay in reply.send_again_after:
-                asyncio.get_running_loop().call_later(delay, self._send_again, reply)
+                asyncio.get_running_loop().call_later(delay, self._send_again, reply, outcome.mac)
         self._on_event(outcome.mac, outcome.step, **outcome.fields)
 
-    def _send_again(self, reply: Reply) -> None:
+    def _send_again(self, reply: Reply, mac: str) -> None:
         if not self._transport.is_closing():
-            self._transport.sendto(reply.payload, reply.destination)
+            self._sender.send(self._sock, self._port, reply, mac)
 
     def error_received(self, exc: Exception) -> None:
-        # E.g. a relay address (giaddr) that is unreachable: one client's problem, not the server's.
-        _LOG.warning("%s port %d: send failed: %s", self._label, self._port, exc)
+        self._sender.error_received(self._port, exc)
 
 
 class Endpoints:
     """The running endpoints of a boot proxy (v4 or v6); ``close()`` stops them."""
 
-    def __init__(self, transports: List[asyncio.DatagramTransport]) -> None:
+    def __init__(self, transports: List[asyncio.DatagramTransport], sender: Sender) -> None:
         self.transports = transports
+        self.sender = sender
 
     def close(self) -> None:
         for transport in self.transports:
             transport.close()
+        self.sender.close()
 
 
-async def start_endpoints(openers: Iterable[Tuple[int, Callable[[], socket.socket]]], handle: Handle, on_event: OnEvent, label: str) -> Endpoints:
-    """Open every ``(port, open_socket)`` of ``openers`` and serve them; return the Endpoints to close.
+async def start_endpoints(openers: Iterable[Tuple[int, Callable[[], socket.socket]]], handle: Handle, on_event: OnEvent,
+                          make_sender: Callable[[], Sender]) -> Endpoints:
+    """Open every ``(port, open_socket)`` of ``openers`` and serve them, replies sent by the Sender ``make_sender()``
+    returns once the ports are open; return the Endpoints to close.
 
     All or nothing: when one port cannot be opened (PortBindError) or served, those already open are closed.
     """
     loop = asyncio.get_running_loop()
     sockets = []
-    server = Endpoints([])
+    server = None
     try:
         for port, open_socket in openers:
             sockets.append((port, open_socket()))
+        sender = make_sender()
+        server = Endpoints([], sender)
         for port, sock in sockets:
-            transport, dummy = await loop.create_datagram_endpoint(lambda port=port: _Endpoint(port, handle, on_event, label), sock=sock)
+            transport, dummy = await loop.create_datagram_endpoint(lambda port=port, sock=sock: _Endpoint(port, sock, handle, on_event, sender),
+                                                                   sock=sock)
             server.transports.append(transport)
     except BaseException:
-        server.close()
+        if server is not None:
+            server.close()
         for dummy, sock in sockets:
             sock.close()
         raise

@@ -36,6 +36,7 @@ from typing import Dict, List, Mapping, Optional, Tuple
 from ansible_collections.nixie.provision.plugins.module_utils._errors import MalformedPacket
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import DHCP6_CLIENT_PORT, DHCP6_SERVER_PORT, PXE_PORT
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import HTTP_CLIENT, PXE_CLIENT, BootSpec, Firmware, Reply
+from ansible_collections.nixie.provision.plugins.module_utils._mac import mac_bytes
 
 try:
     from scapy.layers.dhcp6 import (
@@ -114,7 +115,7 @@ class Request:
 
 def server_duid(mac: str) -> bytes:
     """The server's DUID-LL from the MAC of its boot interface: stable across restarts, as RFC 8415 asks."""
-    return struct.pack("!HH", DUID_LL, HTYPE_ETHERNET) + bytes.fromhex(mac.replace(":", ""))
+    return struct.pack("!HH", DUID_LL, HTYPE_ETHERNET) + mac_bytes(mac)
 
 
 def mac_from_duid(duid: Optional[bytes]) -> Optional[str]:

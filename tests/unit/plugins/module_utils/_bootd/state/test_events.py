@@ -10,15 +10,16 @@ import threading
 import pytest
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.events import EventLog
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.events import EVENT_BURST, UNKNOWN_MACS, EventLog
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.limits import Budget
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.table import HostTable
 
 MAC = "52:54:00:aa:00:01"
 
 
-def event_log(run_dir, *hosts):
+def event_log(run_dir, *hosts, **options):
     table = HostTable(hosts)
-    return EventLog(str(run_dir), table), table
+    return EventLog(str(run_dir), table, **options), table
 
 
 @pytest.fixture
@@ -91,7 +92,9 @@ def test_appends_to_an_existing_log(tmp_path):
 
 def test_concurrent_writers_never_interleave_lines(tmp_path):
     threads_count, per_thread = 8, 250
-    log, table = event_log(tmp_path, *[Host("node-%d" % index, "52:54:00:aa:01:%02x" % index) for index in range(threads_count)])
+    # A budget that lets every line through: this is about whole lines, not about floods.
+    log, table = event_log(tmp_path, *[Host("node-%d" % index, "52:54:00:aa:01:%02x" % index) for index in range(threads_count)],
+                           budget=Budget(per_thread, 60.0))
     barrier = threading.Barrier(threads_count)
 
     def writer(index):
@@ -121,3 +124,44 @@ def test_subscribers_hear_of_each_event_after_it_is_recorded(tmp_path):
     log.record(None, "tftp_start")
     assert heard == [("52:54:00:aa:00:01", "dhcp_offer"), (None, None)]
     log.close()
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_a_flood_of_unknown_macs_leaves_a_few_lines_and_one_count(tmp_path):
+    clock = Clock()
+    log, table = event_log(tmp_path, Host("nixie-01", MAC), budget=Budget(EVENT_BURST, 10.0, clock=clock))
+    for index in range(5000):
+        log.record("02:00:00:%02x:%02x:%02x" % (index >> 16, (index >> 8) & 0xFF, index & 0xFF), "dhcp_ignored", reason="unknown MAC address")
+    # The host of the run has a budget of its own, untouched by the flood.
+    assert log.record(MAC, "dhcp_ignored", reason="not a PXE request") is not None
+    clock.now += 10.0
+    log.record(MAC, "script")
+    log.close()
+    events = lines(log.path)
+    assert [e["step"] for e in events].count("dhcp_ignored") == EVENT_BURST + 1
+    (count,) = [e for e in events if e["step"] == "suppressed"]
+    assert count["count"] == 5000 - EVENT_BURST and count["of"] == "dhcp_ignored" and count["sender"] == UNKNOWN_MACS
+    assert count["mac"] is None
+    # Counted, not stored: the table knows its hosts only, and its host's last event is real progress.
+    assert set(table.snapshot()) == {MAC} and table.entry(MAC)["last_event"]["step"] == "script"
+
+
+def test_a_host_past_its_budget_is_counted_under_its_mac_and_clients_by_address(tmp_path):
+    clock = Clock()
+    log, dummy = event_log(tmp_path, Host("nixie-01", MAC), budget=Budget(3, 10.0, clock=clock))
+    for dummy_index in range(10):
+        log.record(MAC, "dhcp_offer")
+        log.record(None, "refused", ip="10.0.0.9", status=404)
+        log.record(None, "refused", ip="10.0.0.10", status=404)
+    log.close()  # what is left out of an interval that has not ended is counted at close
+    counts = {(e["mac"], e.get("sender"), e["of"]): e["count"] for e in lines(log.path) if e["step"] == "suppressed"}
+    assert counts == {(MAC, None, "dhcp_offer"): 7, (None, "10.0.0.9", "refused"): 7, (None, "10.0.0.10", "refused"): 7}

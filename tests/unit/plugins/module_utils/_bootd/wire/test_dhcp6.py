@@ -16,7 +16,8 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd.model impor
 from dhcp_packets import captured_solicits
 
 OUR_DUID = dhcp6.server_duid("02:00:5e:00:02:13")
-BOOTER = Booter(HostTable([Host("node-%d" % n, "52:54:00:aa:00:0%d" % n) for n in range(1, 7)]), ServerAddress("fd5e:213::1", 8080), ("ipxe.efi", "undionly.kpxe"))
+BOOTER = Booter(HostTable([Host("node-%d" % n, "52:54:00:aa:00:0%d" % n) for n in range(1, 7)]), ServerAddress("fd5e:213::1", 8080),
+                ("ipxe.efi", "undionly.kpxe"))
 
 
 @pytest.mark.parametrize("address,mac", [("fe80::5054:ff:feaa:5", "52:54:00:aa:00:05"), ("fe80::5054:ff:feaa:5%nixie0", "52:54:00:aa:00:05"),
