@@ -336,9 +336,8 @@ class _Handlers:
         # The client is an iPXE that UEFI HTTP boot loaded from /ipxe/: it knows no MAC-to-host mapping
         # yet, so the script names its MAC to us, and nothing host-specific is in this answer.
         base = self._base_for(request)
-        family = 6 if ":" in urlsplit(base).hostname else 4
         self.state.events.record(None, contract.STEP_AUTOEXEC, ip=self._client(request))
-        return web.Response(text=autoexec_script(base, family), content_type="text/plain")
+        return web.Response(text=autoexec_script(base), content_type="text/plain")
 
     def _bearer(self, request):
         match = _BEARER.match(request.headers.get("Authorization", ""))

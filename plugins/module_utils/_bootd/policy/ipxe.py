@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import re
+from urllib.parse import urlsplit
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract
 
@@ -32,6 +33,11 @@ def _retrying(commands, what):
     ]
 
 
+def _configure_network(url):
+    """The iPXE command that configures the boot NIC afresh for reaching ``url`` (IPv4 DHCP, or IPv6)."""
+    return "ifconf --configurator %s" % ("ipv6" if ":" in (urlsplit(url).hostname or "") else "dhcp")
+
+
 def installer_script(script_url: str, kernel_url: str, initrd_url: str, cmdline: str, agent_api: str, token: str) -> str:
     """Return the script that boots the installer and tells its agent where and how to phone home.
 
@@ -42,7 +48,9 @@ def installer_script(script_url: str, kernel_url: str, initrd_url: str, cmdline:
     A failed download must not leave the machine to its firmware: iPXE's ``exit`` falls through the
     boot order, and UEFI firmware stops at its boot menu once every entry failed, where only a power
     cycle helps. So the script waits and fetches ``script_url`` (itself) again, which brings fresh
-    signed URLs and a fresh token from whichever boot server answers by then.
+    signed URLs and a fresh token from whichever boot server answers by then. It configures the NIC
+    again first: a boot server started since has not heard this machine's DHCP exchange, and hands a
+    token only to an address it heard there.
     """
     _single_line("cmdline", cmdline)
     params = [] if "initrd=initrd" in cmdline.split() else ["initrd=initrd"]
@@ -52,18 +60,19 @@ def installer_script(script_url: str, kernel_url: str, initrd_url: str, cmdline:
     kernel_line = " ".join(["kernel", kernel_url] + params)
     lines = ["#!ipxe"] + _retrying([kernel_line, "initrd --name initrd %s" % initrd_url, "boot"], "loading the installer")
     # The script runs unregistered, so this frees only the half-loaded kernel and initrd.
-    lines += ["imgfree", _single_line("script URL", "chain --replace %s || goto retry" % script_url)]
+    lines += ["imgfree", "%s || goto retry" % _configure_network(script_url),
+              _single_line("script URL", "chain --replace %s || goto retry" % script_url)]
     return "\n".join(lines) + "\n"
 
 
-def autoexec_script(base: str, family: int) -> str:
+def autoexec_script(base: str) -> str:
     """Return ``autoexec.ipxe``: configure the network, then chain the script of the NIC iPXE booted from.
 
     It is how iPXE finds Nixie on IPv6: with a site DHCPv6 server handing out addresses, iPXE takes only
     that server's answer and so never sees a proxy's boot file URL (unlike EDK2, which takes proxy offers).
-    ``family`` (4 or 6) picks the configurator; ``${netX}`` is the NIC iPXE configured last, the boot NIC.
+    ``base``'s family picks the configurator; ``${netX}`` is the NIC iPXE configured last, the boot NIC.
     """
-    configure = "ifconf --configurator %s" % ("ipv6" if family == 6 else "dhcp")
+    configure = _configure_network(base)
     chain = "chain --replace %s%s" % (base, contract.boot_nic_script_path())
     lines = ["#!ipxe", ":attempt"] + _retrying([configure, chain], "fetching the boot script") + ["goto attempt"]
     return "\n".join(lines) + "\n"

@@ -44,6 +44,7 @@ def test_installer_script_v4():
         "echo Nixie: loading the installer failed; asking the boot server again in 10 s",
         "sleep 10",
         "imgfree",
+        "ifconf --configurator dhcp || goto retry",
         "chain --replace http://10.213.0.1:8080/boot/m.ipxe || goto retry",
     ]
 
@@ -53,7 +54,7 @@ def test_installer_script_v6_urls_are_bracketed():
     assert "kernel http://[fd5e:213::1]:8080/files/m/s/kernel " in script
     assert "nixie.api=http://[fd5e:213::1]:8080/api/v1 " in script
     assert "initrd --name initrd http://[fd5e:213::1]:8080/files/m/s/initrd || goto retry\n" in script
-    assert "chain --replace http://[fd5e:213::1]:8080/boot/m.ipxe || goto retry\n" in script
+    assert "ifconf --configurator ipv6 || goto retry\nchain --replace http://[fd5e:213::1]:8080/boot/m.ipxe || goto retry\n" in script
 
 
 def test_initrd_parameter_is_not_doubled():
@@ -80,12 +81,12 @@ def test_mac_path_uses_hyphens():
     assert mac_path("52:54:00:aa:00:01") == "52-54-00-aa-00-01"
 
 
-@pytest.mark.parametrize("base, family, configure", [
-    ("http://[fd5e:213::1]:8080", 6, "ifconf --configurator ipv6"),
-    ("http://10.213.0.1:8080", 4, "ifconf --configurator dhcp"),
+@pytest.mark.parametrize("base, configure", [
+    ("http://[fd5e:213::1]:8080", "ifconf --configurator ipv6"),
+    ("http://10.213.0.1:8080", "ifconf --configurator dhcp"),
 ])
-def test_autoexec_configures_the_network_then_chains_the_boot_nics_script(base, family, configure):
-    assert autoexec_script(base, family).splitlines() == [
+def test_autoexec_configures_the_network_then_chains_the_boot_nics_script(base, configure):
+    assert autoexec_script(base).splitlines() == [
         "#!ipxe",
         ":attempt",
         configure + " || goto retry",
