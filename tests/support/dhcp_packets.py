@@ -15,12 +15,15 @@ from scapy.utils import rdpcap
 
 from ansible_collections.nixie.provision.plugins.module_utils._errors import MalformedPacket
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import DHCP6_SERVER_PORT, DHCP_CLIENT_PORT, DHCP_SERVER_PORT
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.limits import Budget
 from captures import PCAP_DIR, udp_frames
 
 # The client UUID (option 97) of the captures that send one.
 UUID_OPTION = bytes.fromhex("0078563412bc9af0de1122334455667788")
 # What a vendor's BIOS PXE ROM sends: option 60 with its architecture, and option 93.
 VENDOR_PXE_ROM = [("vendor_class_id", b"PXEClient:Arch:00000:UNDI:002001"), (93, b"\x00\x00")]
+# Answers per MAC without a limit, for a proxy that replays more requests of one MAC than a boot sends.
+UNLIMITED_ANSWERS = Budget(burst=sys.maxsize, interval=1.0)
 # The interface index recvfrom gives with a link-local source on a scoped socket.
 LINK_LOCAL_SCOPE = 3
 

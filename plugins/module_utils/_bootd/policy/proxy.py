@@ -20,12 +20,19 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract im
 )
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import BootSpec, Firmware, Outcome, Reply
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.booter import Booter
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.limits import Budget
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire import dhcp4, dhcp6
 
 # PxeBcRequestBootService sends its port-4011 Request and only then opens the socket it reads the Reply on,
 # and it never asks twice: a Reply quicker than that opening is lost, and the PXEv6 boot with it (seen about
 # one boot in five in the lab). The Reply goes out again within the 3 s EDK2 waits.
 BOOT_SERVICE_REPLY_AGAIN_AFTER = (0.25, 1.0)
+
+# Answers per listed MAC in DHCP_ANSWER_INTERVAL seconds. One boot draws about six (firmware and iPXE each
+# offered and acked, EDK2's port-4011 request), a lossy network's retries a few more; a flood of requests
+# spoofing the MAC draws no more than this, and the rest are dropped (one event with their count).
+DHCP_ANSWERS_PER_MAC = 24
+DHCP_ANSWER_INTERVAL = 10.0
 
 _Request = Union[dhcp4.Request, dhcp6.Request]
 
@@ -42,8 +49,11 @@ class _Proxy(abc.ABC):
     _ACK_TYPE: int
     _NOT_BOOT_REASON: str
 
-    def __init__(self, booter: Booter) -> None:
+    def __init__(self, booter: Booter, answers: Optional[Budget] = None) -> None:
+        """``answers`` budgets the answers per MAC (default DHCP_ANSWERS_PER_MAC in DHCP_ANSWER_INTERVAL)."""
         self.booter = booter
+        # Keyed by listed MACs only (nothing else gets this far), so it stays as small as the run.
+        self._answers = answers or Budget(DHCP_ANSWERS_PER_MAC, DHCP_ANSWER_INTERVAL)
 
     def handle(self, data: bytes, source: Optional[Tuple], local_port: int) -> Optional[Outcome]:
         """Run the pipeline on one datagram from ``source`` to ``local_port``; return an Outcome, or None."""
@@ -71,6 +81,9 @@ class _Proxy(abc.ABC):
         decision = self.booter.decide(mac, firmware)
         if decision.spec is None:
             fields["reason"] = decision.reason
+            return Outcome(mac, STEP_DHCP_IGNORED, None, fields)
+        if not self._answers.allow(mac):
+            fields["reason"] = "more than %d requests in %.0f s: not answered" % (self._answers.burst, self._answers.interval)
             return Outcome(mac, STEP_DHCP_IGNORED, None, fields)
         reply, boot_file, to = self._answer(request, mac, decision.spec)
         fields.update(boot_file=boot_file, to=to)
@@ -163,14 +176,15 @@ class Dhcp6Proxy(_Proxy):
 
     ``booter`` decides with its server's IPv6 address; ``our_duid`` is the server id the answers carry;
     ``memo`` (a ClientMemo) is how a port-4011 Request is tied to the MAC its Solicit came from;
-    ``boot_file_sizes`` maps TFTP file names to their size in bytes, for option 60.
+    ``boot_file_sizes`` maps TFTP file names to their size in bytes, for option 60; ``answers`` as for _Proxy.
     """
 
     _ACK_TYPE = dhcp6.REPLY
     _NOT_BOOT_REASON = "not a PXE, HTTP boot or iPXE request"
 
-    def __init__(self, booter: Booter, our_duid: bytes, memo: ClientMemo, boot_file_sizes: Mapping[str, int]) -> None:
-        super().__init__(booter)
+    def __init__(self, booter: Booter, our_duid: bytes, memo: ClientMemo, boot_file_sizes: Mapping[str, int],
+                 answers: Optional[Budget] = None) -> None:
+        super().__init__(booter, answers)
         self._our_duid = our_duid
         self._memo = memo
         self._boot_file_sizes = boot_file_sizes

@@ -22,16 +22,19 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire import
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.booter import Booter
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.table import HostTable
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.tokens import TokenRefused
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.proxy import ClientMemo, Dhcp4Proxy, Dhcp6Proxy
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.proxy import (
+    DHCP_ANSWER_INTERVAL, DHCP_ANSWERS_PER_MAC, ClientMemo, Dhcp4Proxy, Dhcp6Proxy,
+)
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.limits import Budget
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import HTTP_CLIENT, PXE_CLIENT, Host, ServerAddress
 from captures import dhcp6_options, udp_payloads
-from dhcp_packets import LINK_LOCAL_SCOPE, UUID_OPTION, VENDOR_PXE_ROM, captured, captured_solicits, request_bytes
+from dhcp_packets import LINK_LOCAL_SCOPE, UNLIMITED_ANSWERS, UUID_OPTION, VENDOR_PXE_ROM, captured, captured_solicits, request_bytes
 
 HOSTS = [Host("node-%d" % n, "52:54:00:aa:00:0%d" % n) for n in range(1, 7)]
 SERVER = ServerAddress("10.213.0.1", 8080)
 SITE_DHCP_SERVER = "10.88.0.1"  # dnsmasq in the captures
 BOOTER = Booter(HostTable(HOSTS), SERVER, ("undionly.kpxe", "ipxe.efi"))
-PROXY4 = Dhcp4Proxy(BOOTER)
+PROXY4 = Dhcp4Proxy(BOOTER, UNLIMITED_ANSWERS)
 SERVER6 = ServerAddress("fd5e:213::1", 8080)
 OUR_DUID = dhcp6.server_duid("02:00:5e:00:02:13")
 SIZES = {"ipxe.efi": 1024 * 1024 + 1}
@@ -199,6 +202,19 @@ def test_unknown_mac_gets_no_reply_but_an_event():
     assert outcome.fields["reason"] == "unknown MAC address"
 
 
+def test_a_flood_spoofing_a_listed_mac_draws_a_bounded_number_of_answers():
+    now = [0.0]
+    proxy = Dhcp4Proxy(BOOTER, Budget(DHCP_ANSWERS_PER_MAC, DHCP_ANSWER_INTERVAL, clock=lambda: now[0]))
+    discover = request_bytes(mac=HOSTS[0].mac, options=VENDOR_PXE_ROM)
+    outcomes = [proxy.handle(discover, ("0.0.0.0", 68), 67) for _ in range(DHCP_ANSWERS_PER_MAC + 50)]
+    assert [outcome.reply is not None for outcome in outcomes] == [True] * DHCP_ANSWERS_PER_MAC + [False] * 50
+    assert outcomes[-1].step == STEP_DHCP_IGNORED and outcomes[-1].fields["reason"].startswith("more than %d requests" % DHCP_ANSWERS_PER_MAC)
+    # Another host's boot is not held up by it, and the flooded MAC is answered again in the next interval.
+    assert proxy.handle(request_bytes(mac=HOSTS[1].mac, options=VENDOR_PXE_ROM), ("0.0.0.0", 68), 67).reply is not None
+    now[0] += DHCP_ANSWER_INTERVAL
+    assert proxy.handle(discover, ("0.0.0.0", 68), 67).reply is not None
+
+
 def test_plain_dhcp_from_unknown_mac_is_not_even_reported():
     payload = request_bytes(mac="02:00:00:00:00:99", options=[("vendor_class_id", b"udhcp 1.35.0")])
     assert PROXY4.handle(payload, ("0.0.0.0", 68), 67) is None
@@ -233,7 +249,7 @@ def test_silent_on_non_requests(payload):
 def test_yiaddr_is_zero_in_every_reply_to_every_captured_request():
     replies = 0
     site_booter = Booter(HostTable(HOSTS), ServerAddress(SITE_DHCP_SERVER, 8080), ("undionly.kpxe", "ipxe.efi"))
-    proxy = Dhcp4Proxy(site_booter)
+    proxy = Dhcp4Proxy(site_booter, UNLIMITED_ANSWERS)
     for payload in udp_payloads("*.pcap", (DHCP_SERVER_PORT, DHCP_CLIENT_PORT)):
         for port in (DHCP_SERVER_PORT, PXE_PORT):
             outcome = proxy.handle(payload, ("10.88.0.186", 68), port)

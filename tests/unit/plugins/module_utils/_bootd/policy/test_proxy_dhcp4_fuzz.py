@@ -22,13 +22,13 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.table
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.proxy import Dhcp4Proxy
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host, ServerAddress
 from captures import udp_payloads
-from dhcp_packets import pipeline_path
+from dhcp_packets import UNLIMITED_ANSWERS, pipeline_path
 
 SEED = 20240611
 SERVER = ServerAddress("10.88.0.1", 8080)  # the captures' DHCP server, so their REQUESTs get ACKs too
 # Every MAC of the captures is known, so mutations that keep the MAC reach build_reply.
 BOOTER = Booter(HostTable([Host("node-%d" % n, "52:54:00:aa:00:0%d" % n) for n in range(1, 7)]), SERVER, ("undionly.kpxe", "ipxe.efi", "ipxe-arm64.efi"))
-PROXY = Dhcp4Proxy(BOOTER)
+PROXY = Dhcp4Proxy(BOOTER, UNLIMITED_ANSWERS)
 SOURCES = [(("0.0.0.0", 68), DHCP_SERVER_PORT), (("10.88.0.186", 68), DHCP_SERVER_PORT), (("10.88.0.186", 4011), PXE_PORT)]
 
 

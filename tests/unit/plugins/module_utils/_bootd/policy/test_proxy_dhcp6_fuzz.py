@@ -23,7 +23,7 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.table
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.proxy import ClientMemo, Dhcp6Proxy
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host, ServerAddress
 from captures import dhcp6_options, udp_payloads
-from dhcp_packets import pipeline_path
+from dhcp_packets import UNLIMITED_ANSWERS, pipeline_path
 
 SEED = 20240612
 OUR_DUID = dhcp6.server_duid("02:00:5e:00:02:13")
@@ -86,7 +86,7 @@ def check(data, source, local_port, proxy):
 
 
 def test_mutated_and_random_packets_never_break_the_pipeline(fuzzer):
-    proxy = Dhcp6Proxy(BOOTER, OUR_DUID, ClientMemo(), SIZES)
+    proxy = Dhcp6Proxy(BOOTER, OUR_DUID, ClientMemo(), SIZES, UNLIMITED_ANSWERS)
     fuzzer.run(SEED, SEEDS, OWN_MUTATIONS, SOURCES, lambda data, source, local_port: check(data, source, local_port, proxy))
 
 
@@ -100,6 +100,6 @@ def test_structured_options_never_break_the_pipeline(seed, options, truncate):
     # Well-framed but arbitrary options after a real message's own.
     body = b"".join(struct.pack("!HH", code, len(value)) + value for code, value in options)
     data = (seed + body)[:4 + truncate]
-    proxy = Dhcp6Proxy(BOOTER, OUR_DUID, ClientMemo(), SIZES)
+    proxy = Dhcp6Proxy(BOOTER, OUR_DUID, ClientMemo(), SIZES, UNLIMITED_ANSWERS)
     for source, local_port in SOURCES:
         check(data, source, local_port, proxy)
