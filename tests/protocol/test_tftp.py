@@ -4,19 +4,24 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import random
+import resource
+import select
 import socket
 import struct
 import subprocess
 import threading
 import time
+import types
 
 import pytest
 from tftpy.TftpPacketFactory import TftpPacketFactory
 from tftpy.TftpShared import TftpException
 
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.tftp import TftpServer
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.io import tftp
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.tftp import TFTP_FIRST_ACK_RETRIES, TFTP_TRANSFERS_PER_CLIENT, TftpServer
 from ansible_collections.nixie.provision.plugins.module_utils._ipxe_dir import find_ipxe_binaries
 from datagrams import received_within
 
@@ -37,8 +42,8 @@ def tftp_dir(tmp_path):
     return directory
 
 
-@pytest.fixture
-def server(tftp_dir):
+def start_server(tftp_dir):
+    """A TftpServer on 127.0.0.1 whose events are collected in its ``events`` list."""
     events = []
     lock = threading.Lock()
 
@@ -49,6 +54,12 @@ def server(tftp_dir):
     running = TftpServer(find_ipxe_binaries(str(tftp_dir)), host="127.0.0.1", port=0, on_event=on_event, timeout=1)
     running.start()
     running.events = events
+    return running
+
+
+@pytest.fixture
+def server(tftp_dir):
+    running = start_server(tftp_dir)
     yield running
     running.stop()
     assert not running._thread
@@ -323,7 +334,8 @@ def test_server_survives_malformed_burst(server, tftp_dir, tmp_path):
 
 
 def test_parallel_clients_and_throughput(server, tftp_dir, tmp_path):
-    """24 curl clients at once with blksize 1468, then one alone: every byte right; rate printed for the record."""
+    """24 curl clients at once with blksize 1468, each from its own address as 24 machines would be (one address
+    gets only TFTP_TRANSFERS_PER_CLIENT slots), then one alone: every byte right; rate printed for the record."""
     expected = (tftp_dir / "ipxe.efi").read_bytes()
     url = "tftp://%s:%d/ipxe.efi" % server.address
     started = time.monotonic()
@@ -331,8 +343,8 @@ def test_parallel_clients_and_throughput(server, tftp_dir, tmp_path):
     single_seconds = time.monotonic() - started
     assert single.returncode == 0 and (tmp_path / "single").read_bytes() == expected
     started = time.monotonic()
-    clients = [subprocess.Popen(["curl", "-sS", "--tftp-blksize", "1468", "-o", str(tmp_path / ("p%d" % i)), url])
-               for i in range(24)]
+    clients = [subprocess.Popen(["curl", "-sS", "--tftp-blksize", "1468", "--interface", "127.0.1.%d" % (i + 1),
+                                 "-o", str(tmp_path / ("p%d" % i)), url]) for i in range(24)]
     codes = [client.wait(timeout=120) for client in clients]
     parallel_seconds = time.monotonic() - started
     assert codes == [0] * 24
@@ -394,3 +406,173 @@ def test_transfer_answers_from_the_address_the_client_asked(tftp_dir):
             sock.sendto(struct.pack("!HH", ERROR, 0) + b"done\0", sender)
     finally:
         second.stop()
+
+
+def test_one_address_with_unacknowledged_requests_leaves_the_slots_to_others(server, tftp_dir):
+    """70 read requests from one address, none ever acknowledged, hold that address's slots only: another is served
+    at once (they used to hold all 64 for ~12 s), and the rest are dropped unanswered and counted, without events."""
+    flood = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for dummy in range(70)]
+    try:
+        for sock in flood:
+            sock.bind(("127.0.0.2", 0))
+            sock.sendto(rrq("ipxe.efi"), server.address)
+        time.sleep(0.3)
+        started = time.monotonic()
+        oack, data, dummy = download(server.address, rrq("ipxe.efi", options=[(b"blksize", b"1468")]))
+        assert time.monotonic() - started < 2
+        assert oack == {b"blksize": b"1468"} and data == (tftp_dir / "ipxe.efi").read_bytes()
+        answered = 0
+        for sock in flood:
+            sock.setblocking(False)
+            try:
+                answered += bool(sock.recv(70000))
+            except BlockingIOError:
+                pass
+        assert answered == TFTP_TRANSFERS_PER_CLIENT
+        assert server.dropped_requests == {"per_client": 70 - TFTP_TRANSFERS_PER_CLIENT, "total": 0}
+        assert [event["step"] for event in server.events if event["ip"] == "127.0.0.2"] == ["tftp_start"] * TFTP_TRANSFERS_PER_CLIENT
+    finally:
+        for sock in flood:
+            sock.close()
+
+
+def _collect(sock, seconds, into):
+    """What ``sock`` receives in the next ``seconds``, appended to ``into`` by a thread (returned, to join)."""
+    thread = threading.Thread(target=lambda: into.extend(packet for packet, _when in received_within(sock, seconds)))
+    thread.start()
+    return thread
+
+
+def test_first_packet_is_sent_a_few_times_only_until_the_client_acknowledges(server):
+    """A request whose source never acknowledges (it may be spoofed) draws TFTP_FIRST_ACK_RETRIES copies of its first
+    packet, DATA 1 or the OACK, and is dropped; once a client has acknowledged, the full retries apply."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent_data, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent_oack, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as answering:
+        answering.settimeout(2)
+        answering.sendto(rrq("ipxe.efi"), server.address)
+        packet, transfer = answering.recvfrom(70000)
+        assert struct.unpack_from("!HH", packet) == (DATA, 1)
+        answering.connect(transfer)
+        silent_data.sendto(rrq("ipxe.efi"), server.address)
+        silent_oack.sendto(rrq("ipxe.efi", options=[(b"tsize", b"0")]), server.address)
+        answering.send(struct.pack("!HH", ACK, 1))
+        received = {"data": [], "oack": [], "answering": []}
+        threads = [_collect(silent_data, 5, received["data"]), _collect(silent_oack, 5, received["oack"]),
+                   _collect(answering, 5, received["answering"])]
+        for thread in threads:
+            thread.join()
+    assert len(received["data"]) == TFTP_FIRST_ACK_RETRIES and len(set(received["data"])) == 1
+    assert struct.unpack_from("!HH", received["data"][0]) == (DATA, 1)
+    assert len(received["oack"]) == TFTP_FIRST_ACK_RETRIES and set(received["oack"]) == {struct.pack("!H", OACK) + b"tsize\0001048576\0"}
+    # Block 2 unanswered: sent at once, then again every ~1 s through the 5 s, not stopped after the first few.
+    assert len(received["answering"]) > TFTP_FIRST_ACK_RETRIES
+    assert {struct.unpack_from("!HH", packet) for packet in received["answering"]} == {(DATA, 2)}
+    errors = sorted(event["error"] for event in server.events if event["step"] == "tftp_done")
+    assert errors == ["first packet never acknowledged"] * 2
+
+
+class _FailingEpoll:
+    """select.epoll whose register() fails as the kernel's does past fs.epoll.max_user_watches, ``failures`` times."""
+
+    failures = 0
+
+    def __init__(self):
+        self._epoll = select.epoll()
+
+    def register(self, fd, mask):
+        if _FailingEpoll.failures:
+            _FailingEpoll.failures -= 1
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self._epoll.register(fd, mask)
+
+    def __getattr__(self, name):
+        return getattr(self._epoll, name)
+
+
+def _wait_for(predicate, seconds=3):
+    deadline = time.monotonic() + seconds
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return predicate()
+
+
+def test_requests_whose_socket_cannot_be_opened_or_watched_are_refused_and_the_server_goes_on(tftp_dir, monkeypatch):
+    """Out of file descriptors (EMFILE) and out of epoll watches (ENOSPC): those requests are refused with an event,
+    and the next client downloads its file (a failed register used to end the server thread)."""
+    monkeypatch.setattr(tftp, "select", types.SimpleNamespace(epoll=_FailingEpoll, EPOLLIN=select.EPOLLIN))
+    running = start_server(tftp_dir)
+    clients = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for dummy in range(4)]
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    hogs = []
+    try:
+        # Served once first: the thread makes its epoll when it starts, which must not be what runs out.
+        assert exchange(running, rrq("undionly.kpxe"))[0] == DATA
+        assert _wait_for(lambda: len(running.events) == 2), running.events
+        running.events.clear()
+        resource.setrlimit(resource.RLIMIT_NOFILE, (len(os.listdir("/proc/self/fd")) + 8, hard))
+        try:
+            while True:
+                hogs.append(os.open("/dev/null", os.O_RDONLY))
+        except OSError as err:
+            assert err.errno == errno.EMFILE
+        for sock in clients[:2]:
+            sock.sendto(rrq("ipxe.efi"), running.address)
+        assert _wait_for(lambda: len(running.events) == 2), running.events
+        for hog in hogs:
+            os.close(hog)
+        hogs = []
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        _FailingEpoll.failures = 2
+        for sock in clients[2:]:
+            sock.sendto(rrq("undionly.kpxe"), running.address)
+        assert _wait_for(lambda: len(running.events) == 4), running.events
+        assert [(event["step"], event["file"]) for event in running.events] == [("refused", "ipxe.efi")] * 2 + [("refused", "undionly.kpxe")] * 2
+        assert [os.strerror(errno.EMFILE) in event["reason"] for event in running.events[:2]] == [True] * 2
+        assert [os.strerror(errno.ENOSPC) in event["reason"] for event in running.events[2:]] == [True] * 2
+        for sock in clients:
+            sock.setblocking(False)
+            with pytest.raises(BlockingIOError):
+                sock.recv(70000)
+        oack, data, dummy = download(running.address, rrq("ipxe.efi", options=[(b"blksize", b"1468")]))
+        assert data == (tftp_dir / "ipxe.efi").read_bytes()
+        assert running._thread.is_alive()
+    finally:
+        for hog in hogs:
+            os.close(hog)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+        _FailingEpoll.failures = 0
+        for sock in clients:
+            sock.close()
+        running.stop()
+
+
+def test_an_unforeseen_error_costs_its_own_request_or_transfer_only(server, tftp_dir, monkeypatch, caplog):
+    """A bug met while handling a request, or a transfer's packet, is logged and ends that transfer alone."""
+    failing = {"request": True, "ack": True}
+    negotiate, acknowledged = tftp.negotiate, tftp._Transfer.acknowledged
+
+    def negotiate_once(*args):
+        if failing.pop("request", False):
+            raise RuntimeError("a bug in the negotiation")
+        return negotiate(*args)
+
+    def acknowledged_once(transfer, *args):
+        if failing.pop("ack", False):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return acknowledged(transfer, *args)
+
+    monkeypatch.setattr(tftp, "negotiate", negotiate_once)
+    monkeypatch.setattr(tftp._Transfer, "acknowledged", acknowledged_once)
+    assert exchange(server, rrq("ipxe.efi"), wait=0.5) is None
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(2)
+        sock.sendto(rrq("ipxe.efi"), server.address)
+        packet, transfer = sock.recvfrom(70000)
+        sock.sendto(struct.pack("!HH", ACK, 1), transfer)
+        assert _wait_for(lambda: [event["step"] for event in server.events] == ["tftp_start", "tftp_done"]), server.events
+    assert server.events[1]["ok"] is False and os.strerror(errno.EIO) in server.events[1]["error"]
+    oack, data, dummy = download(server.address, rrq("ipxe.efi", options=[(b"blksize", b"1468")]))
+    assert data == (tftp_dir / "ipxe.efi").read_bytes()
+    assert [record.getMessage() for record in caplog.records if record.name == tftp.__name__] == [
+        "TFTP: a bug in the negotiation", "TFTP: " + str(OSError(errno.EIO, os.strerror(errno.EIO)))]

@@ -31,7 +31,7 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.http imp
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host, ServerAddress
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.proxydhcp import start_proxydhcp
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.proxydhcp6 import start_proxydhcp6
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.tftp import TftpServer
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.tftp import TFTP_TRANSFERS, TftpServer
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.udp import PortBindError
 from ansible_collections.nixie.provision.plugins.module_utils._hosts import host_name
 from ansible_collections.nixie.provision.plugins.module_utils._ipxe_dir import find_ipxe_binaries
@@ -41,8 +41,8 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.limit
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.tokens import TokenStore, read_outstanding, write_outstanding
 
 # The files the server may hold at once: HTTP's connections and what they send, TFTP's transfers (a socket and a
-# file each, 64 of them), and the rest (listening sockets, logs, the event loop, Python's own).
-TFTP_FILES = 2 * 64
+# file each, TFTP_TRANSFERS of them), and the rest (listening sockets, logs, the event loop, Python's own).
+TFTP_FILES = 2 * TFTP_TRANSFERS
 OTHER_FILES = 64
 FILES_NEEDED = HTTP_FILES + TFTP_FILES + OTHER_FILES
 _LOG = logging.getLogger(__name__)

@@ -16,7 +16,8 @@ ipxe.efi at 0.5 of dnsmasq's rate to one client and 0.26 to 50 (bench/, P3). Her
 file in memory (the iPXE binaries are at most ~1 MB, transfers are capped) and answers an ACK with one
 struct header and one send on a connected socket, under epoll.
 Every packet is handled behind a boundary that drops the offending transfer only, transfers are
-capped, and files come only from an allow-list of names: requests are never joined onto a directory.
+capped per client and in all, a transfer whose client has not answered yet gets few retransmissions, and
+files come only from an allow-list of names: requests are never joined onto a directory.
 Uploads are refused. The server listens on one IPv4 or one IPv6 address.
 """
 
@@ -29,9 +30,10 @@ import struct
 import threading
 import time
 import traceback
-from typing import Any, Callable, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.limits import LogBudget
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire.tftp import Agreement, negotiate
 from ansible_collections.nixie.provision.plugins.module_utils._errors import require_library
 
@@ -43,6 +45,18 @@ except ImportError:
     TFTPY_IMPORT_ERROR = traceback.format_exc()
 else:
     TFTPY_IMPORT_ERROR = None
+
+# Enough for a rack booting at once (a transfer is a second or two on a LAN); each holds a socket, which
+# server.py budgets for.
+TFTP_TRANSFERS = 64
+# Firmware fetches one file at a time, but may ask again from a new port while its earlier transfer still waits
+# out our retries; four leave room for that and keep one address (which may be lying) to a sixteenth of the slots.
+TFTP_TRANSFERS_PER_CLIENT = 4
+# Timeouts a transfer may stay unanswered through before its client has acknowledged anything (the OACK or
+# DATA 1), instead of the full retries. The request's source may be spoofed, making every copy of the first packet
+# traffic towards a victim: three copies (two resends, ~3 s) ride out a loss or two for a real client, which
+# answers in one round trip, while a spoofed request draws three packets and holds its slot ~3 s, not ~12.
+TFTP_FIRST_ACK_RETRIES = 3
 
 # Larger than any UDP datagram: read whole packets, never truncate.
 _MAX_DATAGRAM = 65536
@@ -64,28 +78,38 @@ class TftpServer:
     ``on_event(step, client_ip, **fields)`` is called from the server thread with step ``tftp_start``
     (file, options), ``tftp_done`` (file, ok, bytes, seconds, error) or ``refused`` (file, reason).
     A block unacknowledged for ``timeout`` seconds is sent again; a client silent through ``retries``
-    of those is dropped. Firmware waits seconds before it retries (EDK2 4 s), so on a lossy link the
-    server's short timeout, not the client's, sets the pace.
+    of those is dropped, or through ``first_ack_retries`` while it has acknowledged nothing yet. Firmware
+    waits seconds before it retries (EDK2 4 s), so on a lossy link the server's short timeout, not the
+    client's, sets the pace.
+    At most ``max_transfers`` run at once, ``per_client`` of them for one client address; a request over
+    a cap is dropped unanswered (the client asks again) and counted in ``dropped_requests`` by cap.
     """
 
     def __init__(self, binaries: Mapping[str, str], host: str = "0.0.0.0", port: int = contract.TFTP_PORT, on_event: Optional[Callable[..., None]] = None,
-                 timeout: float = 1.0, retries: int = 12, max_transfers: int = 64) -> None:
+                 timeout: float = 1.0, retries: int = 12, max_transfers: int = TFTP_TRANSFERS, per_client: int = TFTP_TRANSFERS_PER_CLIENT,
+                 first_ack_retries: int = TFTP_FIRST_ACK_RETRIES) -> None:
         require_library("tftpy", TFTPY_IMPORT_ERROR)
         self._binaries = dict(binaries)
         self._bind = (host, port)
         self._on_event = on_event
         self._timeout = timeout
         self._retries = retries
+        self._first_ack_retries = first_ack_retries
         self._max_transfers = max_transfers
+        self._per_client = per_client
         self._factory = TftpPacketFactory()
         self._sock = None
         self._wake_reader = self._wake_writer = None
         self._thread = None
         self._stopping = threading.Event()
         self._transfers = {}
+        # client address -> transfers it holds, for the per-client cap without a scan per request
+        self._held: Dict[str, int] = {}
         self._poller = None
         self._transfer_by_fd = {}
+        self._log = LogBudget(_log)
         self.malformed_packets = 0
+        self.dropped_requests: Dict[str, int] = {"per_client": 0, "total": 0}
 
     @property
     def address(self) -> Tuple[Any, ...]:
@@ -136,10 +160,13 @@ class TftpServer:
                 now = time.monotonic()
                 for fd, _mask in ready:
                     transfer = by_fd.get(fd)
-                    if transfer is not None:
-                        self._on_transfer_packet(transfer, now)
-                    elif fd == request_fd:
-                        self._on_request()
+                    try:
+                        if transfer is not None:
+                            self._on_transfer_packet(transfer, now)
+                        elif fd == request_fd:
+                            self._on_request()
+                    except Exception as err:  # any kind: a bug must not cost the other clients their server either
+                        self._on_unforeseen(transfer, err)
                 # Not after every packet: with 50 transfers that scan would cost more than the packets.
                 if now >= next_check:
                     self._check_timeouts(now)
@@ -149,6 +176,13 @@ class TftpServer:
                 self._finish(key, "server stopped")
             poller.close()
             self._sock.close()
+
+    def _on_unforeseen(self, transfer, err):
+        # The failures known to happen are handled where they happen; one that was not foreseen costs its own
+        # transfer, not the thread every other client is served by.
+        self._log.log(("TFTP:", type(err).__name__), logging.ERROR, "TFTP: %s", err, exc_info=err)
+        if transfer is not None and self._transfers.get(transfer.key) is transfer:
+            self._finish(transfer.key, str(err))
 
     def _emit(self, step, client_ip, **fields):
         if self._on_event is None:
@@ -176,9 +210,8 @@ class TftpServer:
         except OSError:
             return
         key = (client_ip, client_port)
-        if key in self._transfers or len(self._transfers) >= self._max_transfers:
-            # A retransmitted request of a running transfer, or overload: the client will retry.
-            return
+        if key in self._transfers:
+            return  # a retransmitted request of a running transfer
         try:
             request = self._factory.parse(buffer)
         except Exception:  # tftpy's codec raises struct, Unicode and tftpy errors on malformed input
@@ -186,9 +219,16 @@ class TftpServer:
             return
         if not isinstance(request, TftpPacketInitial):
             return
+        # Over a cap, no ERROR and no event: a real client asks again once a slot is free, and the source may be spoofed.
+        if self._held.get(client_ip, 0) >= self._per_client:
+            self.dropped_requests["per_client"] += 1
+            return
+        if len(self._transfers) >= self._max_transfers:
+            self.dropped_requests["total"] += 1
+            return
         try:
             sock = self._transfer_socket(key)
-        except OSError as err:
+        except OSError as err:  # EMFILE, ENOBUFS
             self._emit(contract.STEP_REFUSED, client_ip, file=request.filename, reason=str(err))
             return
         if isinstance(request, TftpPacketWRQ):
@@ -200,9 +240,15 @@ class TftpServer:
             self._refuse(sock, client_ip, request.filename, TftpErrors.FileNotFound, refusal)
             return
         transfer = _Transfer(key, request.filename, sock, data, negotiate(request.options, len(data)))
+        try:
+            self._poller.register(sock.fileno(), select.EPOLLIN)
+        except OSError as err:  # ENOSPC past fs.epoll.max_user_watches, ENOMEM
+            sock.close()
+            self._emit(contract.STEP_REFUSED, client_ip, file=request.filename, reason=str(err))
+            return
         self._transfers[key] = transfer
         self._transfer_by_fd[sock.fileno()] = transfer
-        self._poller.register(sock.fileno(), select.EPOLLIN)
+        self._held[client_ip] = self._held.get(client_ip, 0) + 1
         transfer.send(time.monotonic())
         self._emit(contract.STEP_TFTP_START, client_ip, file=request.filename, options=dict(transfer.agreement.options))
 
@@ -257,15 +303,19 @@ class TftpServer:
             if now - transfer.last_sent <= self._timeout:
                 continue
             transfer.retries += 1
-            if transfer.retries >= self._retries:
-                self._finish(key, "timed out")
+            if transfer.retries >= (self._retries if transfer.answered else self._first_ack_retries):
+                self._finish(key, "timed out" if transfer.answered else "first packet never acknowledged")
             else:
                 transfer.send(now)
 
     def _finish(self, key, error):
         transfer = self._transfers.pop(key)
         del self._transfer_by_fd[transfer.sock.fileno()]
-        self._poller.unregister(transfer.sock.fileno())
+        held = self._held.pop(key[0]) - 1
+        if held:
+            self._held[key[0]] = held
+        # Not unregistered: closing the socket takes it out of the epoll set (no other descriptor shares it), and an
+        # unregister that failed here would leave the socket open with its transfer gone.
         transfer.sock.close()
         self._emit(contract.STEP_TFTP_DONE, key[0], file=transfer.name, ok=error is None, error=error,
                    bytes=transfer.bytes_sent, seconds=round(time.monotonic() - transfer.started, 6))
@@ -282,7 +332,7 @@ class _Transfer:
     """
 
     __slots__ = ("key", "name", "sock", "data", "agreement", "blksize", "block", "last_block", "last_packet",
-                 "last_sent", "started", "retries")
+                 "last_sent", "started", "retries", "answered")
 
     def __init__(self, key: Tuple[str, int], name: str, sock: socket.socket, data: bytes, agreement: Agreement) -> None:
         self.key = key
@@ -300,6 +350,8 @@ class _Transfer:
             self.block, self.last_packet = 1, self._data_packet(1)
         self.started = self.last_sent = time.monotonic()
         self.retries = 0
+        # Whether the client has acknowledged a packet: until then its address may be spoofed.
+        self.answered = False
 
     @property
     def bytes_sent(self) -> int:
@@ -312,6 +364,7 @@ class _Transfer:
                 # The client timed out waiting and acknowledged the previous block again: our block was lost.
                 self.send(now)
             return False
+        self.answered = True
         if self.block == self.last_block:
             return True
         self.block += 1
