@@ -31,6 +31,7 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.http imp
 )
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.io import http as http_module
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.limits import Budget
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.table import HostTable
 
 MAC = "52:54:00:aa:00:01"
@@ -99,9 +100,9 @@ def path_of(url):
 
 # -- in process, aiohttp's test client ----------------------------------------------------------------
 
-def run_with_client(state, scenario):
+def run_with_client(state, scenario, requests=None):
     async def main():
-        async with TestClient(TestServer(make_app(state), host="127.0.0.1")) as client:
+        async with TestClient(TestServer(make_app(state, requests), host="127.0.0.1")) as client:
             return await scenario(client)
     return asyncio.run(main())
 
@@ -141,6 +142,22 @@ def test_script_kernel_initrd_and_phone_home_in_process(files, tmp_path):
     with open(state.events.path, encoding="utf-8") as handle:
         steps = [json.loads(line)["step"] for line in handle]
     assert steps == ["script", "kernel", "initrd", "phone_home"]
+
+
+def test_a_client_past_its_request_budget_gets_429_and_the_controller_none(files):
+    state = make_state(files)
+
+    async def scenario(client):
+        statuses = [(await client.get("/boot/52-54-00-aa-00-99.ipxe")).status for dummy in range(8)]
+        assert statuses == [404] * 5 + [429] * 3
+        # The controller shares the client's address here and still gets through: its secret, not its address, counts.
+        assert (await client.get(contract.STATE_ROUTE, headers=ADMIN)).status == 200
+        assert (await client.get(contract.STATE_ROUTE)).status == 429
+
+    run_with_client(state, scenario, Budget(5, 60.0))
+    with open(state.events.path, encoding="utf-8") as handle:
+        refusals = [event for event in map(json.loads, handle) if event.get("status") == 429]
+    assert refusals and refusals[0]["reason"] == "more than 5 requests in 60 s"
 
 
 def test_installed_host_gets_local_boot_and_no_token(files):

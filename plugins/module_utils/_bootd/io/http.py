@@ -66,7 +66,7 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract im
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.ipxe import autoexec_script, installer_script, local_boot_script
 from ansible_collections.nixie.provision.plugins.module_utils._ipxe_dir import find_ipxe_binaries
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.events import EventLog
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.limits import LogBudget
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.limits import Budget, LogBudget
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.table import HostConflict, HostTable
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.tokens import TokenRefused
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
@@ -80,6 +80,10 @@ HTTP_IDLE_TIMEOUT = 15.0
 HTTP_BODY_TIMEOUT = 15.0
 HTTP_CONNECTIONS_PER_CLIENT = 16
 HTTP_CONNECTIONS = 384
+# Requests per client address in HTTP_REQUEST_INTERVAL seconds, past which it gets 429. One boot makes a handful
+# (script, kernel, initrd, phone-home, the agent's retries); the controller, known by its secret, has no limit.
+HTTP_REQUESTS_PER_CLIENT = 120
+HTTP_REQUEST_INTERVAL = 10.0
 # Each connection may hold two files: its socket, and the kernel or initrd it sends.
 HTTP_FILES = 2 * HTTP_CONNECTIONS
 _LOG = logging.getLogger(__name__)
@@ -276,11 +280,12 @@ class _Handlers:
     def __init__(self, state: BootState) -> None:
         self.state = state
 
-    def _client(self, request):
+    def client(self, request: "web.Request") -> str:
+        """The request's source address, in one spelling per address."""
         return _canonical_ip(request.remote)
 
     def refuse(self, request: "web.Request", status: int, reason: str, mac: Optional[str] = None, **fields: Any) -> "web.Response":
-        self.state.events.record(mac, contract.STEP_REFUSED, ip=self._client(request), method=request.method,
+        self.state.events.record(mac, contract.STEP_REFUSED, ip=self.client(request), method=request.method,
                                  path=request.path[:256], status=status, reason=reason, **fields)
         return _empty(status)
 
@@ -300,17 +305,17 @@ class _Handlers:
             return self.refuse(request, 404, "no host with this MAC in the run", requested=request.match_info["name"][:64])
         if host.installed:
             self.state.table.tokens.revoke(mac)
-            self.state.events.record(mac, contract.STEP_BOOT_LOCAL, ip=self._client(request))
+            self.state.events.record(mac, contract.STEP_BOOT_LOCAL, ip=self.client(request))
             return web.Response(text=local_boot_script(host.name), content_type="text/plain")
         try:
-            token = self.state.table.script_token(mac, self._client(request))
+            token = self.state.table.script_token(mac, self.client(request))
         except TokenRefused as refused:
             return self.refuse(request, 403, str(refused), mac)
         base = self._base_for(request)
         script = installer_script(base + script_path(mac),
                                   self.state.file_url(base, mac, contract.STEP_KERNEL), self.state.file_url(base, mac, contract.STEP_INITRD),
                                   self.state.installer.cmdline, api_url(base), token)
-        self.state.events.record(mac, contract.STEP_SCRIPT, ip=self._client(request))
+        self.state.events.record(mac, contract.STEP_SCRIPT, ip=self.client(request))
         return web.Response(text=script, content_type="text/plain")
 
     async def boot_file(self, request: "web.Request") -> "web.StreamResponse":
@@ -321,7 +326,7 @@ class _Handlers:
         if path is None or mac not in self.state.table or not _SIGNATURE.match(signature) \
                 or not hmac.compare_digest(signature, self.state.file_signature(mac)):
             return self.refuse(request, 404, "unsigned or unknown file URL")
-        self.state.events.record(mac, kind, ip=self._client(request), range=request.headers.get("Range"))
+        self.state.events.record(mac, kind, ip=self.client(request), range=request.headers.get("Range"))
         return web.FileResponse(path)
 
     async def ipxe_binary(self, request: "web.Request") -> "web.StreamResponse":
@@ -336,7 +341,7 @@ class _Handlers:
         # The client is an iPXE that UEFI HTTP boot loaded from /ipxe/: it knows no MAC-to-host mapping
         # yet, so the script names its MAC to us, and nothing host-specific is in this answer.
         base = self._base_for(request)
-        self.state.events.record(None, contract.STEP_AUTOEXEC, ip=self._client(request))
+        self.state.events.record(None, contract.STEP_AUTOEXEC, ip=self.client(request))
         return web.Response(text=autoexec_script(base), content_type="text/plain")
 
     def _bearer(self, request):
@@ -344,7 +349,7 @@ class _Handlers:
         return match.group(1) if match else None
 
     async def phone_home(self, request: "web.Request") -> "web.Response":
-        client = self._client(request)
+        client = self.client(request)
         token = self._bearer(request)
         try:
             if token is None:
@@ -383,10 +388,14 @@ class _Handlers:
         body = json.dumps({contract.ANSWER_FIELD: self.state.authorized_key}, ensure_ascii=False)
         return web.Response(text=body, content_type="application/json")
 
+    def from_controller(self, request: "web.Request") -> bool:
+        """Whether ``request`` carries this run's controller secret."""
+        presented = request.headers.get(contract.CONTROLLER_SECRET_HEADER, "").encode("utf-8", "surrogateescape")
+        return hmac.compare_digest(presented, self.state.controller_secret)
+
     def _controller_only(self, request):
         """None for the controller's request, else the refusal to answer (a response, never falsy by accident)."""
-        presented = request.headers.get(contract.CONTROLLER_SECRET_HEADER, "").encode("utf-8", "surrogateescape")
-        if hmac.compare_digest(presented, self.state.controller_secret):
+        if self.from_controller(request):
             return None
         return self.refuse(request, 403, "%s is for the controller only: no or a wrong controller secret" % request.path[:64])
 
@@ -452,7 +461,7 @@ class _Handlers:
         except HostConflict as conflict:
             return web.json_response({"error": str(conflict)}, status=409)
         self.state.events.record(mac, contract.STEP_MARKED_INSTALLED if installed else contract.STEP_MARKED_NOT_INSTALLED,
-                                 ip=self._client(request))
+                                 ip=self.client(request))
         return web.json_response({"host": host.name, "mac": mac, "installed": installed})
 
     async def release(self, request: "web.Request") -> "web.Response":
@@ -460,20 +469,26 @@ class _Handlers:
         mac, refusal = self._controller_host(request)
         if refusal is not None:
             return refusal
-        self.state.events.record(mac, contract.STEP_RELEASED, ip=self._client(request))
+        self.state.events.record(mac, contract.STEP_RELEASED, ip=self.client(request))
         remaining = self.state.table.release(mac)
         if not remaining and self.state.on_all_released is not None:
             self.state.on_all_released()
         return web.json_response({"host": self.state.table.name(mac), "remaining": remaining})
 
 
-def make_app(state: BootState) -> "web.Application":
-    """Return the aiohttp application serving ``state`` (a BootState)."""
+def make_app(state: BootState, requests: Optional[Budget] = None) -> "web.Application":
+    """Return the aiohttp application serving ``state`` (a BootState).
+
+    ``requests`` budgets each client address's requests (default HTTP_REQUESTS_PER_CLIENT in HTTP_REQUEST_INTERVAL).
+    """
     require_library("aiohttp", AIOHTTP_IMPORT_ERROR)
     handlers = _Handlers(state)
+    requests = requests or Budget(HTTP_REQUESTS_PER_CLIENT, HTTP_REQUEST_INTERVAL)
 
     @web.middleware
     async def record_unrouted(request, handler):
+        if not handlers.from_controller(request) and not requests.allow(handlers.client(request)):
+            return handlers.refuse(request, 429, "more than %d requests in %.0f s" % (requests.burst, requests.interval))
         if _EMPTY_SUFFIX_RANGE.match(request.headers.get("Range", "")):
             return handlers.refuse(request, 416, "range of zero bytes")
         if request.body_exists and (request.content_length or 0) <= API_BODY_LIMIT:
