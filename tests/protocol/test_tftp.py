@@ -506,7 +506,7 @@ def test_requests_whose_socket_cannot_be_opened_or_watched_are_refused_and_the_s
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     hogs = []
     try:
-        # Served once first: the thread makes its epoll when it starts, which must not be what runs out.
+        # Served once first, so what the limit breaks below is known to have worked before it.
         assert exchange(running, rrq("undionly.kpxe"))[0] == DATA
         assert _wait_for(lambda: len(running.events) == 2), running.events
         running.events.clear()

@@ -125,8 +125,19 @@ class TftpServer:
             sock.close()
             raise
         sock.setblocking(False)
-        self._sock = sock
-        self._wake_reader, self._wake_writer = socket.socketpair()
+        wake_reader, wake_writer = socket.socketpair()
+        # Here rather than in the thread: running out of file descriptors now fails the start, not a thread
+        # that nobody watches. epoll itself rather than selectors: its per-event key objects cost as much as a packet.
+        try:
+            poller = select.epoll()
+            poller.register(sock.fileno(), select.EPOLLIN)
+            poller.register(wake_reader.fileno(), select.EPOLLIN)
+        except OSError:
+            for opened in (sock, wake_reader, wake_writer):
+                opened.close()
+            raise
+        self._sock, self._poller = sock, poller
+        self._wake_reader, self._wake_writer = wake_reader, wake_writer
         self._thread = threading.Thread(target=self._serve, name="nixie-tftp", daemon=True)
         self._thread.start()
         return self.address
@@ -146,11 +157,7 @@ class TftpServer:
     # -- the server thread ---------------------------------------------------------------------------
 
     def _serve(self):
-        # epoll itself rather than selectors: its per-event key objects cost as much as a packet here.
-        poller = select.epoll()
-        poller.register(self._sock.fileno(), select.EPOLLIN)
-        poller.register(self._wake_reader.fileno(), select.EPOLLIN)
-        self._poller = poller
+        poller = self._poller
         request_fd = self._sock.fileno()
         by_fd = self._transfer_by_fd
         next_check = time.monotonic() + _TICK
