@@ -17,6 +17,10 @@ from nixielab import LabNetwork
 SERVER_IP = "10.213.0.1"
 HTTP_PORT = 8080
 CLIENT_BASE = 50  # client namespaces get 10.213.0.50 and up (at most 150 of them); labs with clients run no site DHCP
+# A client's further source addresses, 10.213.0.201 and up: parallel downloads come from as many addresses, as a
+# fleet's machines do, rather than from one address that the server's per-client caps would hold back.
+SOURCE_BASE = 201
+SOURCE_LIMIT = 54
 CLK_TCK = 100
 
 
@@ -37,6 +41,20 @@ class Side:
             client.run(["ip", "addr", "add", client.address + "/24", "dev", client.iface], check=True)
             self.clients.append(client)
         return self.clients[:count]
+
+
+def source_addresses(client, count):
+    """``count`` addresses of ``client`` (configured on its interface the first time) for one download each."""
+    if count > SOURCE_LIMIT:
+        raise ValueError("at most %d source addresses per client, not %d" % (SOURCE_LIMIT, count))
+    addresses = ["10.213.0.%d" % (SOURCE_BASE + index) for index in range(count)]
+    configured = getattr(client, "source_addresses", set())
+    for address in addresses:
+        if address not in configured:
+            client.run(["ip", "addr", "add", address + "/24", "dev", client.iface], check=True)
+            configured.add(address)
+    client.source_addresses = configured
+    return addresses
 
 
 @contextlib.contextmanager

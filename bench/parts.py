@@ -22,7 +22,7 @@ from nixielab.processes import in_netns
 from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract
 
 from . import burst, files, netns, sim
-from .lab import SERVER_IP, Meter, sides
+from .lab import SERVER_IP, Meter, sides, source_addresses
 from .servers import BASE, NixieServer, ReferenceServer
 
 MIB = 1 << 20
@@ -80,21 +80,40 @@ def alternate(repetitions, nixie, reference):
     return results["nixie"], results["reference"]
 
 
-def _script_url(mac):
-    return BASE + contract.script_path(mac)
+def _booted_script(client):
+    """``client``'s script, parsed (sim.parse_script), fetched as a machine does: after the DHCP exchange that the
+    server gives the script's token for."""
+    holder = {}
+
+    def fetch():  # in a thread of its own: sim.boot enters the client's namespace
+        try:
+            holder["script"] = sim.boot(client, SERVER_IP, script_only=True)
+        except BaseException as error:  # raised again below, in the caller
+            holder["error"] = error
+
+    thread = threading.Thread(target=fetch)
+    thread.start()
+    thread.join()
+    if "error" in holder:
+        raise holder["error"]
+    return holder["script"]
 
 
 def _nixie_initrd_url(client):
     """The signed initrd URL of ``client``'s script, as iPXE would get it."""
-    script = client.run(["curl", "-sf", _script_url(client.mac)], capture_output=True, text=True, check=True).stdout
-    return sim.parse_script(script)[1]
+    return _booted_script(client)[1]
 
 
 def _parallel_curl(client, url, count, extra=()):
-    """``count`` curl processes at once from ``client``'s namespace; seconds until all are done."""
-    curl = " ".join(["curl", "-sf", "-o", "/dev/null", *extra, url])
+    """``count`` curl processes at once from ``client``'s namespace, each from its own address; seconds until all are
+    done (a failed one fails the run)."""
+    curl = " ".join(["curl", "-sf", "-o", "/dev/null", "--interface", "$address", *extra, url])
+    addresses = " ".join(source_addresses(client, count))
     started = time.monotonic()
-    client.run(["sh", "-c", "for i in $(seq %d); do %s & done; wait" % (count, curl)], check=True, timeout=900)
+    # Each job waited for by its pid: a bare `wait` returns 0 whatever the downloads did.
+    client.run(["sh", "-c", "pids=; for address in %s; do %s & pids=\"$pids $!\"; done; "
+                            "failed=0; for pid in $pids; do wait $pid || failed=1; done; exit $failed" % (addresses, curl)],
+               check=True, timeout=900)
     return time.monotonic() - started
 
 
@@ -404,11 +423,7 @@ def p6_orchestration(profile, workdir, log):
 
 def _late_agent(client, marker, ssh_host_keys):
     """Phone home as the agent does, once the playbook is waiting (its first task made ``marker``)."""
-    holder = {}
-    thread = threading.Thread(target=lambda: holder.update(script=sim.boot(client, SERVER_IP, script_only=True)))
-    thread.start()
-    thread.join()
-    api, token = holder["script"]
+    dummy_kernel, dummy_initrd, api, token = _booted_script(client)
     deadline = time.monotonic() + 120
     while not marker.exists() and time.monotonic() < deadline:
         time.sleep(0.05)

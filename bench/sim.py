@@ -132,7 +132,7 @@ def phone_home(api, token, mac, address, ssh_host_keys=(), disks=()):
 def boot(client, server_ip, start_barrier=None, script_only=False):
     """Netboot ``client`` (a LabClient with ``address``); return the seconds each step took.
 
-    With ``script_only``, stop after fetching the script and return the parsed script instead (P6's agent).
+    With ``script_only``, stop after fetching the script and return it parsed instead (parse_script's tuple).
     """
     netns.enter(client.netns)
     steps = {}
@@ -154,9 +154,10 @@ def boot(client, server_ip, start_barrier=None, script_only=False):
         script_url = _dhcp(sock, client, True, server_ip)
     script = _http("GET", script_url).decode()
     step("script")
-    kernel, initrd, api, token = parse_script(script)
+    parsed = parse_script(script)
     if script_only:
-        return api, token
+        return parsed
+    kernel, initrd, api, token = parsed
     _http("GET", kernel)
     step("kernel")
     _http("GET", initrd)
