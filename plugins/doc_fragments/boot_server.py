@@ -28,8 +28,8 @@ options:
     description:
       - The boot server's controller secret, which its controller API requires. It is the content of the file
         C(controller-secret) in the server's run directory (mode 0600), made anew at each start.
-      - Not needed for a server running on this machine when O(run_dir) is given (the server's run directory): it is
-        read from there. For a server on another host, read it there without logging it, for example with
+      - Not needed for a server running on this machine when O(run_dir) is given (the server's run directory), since
+        it is read from there. For a server on another host, read it there without logging it, for example with
         M(ansible.builtin.slurp) and C(no_log), and pass it here.
       - Never shown in output or logs.
     type: str

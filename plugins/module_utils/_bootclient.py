@@ -106,11 +106,11 @@ class BootServerClient:
             if code == 409 and mac is not None:
                 raise HostRefused(_error_of(exc) or "the boot server at %s refuses %s" % (self.base_url, mac), url=url) from None
             if code == 403:
+                missing = "a wrong controller secret" if self._secret else "no controller secret"
                 raise BootServerUnavailable(
                     "the boot server at %s refused %s %s: %s. Give run_dir on the server's machine, or server_secret (the "
-                    "content of %s in its run directory)" % (self.base_url, method, route,
-                                                            "a wrong controller secret" if self._secret else "no controller secret",
-                                                            contract.CONTROLLER_SECRET_FILE), url=url) from None
+                    "content of %s in its run directory)" % (self.base_url, method, route, missing, contract.CONTROLLER_SECRET_FILE),
+                    url=url) from None
             raise BootServerUnavailable("the boot server at %s did not answer %s %s: %s" % (self.base_url, method, route, exc),
                                         url=url) from None
 

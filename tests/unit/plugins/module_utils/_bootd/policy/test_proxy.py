@@ -206,7 +206,7 @@ def test_a_flood_spoofing_a_listed_mac_draws_a_bounded_number_of_answers():
     now = [0.0]
     proxy = Dhcp4Proxy(BOOTER, Budget(DHCP_ANSWERS_PER_MAC, DHCP_ANSWER_INTERVAL, clock=lambda: now[0]))
     discover = request_bytes(mac=HOSTS[0].mac, options=VENDOR_PXE_ROM)
-    outcomes = [proxy.handle(discover, ("0.0.0.0", 68), 67) for _ in range(DHCP_ANSWERS_PER_MAC + 50)]
+    outcomes = [proxy.handle(discover, ("0.0.0.0", 68), 67) for dummy in range(DHCP_ANSWERS_PER_MAC + 50)]
     assert [outcome.reply is not None for outcome in outcomes] == [True] * DHCP_ANSWERS_PER_MAC + [False] * 50
     assert outcomes[-1].step == STEP_DHCP_IGNORED and outcomes[-1].fields["reason"].startswith("more than %d requests" % DHCP_ANSWERS_PER_MAC)
     # Another host's boot is not held up by it, and the flooded MAC is answered again in the next interval.
