@@ -18,7 +18,7 @@ description:
     C(ansible_host) to C(nixie_ip) (as the examples and the collection's playbooks do) to reach the installer over SSH.
   - A host that does not phone home within O(timeout) fails alone, with its last boot step.
   - A host that two machines answered for (two phone-homes as its MAC from different addresses) fails alone at once,
-    with the message C(two machines answered as <mac>: refusing both); the boot server answers neither machine again.
+    with a message that two machines answered as its MAC, refusing both; the boot server answers neither machine again.
   - Runs on the controller (it is an action plugin); it does not connect to the host.
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
