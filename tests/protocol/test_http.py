@@ -33,6 +33,7 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd.io import h
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.limits import Budget
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.table import HostTable
+from ipxe_scripts import script_values
 
 MAC = "52:54:00:aa:00:01"
 INSTALLED_MAC = "52:54:00:aa:00:02"
@@ -73,16 +74,6 @@ def make_state(files, base_urls=("http://127.0.0.1:8080",)):
     return BootState(table=table, installer=Installer(str(files["kernel"]), str(files["initrd"]), CMDLINE), ipxe_dir=str(files["ipxe"]),
                      authorized_key=DEPLOYER_KEY, events=EventLog(str(files["run"]), table), base_urls=list(base_urls),
                      controller_secret=SECRET, published={"http_url": base_urls[0]})
-
-
-def script_values(script):
-    commands = [line.split(" || ")[0] for line in script.splitlines()]
-    words = next(command for command in commands if command.startswith("kernel ")).split()
-    values = dict(word.split("=", 1) for word in words[2:] if "=" in word)
-    initrd_url = next(command for command in commands if command.startswith("initrd ")).split()[-1]
-    retry_url = next(command for command in commands if command.startswith("chain ")).split()[-1]
-    return {"kernel": words[1], "initrd": initrd_url, "token": values["nixie.token"], "api": values["nixie.api"],
-            "retry": retry_url}
 
 
 def report(key, macs=(MAC,), ip="127.0.0.1"):

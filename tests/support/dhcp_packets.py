@@ -5,6 +5,7 @@ the path one message takes through the proxy pipeline."""
 
 from __future__ import annotations
 
+import random
 import sys
 import time
 
@@ -41,9 +42,10 @@ def captured(capture, number):
     return dhcp_payloads(capture)[number]
 
 
-def request_bytes(mac="52:54:00:aa:00:01", options=(), message_type="discover", flags=0, ciaddr="0.0.0.0", giaddr="0.0.0.0", op=1):
+def request_bytes(mac="52:54:00:aa:00:01", options=(), message_type="discover", flags=0, ciaddr="0.0.0.0", giaddr="0.0.0.0", op=1,
+                  xid=0x11223344):
     """A DHCP request built with scapy, for cases the captures do not contain."""
-    packet = BOOTP(op=op, xid=0x11223344, flags=flags, ciaddr=ciaddr, giaddr=giaddr, chaddr=bytes.fromhex(mac.replace(":", "")))
+    packet = BOOTP(op=op, xid=xid, flags=flags, ciaddr=ciaddr, giaddr=giaddr, chaddr=bytes.fromhex(mac.replace(":", "")))
     return bytes(packet / DHCP(options=[("message-type", message_type)] + list(options) + ["end"]))
 
 
@@ -82,3 +84,49 @@ def hear_lease(run, interface, mac, address):
     run([sys.executable, "-c", send, payload.hex(), interface], check=True)
     # The proxy takes it on its own loop; a moment is plenty.
     time.sleep(0.3)
+
+
+# Sent from the client's namespace: bound to port 68 on its interface, it hears the broadcast reply a client without the
+# broadcast flag gets; of those it takes the one whose server identifier (option 54) is the proxy's, not the site
+# server's offer. The request goes out again each second, as firmware retransmits: a flooded proxy drops some.
+_ASK_PROXY = """import select, socket, sys, time
+payload, interface, chaddr, xid = bytes.fromhex(sys.argv[1]), sys.argv[2], bytes.fromhex(sys.argv[3]), bytes.fromhex(sys.argv[4])
+server_id = socket.inet_aton(sys.argv[6])
+
+def option(data, code):
+    index = 240
+    while index + 1 < len(data) and data[index] != 255:
+        if data[index] == 0:
+            index += 1
+            continue
+        if data[index] == code:
+            return data[index + 2:index + 2 + data[index + 1]]
+        index += 2 + data[index + 1]
+    return None
+
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, interface.encode())
+sock.bind(("0.0.0.0", 68))
+deadline = time.monotonic() + float(sys.argv[5])
+while time.monotonic() < deadline:
+    sock.sendto(payload, ("255.255.255.255", 67))
+    resend = min(time.monotonic() + 1.0, deadline)
+    while (left := resend - time.monotonic()) > 0 and select.select([sock], [], [], left)[0]:
+        data = sock.recv(65536)
+        if data[:1] == b"\\x02" and data[4:8] == xid and data[28:34] == chaddr and option(data, 54) == server_id:
+            print(data.hex())
+            sys.exit(0)
+sys.exit(1)
+"""
+
+
+def ask_proxy(run, interface, mac, server, timeout=5.0, options=VENDOR_PXE_ROM):
+    """The answer (BOOTP bytes) of the boot proxy at ``server`` to a PXE DISCOVER that ``mac`` broadcasts from ``interface``
+    through ``run`` (a namespace's subprocess.run), as its firmware would; None when none came within ``timeout`` seconds."""
+    xid = random.getrandbits(32)
+    payload = request_bytes(mac, options=options, xid=xid)
+    done = run([sys.executable, "-c", _ASK_PROXY, payload.hex(), interface, mac.replace(":", ""), "%08x" % xid, str(timeout), server],
+               capture_output=True, text=True, timeout=timeout + 10, check=False)
+    return bytes.fromhex(done.stdout.strip()) if done.returncode == 0 else None

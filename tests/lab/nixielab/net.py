@@ -50,6 +50,15 @@ def _sysctl_no_dad(netns: str) -> None:
     run_checked(in_netns(netns, ["sysctl", "-qw", "net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"]))
 
 
+def _curl(run, argv, timeout: float, check: bool = False, output: str = "-") -> tuple[int, str]:
+    """`(HTTP status, body)` of curl `argv` through `run` (a namespace's subprocess.run), the body written to `output` instead
+    when that is a file; status 0 when curl got no answer (it then exits non-zero, which raises with `check`)."""
+    done = run(["curl", "-sS", "-o", output, "-w", "\n%{http_code}", "--max-time", "%g" % timeout, *argv], capture_output=True, text=True,
+               check=check)
+    body, status = done.stdout.rsplit("\n", 1)
+    return int(status), body
+
+
 @dataclasses.dataclass
 class LabClient:
     """A client namespace with one interface on the bridge, for protocol tests with real client tools."""
@@ -67,6 +76,11 @@ class LabClient:
     def popen(self, argv: list[str], **kwargs) -> subprocess.Popen:
         """subprocess.Popen inside the client namespace, recorded so the lab stops it."""
         return self.tracker.spawn(Path(argv[0]).name, in_netns(self.netns, argv), **kwargs)
+
+    def curl(self, *argv: str, timeout: float = 10, output: str = "-") -> tuple[int, str]:
+        """`(HTTP status, body)` of curl `argv` run in the client namespace (the body written to file `output` instead, if
+        given); status 0 when no answer came."""
+        return _curl(self.run, argv, timeout, output=output)
 
     def dhcp4(self, timeout: int = 10) -> ipaddress.IPv4Address:
         """Get an IPv4 lease with busybox udhcpc, configure it on the interface and return the address."""
@@ -202,9 +216,7 @@ class LabNetwork:  # pylint: disable=too-many-instance-attributes  # the lab's a
 
     def curl_ctl(self, *argv: str) -> tuple[int, str]:
         """`(HTTP status, body)` of curl `argv` run in the controller namespace."""
-        done = self.run_ctl(["curl", "-sS", "-o", "-", "-w", "\n%{http_code}", "--max-time", "10", *argv], capture_output=True, text=True, check=True)
-        body, status = done.stdout.rsplit("\n", 1)
-        return int(status), body
+        return _curl(self.run_ctl, argv, 10, check=True)
 
     def popen_ctl(self, argv: list[str], **kwargs) -> subprocess.Popen:
         """subprocess.Popen inside the controller namespace, recorded so stop() ends it."""
