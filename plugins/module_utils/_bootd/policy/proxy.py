@@ -28,9 +28,11 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire import
 # one boot in five in the lab). The Reply goes out again within the 3 s EDK2 waits.
 BOOT_SERVICE_REPLY_AGAIN_AFTER = (0.25, 1.0)
 
-# Answers per listed MAC in DHCP_ANSWER_INTERVAL seconds. One boot draws about six (firmware and iPXE each
-# offered and acked, EDK2's port-4011 request), a lossy network's retries a few more; a flood of requests
-# spoofing the MAC draws no more than this, and the rest are dropped (one event with their count).
+# Answers per listed MAC and way of reply (``_reply_route``) in DHCP_ANSWER_INTERVAL seconds. One boot draws
+# about six (firmware and iPXE each offered and acked, EDK2's port-4011 request), a lossy network's retries a few
+# more; a flood of requests spoofing the MAC draws no more than this, and the rest are dropped (one event with their
+# count) before a reply is built, which costs some 15 times what ignoring a request does. Per way of reply, so a
+# flood of spoofed ciaddr or giaddr requests leaves the real machine's broadcast exchange its own budget.
 DHCP_ANSWERS_PER_MAC = 24
 DHCP_ANSWER_INTERVAL = 10.0
 
@@ -52,7 +54,7 @@ class _Proxy(abc.ABC):
     def __init__(self, booter: Booter, answers: Optional[Budget] = None) -> None:
         """``answers`` budgets the answers per MAC (default DHCP_ANSWERS_PER_MAC in DHCP_ANSWER_INTERVAL)."""
         self.booter = booter
-        # Keyed by listed MACs only (nothing else gets this far), so it stays as small as the run.
+        # Keyed by listed MACs only (nothing else gets this far) and a few ways of reply: as small as the run.
         self._answers = answers or Budget(DHCP_ANSWERS_PER_MAC, DHCP_ANSWER_INTERVAL)
 
     def handle(self, data: bytes, source: Optional[Tuple], local_port: int) -> Optional[Outcome]:
@@ -82,7 +84,7 @@ class _Proxy(abc.ABC):
         if decision.spec is None:
             fields["reason"] = decision.reason
             return Outcome(mac, STEP_DHCP_IGNORED, None, fields)
-        if not self._answers.allow(mac):
+        if not self._answers.allow((mac, self._reply_route(request))):
             fields["reason"] = "more than %d requests in %.0f s: not answered" % (self._answers.burst, self._answers.interval)
             return Outcome(mac, STEP_DHCP_IGNORED, None, fields)
         reply, boot_file, to = self._answer(request, mac, decision.spec)
@@ -114,6 +116,10 @@ class _Proxy(abc.ABC):
         """The family's ``expects_answer``, with this server's identity."""
 
     @abc.abstractmethod
+    def _reply_route(self, request: _Request) -> str:
+        """How the reply to ``request`` would travel, as a name; requests of one MAC that differ in it are budgeted apart."""
+
+    @abc.abstractmethod
     def _answer(self, request: _Request, mac: str, spec: BootSpec) -> Tuple[Reply, str, str]:
         """The reply telling the client to boot ``spec``, the boot file as the reply names it, and where it goes."""
 
@@ -141,6 +147,9 @@ class Dhcp4Proxy(_Proxy):
 
     def _expects_answer(self, request: dhcp4.Request) -> bool:
         return dhcp4.expects_answer(request, self.booter.server.ip)
+
+    def _reply_route(self, request: dhcp4.Request) -> str:
+        return dhcp4.reply_route(request)[0]
 
     def _answer(self, request: dhcp4.Request, mac: str, spec: BootSpec) -> Tuple[Reply, str, str]:
         reply = dhcp4.build_reply(request, spec, self.booter.server)
@@ -211,6 +220,10 @@ class Dhcp6Proxy(_Proxy):
 
     def _expects_answer(self, request: dhcp6.Request) -> bool:
         return dhcp6.expects_answer(request, self._our_duid)
+
+    def _reply_route(self, request: dhcp6.Request) -> str:
+        # Every DHCPv6 reply goes back to its request's source: nothing in a request tells a spoofed one apart.
+        return dhcp4.ROUTE_SOURCE
 
     def _answer(self, request: dhcp6.Request, mac: str, spec: BootSpec) -> Tuple[Reply, str, str]:
         duid = request.client_duid

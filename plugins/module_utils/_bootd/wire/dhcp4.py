@@ -202,18 +202,31 @@ def expects_answer(request: Request, server_ip: str) -> bool:
     return request.message_type == DHCPREQUEST and request.options.get(OPT_SERVER_ID) == socket.inet_aton(server_ip)
 
 
-def reply_destination(request: Request) -> Tuple[str, int]:
-    """Where the reply to ``request`` goes, as (address, port)."""
+# How a reply travels (reply_route): back to a port-4011 request's source, through the relay of a relayed request,
+# broadcast, or unicast to the client's own address.
+ROUTE_SOURCE = "source"
+ROUTE_RELAY = "relay"
+ROUTE_BROADCAST = "broadcast"
+ROUTE_CLIENT = "client"
+
+
+def reply_route(request: Request) -> Tuple[str, Tuple[str, int]]:
+    """How the reply to ``request`` travels (one of the ROUTE_* names) and where it goes, as (address, port)."""
     if request.local_port == PXE_PORT and request.source is not None:
-        return request.source
+        return ROUTE_SOURCE, request.source
     if request.giaddr != ANY_ADDRESS:
         # Relayed (RFC 1542): the relay agent listens on the server port and forwards to the client.
-        return (request.giaddr, DHCP_SERVER_PORT)
+        return ROUTE_RELAY, (request.giaddr, DHCP_SERVER_PORT)
     if request.flags & BROADCAST_FLAG or request.ciaddr == ANY_ADDRESS:
         # Without an address the client cannot receive unicast, and a proxy has no yiaddr to ARP for
         # (which is how dnsmasq unicasts to iPXE, which leaves the broadcast flag clear).
-        return (LIMITED_BROADCAST, DHCP_CLIENT_PORT)
-    return (request.ciaddr, DHCP_CLIENT_PORT)
+        return ROUTE_BROADCAST, (LIMITED_BROADCAST, DHCP_CLIENT_PORT)
+    return ROUTE_CLIENT, (request.ciaddr, DHCP_CLIENT_PORT)
+
+
+def reply_destination(request: Request) -> Tuple[str, int]:
+    """Where the reply to ``request`` goes, as (address, port)."""
+    return reply_route(request)[1]
 
 
 def build_reply(request: Request, spec: BootSpec, server: ServerAddress) -> Reply:

@@ -172,17 +172,19 @@ def test_request_naming_us_is_acked():
 # --- where DHCPv4 replies go-------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("flags, ciaddr, giaddr, expected", [
-    pytest.param(0x8000, "0.0.0.0", "0.0.0.0", ("255.255.255.255", 68), id="broadcast-flag"),
-    pytest.param(0, "0.0.0.0", "0.0.0.0", ("255.255.255.255", 68), id="no-address-yet"),
-    pytest.param(0x8000, "10.88.0.186", "0.0.0.0", ("255.255.255.255", 68), id="broadcast-flag-wins"),
-    pytest.param(0, "10.88.0.186", "0.0.0.0", ("10.88.0.186", 68), id="unicast-to-ciaddr"),
-    pytest.param(0x8000, "0.0.0.0", "192.0.2.1", ("192.0.2.1", 67), id="relay"),
-    pytest.param(0, "10.88.0.186", "192.0.2.1", ("192.0.2.1", 67), id="relay-unicast-client"),
+@pytest.mark.parametrize("flags, ciaddr, giaddr, expected, route", [
+    pytest.param(0x8000, "0.0.0.0", "0.0.0.0", ("255.255.255.255", 68), dhcp4.ROUTE_BROADCAST, id="broadcast-flag"),
+    pytest.param(0, "0.0.0.0", "0.0.0.0", ("255.255.255.255", 68), dhcp4.ROUTE_BROADCAST, id="no-address-yet"),
+    pytest.param(0x8000, "10.88.0.186", "0.0.0.0", ("255.255.255.255", 68), dhcp4.ROUTE_BROADCAST, id="broadcast-flag-wins"),
+    pytest.param(0, "10.88.0.186", "0.0.0.0", ("10.88.0.186", 68), dhcp4.ROUTE_CLIENT, id="unicast-to-ciaddr"),
+    pytest.param(0x8000, "0.0.0.0", "192.0.2.1", ("192.0.2.1", 67), dhcp4.ROUTE_RELAY, id="relay"),
+    pytest.param(0, "10.88.0.186", "192.0.2.1", ("192.0.2.1", 67), dhcp4.ROUTE_RELAY, id="relay-unicast-client"),
 ])
-def test_reply_destination(flags, ciaddr, giaddr, expected):
+def test_reply_destination(flags, ciaddr, giaddr, expected, route):
     payload = request_bytes(options=VENDOR_PXE_ROM, flags=flags, ciaddr=ciaddr, giaddr=giaddr)
-    outcome = PROXY4.handle(payload, ("192.0.2.1" if giaddr != "0.0.0.0" else ciaddr, 68), 67)
+    source = ("192.0.2.1" if giaddr != "0.0.0.0" else ciaddr, 68)
+    assert dhcp4.reply_route(dhcp4.parse(payload, source, 67)) == (route, expected)
+    outcome = PROXY4.handle(payload, source, 67)
     assert outcome.reply.destination == expected
     assert outcome.fields["to"] == "%s:%d" % expected
     bootp = BOOTP(outcome.reply.payload)
@@ -213,6 +215,17 @@ def test_a_flood_spoofing_a_listed_mac_draws_a_bounded_number_of_answers():
     assert proxy.handle(request_bytes(mac=HOSTS[1].mac, options=VENDOR_PXE_ROM), ("0.0.0.0", 68), 67).reply is not None
     now[0] += DHCP_ANSWER_INTERVAL
     assert proxy.handle(discover, ("0.0.0.0", 68), 67).reply is not None
+
+
+def test_spoofed_unicast_and_relayed_requests_leave_the_broadcast_exchange_of_the_mac_its_own_budget():
+    proxy = Dhcp4Proxy(BOOTER, Budget(DHCP_ANSWERS_PER_MAC, DHCP_ANSWER_INTERVAL, clock=lambda: 0.0))
+    mac = HOSTS[0].mac
+    for index in range(DHCP_ANSWERS_PER_MAC + 10):
+        for spoofed in ({"ciaddr": "10.213.0.%d" % (100 + index % 100)}, {"giaddr": "192.0.2.%d" % (1 + index % 200)}):
+            proxy.handle(request_bytes(mac=mac, options=VENDOR_PXE_ROM, **spoofed), ("0.0.0.0", 68), 67)
+    spoofed_again = proxy.handle(request_bytes(mac=mac, options=VENDOR_PXE_ROM, giaddr="192.0.2.250"), ("0.0.0.0", 68), 67)
+    assert spoofed_again.reply is None
+    assert proxy.handle(request_bytes(mac=mac, options=VENDOR_PXE_ROM), ("0.0.0.0", 68), 67).reply is not None
 
 
 def test_plain_dhcp_from_unknown_mac_is_not_even_reported():
