@@ -263,7 +263,8 @@ def start_floods(lab, attacker, victim_ip):
                  # ciaddr is spoofed for the second MAC only, the one nobody boots; giaddr, which is not kept, for both.
                  "ciaddr_macs": [SPOOFED_MAC], "giaddr_macs": [REAL_MAC, SPOOFED_MAC], "seconds": FLOOD_SECONDS},
         "http": {"server_ip": SERVER_IP, "port": contract.DEFAULT_HTTP_PORT, "hold_sources": HOLD_SOURCES, "holds_per_source": HOLDS_PER_SOURCE,
-                 "request_sources": REQUEST_SOURCES, "rate_per_source": REQUESTS_PER_SOURCE, "in_flight_per_source": REQUESTS_IN_FLIGHT, "listed": listed, "victim_ip": victim_ip,
+                 "request_sources": REQUEST_SOURCES, "rate_per_source": REQUESTS_PER_SOURCE, "in_flight_per_source": REQUESTS_IN_FLIGHT,
+                 "listed": listed, "victim_ip": victim_ip,
                  "key": ATTACKER_KEY, "seconds": FLOOD_SECONDS},
         "tftp": {"server_ip": SERVER_IP, "source_ip": ATTACKER_IP, "file": "undionly.kpxe", "rate": TFTP_RATE, "hold": TFTP_HOLD,
                  "seconds": FLOOD_SECONDS},
@@ -302,7 +303,7 @@ def test_the_server_holds_through_a_minute_of_floods_and_the_takeover_fails(lab,
             try:
                 address, steps = boot_cycle(real, installer)
             except (AssertionError, LabError, subprocess.TimeoutExpired) as failure:
-                failures.append((round(time.monotonic() - flood_start, 1), str(failure).split("\n")[0]))
+                failures.append((round(time.monotonic() - flood_start, 1), str(failure).split("\n", maxsplit=1)[0]))
                 continue
             cycles.append({"seconds": round(time.monotonic() - cycle_start, 3), "steps": steps})
             assert address == real_ip, "the site's DHCP server moved the client: the phone-home would be a second machine's"

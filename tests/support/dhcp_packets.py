@@ -122,7 +122,7 @@ sys.exit(1)
 """
 
 
-def ask_proxy(run, interface, mac, server, timeout=5.0, options=VENDOR_PXE_ROM):
+def ask_proxy(run, interface, mac, server, timeout=5.0, options=tuple(VENDOR_PXE_ROM)):
     """The answer (BOOTP bytes) of the boot proxy at ``server`` to a PXE DISCOVER that ``mac`` broadcasts from ``interface``
     through ``run`` (a namespace's subprocess.run), as its firmware would; None when none came within ``timeout`` seconds."""
     xid = random.getrandbits(32)
