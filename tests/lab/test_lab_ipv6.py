@@ -16,7 +16,6 @@ import ipaddress
 import re
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from ansible_collections.nixie.provision.plugins.module_utils._discover import eui64_link_local
@@ -31,8 +30,6 @@ from scapy.layers.l2 import Ether
 pytestmark = pytest.mark.lab
 
 IPV6_ONLY = {"ipv4": False, "ipv6": True}
-# iPXE 2024-03 or later looks for autoexec.ipxe beside the URL UEFI HTTP boot loaded it from; bootstrap.sh fetches one.
-CURRENT_IPXE = Path(__file__).resolve().parents[2] / ".cache" / "ipxe-current" / "usr" / "lib" / "ipxe"
 # No PXE at all: OVMF tries HTTPv4 (a minute without a DHCPv4 answer), then HTTPv6.
 EDK2_HTTP_BOOT_ONLY = {"opt/org.tianocore/IPv4PXESupport": "no", "opt/org.tianocore/IPv6PXESupport": "no"}
 # OVMF's boot order is iPXE-less here (virtio-native): PXEv4, PXEv6, HTTPv4, HTTPv6; without PXEv4, PXEv6 is first.
@@ -46,7 +43,7 @@ def test_ovmf_http_boot_machine_is_provisioned_on_an_ipv6_only_network(lab, inst
                               fw_cfg=EDK2_HTTP_BOOT_ONLY)
     lab.start_power_daemon()
     run = netboot.with_stand_in(netboot.prepare(lab, installer, [machine], tmp_path), installer)
-    result = netboot.provision(lab, run, extra_vars={"nixie_ipxe_dir": str(CURRENT_IPXE)})
+    result = netboot.provision(lab, run, extra_vars={"nixie_ipxe_dir": str(netboot.CURRENT_IPXE)})
     print(result.stdout[-6000:])
     assert "failed=0" in netboot.recap(result.stdout)[machine.name], result.stdout[-6000:]
 
@@ -54,6 +51,7 @@ def test_ovmf_http_boot_machine_is_provisioned_on_an_ipv6_only_network(lab, inst
     steps = [event["step"] for event in events]
     for step in ("dhcp_offer", "autoexec", "script", "kernel", "initrd", "phone_home", "marked_installed"):
         assert step in steps, steps
+    print("OVMF, disk first: from the post-install reboot to SSH %s s" % netboot.host_recap(result.stdout, machine.name)["seconds"]["reboot"])
     offer = next(event for event in events if event["step"] == "dhcp_offer")
     assert offer["client"] == "HTTPClient" and offer["boot_file"] == "http://[%s]:8080/ipxe/ipxe.efi" % lab.ctl_ip6, offer
     phone_home = next(event for event in events if event["step"] == "phone_home")

@@ -2,7 +2,11 @@
 nixie.provision.server -> Wake-on-LAN -> SeaBIOS (QEMU's iPXE ROM) and OVMF (EDK2's own PXE, then ipxe.efi over
 TFTP) netboot the test installer through Nixie's ProxyDHCP/TFTP/HTTP -> the real nixie agent phones home -> the
 addresses and host keys come back as facts, and SSH with the pinned key works. A machine whose MAC is not in
-hosts.json PXE-boots on the same bridge and gets nothing from Nixie."""
+hosts.json PXE-boots on the same bridge and gets nothing from Nixie.
+
+Then the OVMF machine, marked installed as the install module would, boots once more with the network first. Its iPXE
+(Debian 12's, from 2019) cannot boot a UEFI disk itself: the local-boot script reports that and restarts the machine,
+and the boot server leaves its firmware unanswered from then on, so that the firmware goes on to its own disk entry."""
 
 from __future__ import annotations
 
@@ -18,6 +22,33 @@ pytestmark = pytest.mark.lab
 
 SERVER_IP = "10.213.0.1"
 STOP_PLAYBOOK = REPO_ROOT / "tests" / "lab" / "nixielab" / "playbooks" / "server-stop.yml"
+
+
+def _boot_installed_uefi_machine_whose_ipxe_cannot_boot_its_disk(lab, run, uefi):
+    secret = (run.run_dir / "controller-secret").read_text().strip()
+    status, body = lab.curl_ctl("-X", "POST", "-H", "X-Nixie-Controller-Secret: " + secret, "-H", "Content-Type: application/json",
+                                "-d", '{"installed": true}', "http://%s:8080/api/v1/hosts/%s/installed" % (SERVER_IP, uefi.mac))
+    assert status == 200, body
+    seen = len(run.events())
+    uefi.start()
+    uefi.wait_for_serial(r"Boot from SAN device 0x00 failed", timeout=180)
+
+    def own_events():
+        return [event for event in run.events()[seen:] if event["mac"] == uefi.mac]
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not any(event["step"] == "dhcp_ignored" and "client" in event for event in own_events()):
+        time.sleep(1)
+    steps = [event["step"] for event in own_events()]
+    assert steps.index("boot_local") < steps.index("local_boot_failed") < steps.index("dhcp_ignored"), steps
+    after = own_events()[steps.index("local_boot_failed"):]
+    assert not [event for event in after if event["step"] in ("dhcp_offer", "boot_local", "tftp_start")], steps
+    # Each of its boot requests from then on is left unanswered, for that reason (its installer's plain DHCP has no "client").
+    boot_requests = [event for event in after if event["step"] == "dhcp_ignored" and "client" in event]
+    assert boot_requests and all("cannot boot its disk" in event["reason"] for event in boot_requests), after
+    # The firmware restarted: its PXEv4 entry starts over, now with no offer from Nixie.
+    assert uefi.serial_text().count(">>Start PXE over IPv4") >= 2
+    uefi.stop()
 
 
 def test_two_machines_netboot_through_nixie_and_a_stranger_gets_nothing(lab, installer, tmp_path):
@@ -74,6 +105,9 @@ def test_two_machines_netboot_through_nixie_and_a_stranger_gets_nothing(lab, ins
     stranger_events = [event for event in run.events() if event["mac"] == stranger.mac]
     assert stranger_events and {event["step"] for event in stranger_events} == {"dhcp_ignored"}, stranger_events
     assert "NIXIELAB: ready" not in stranger.serial_text()
+
+    stranger.stop()
+    _boot_installed_uefi_machine_whose_ipxe_cannot_boot_its_disk(lab, run, uefi)
 
     stop = run_playbook(lab, STOP_PLAYBOOK, run.inventory, extra_vars={"nixie_run_dir": str(run.run_dir)})
     assert "changed=1" in stop.stdout

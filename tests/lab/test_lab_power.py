@@ -2,10 +2,11 @@
 servers, the glue that runs each machine's QEMU as its BMC says, real firmware, the real agent, the recording stand-in
 for nixos-anywhere, and real disk boots afterwards.
 
-- A UEFI machine (OVMF with EDK2's own PXE client) whose disk comes first in its boot order, with a Redfish BMC, goes
-  from off to installed through a one-time network boot; the power daemon sees no magic packet at all. Given another
-  configuration and nixie_reinstall=true, the same machine, now installed, is power-cycled into a one-time network
-  boot, reinstalled, and boots the new toplevel from its disk.
+- A UEFI machine (OVMF with EDK2's own PXE client) that keeps the network first in its boot order, with a Redfish BMC,
+  goes from off to installed through a one-time network boot; the power daemon sees no magic packet at all. The install's
+  reboot goes straight to the disk through the BMC's one-time disk boot. Given another configuration and
+  nixie_reinstall=true, the same machine, now installed, is power-cycled into a one-time network boot, reinstalled, and
+  boots the new toplevel from its disk the same way.
 - A SeaBIOS machine with an IPMI BMC and one woken by Wake-on-LAN install side by side, while a host whose BMC refuses
   the password fails alone; neither that password nor the right one appears in the output or under the run directory.
 
@@ -45,8 +46,8 @@ def _redfish_system(lab, machine) -> dict:
     return json.loads(body)
 
 
-def test_redfish_uefi_disk_first_installs_then_reinstalls(lab, installer, tmp_path):
-    machine = lab.add_machine("nixie-02", "52:54:00:5e:02:02", firmware="uefi", nic="virtio-native", boot_order="disk-first", bmc="redfish")
+def test_redfish_uefi_network_first_installs_then_reinstalls(lab, installer, tmp_path):
+    machine = lab.add_machine("nixie-02", "52:54:00:5e:02:02", firmware="uefi", nic="virtio-native", boot_order="network-first", bmc="redfish")
     wol = lab.start_power_daemon()  # for no machine: it logs every magic packet that arrives
     bmcs = lab.start_bmcs()
     run = netboot.with_stand_in(netboot.prepare(lab, installer, [machine], tmp_path), installer)
@@ -57,12 +58,14 @@ def test_redfish_uefi_disk_first_installs_then_reinstalls(lab, installer, tmp_pa
     assert first.returncode == 0 and "failed=0" in netboot.recap(first.stdout)["nixie-02"], first.stdout[-6000:] + first.stderr[-3000:]
     installed = run.toplevel("nixie-02")
     machine.wait_for_serial(r"NIXIELAB: installed " + installed, timeout=5)
-    # The network boot the override asked for, then the install's reboot, which follows the machine's own order: the disk.
+    # The network boot the override asked for, then the install's reboot, which the one-time disk boot sends to the disk
+    # although the machine's own order has the network first.
     assert _starts(bmcs, machine) == [("power-on", "network-first"), ("guest-reboot", "disk-first")], bmcs.events(machine)
     assert wol.packets() == []
     assert _redfish_system(lab, machine)["Boot"]["BootSourceOverrideTarget"] != "Pxe", "the override is still pending"
     requested = next(entry["time"] for entry in bmcs.events(machine) if entry["event"] == "request")
-    print("Redfish (OVMF, disk first): power-on to installed %.1f s" % _power_to_installed(run, machine, requested))
+    print("Redfish (OVMF, network first): power-on to installed %.1f s, reboot to SSH %s s"
+          % (_power_to_installed(run, machine, requested), netboot.host_recap(first.stdout, "nixie-02")["seconds"]["reboot"]))
 
     # (b) Another configuration for the same host: reinstalled through a one-time network boot and a power cycle. Its
     # disk holds the installed system, so the user lets Nixie wipe it.
@@ -85,7 +88,7 @@ def test_redfish_uefi_disk_first_installs_then_reinstalls(lab, installer, tmp_pa
     assert wol.packets() == []
     assert _redfish_system(lab, machine)["Boot"]["BootSourceOverrideTarget"] != "Pxe", "the override is still pending"
     requested = next(entry["time"] for entry in bmcs.events(machine)[seen:] if entry["event"] == "request")
-    print("Redfish (OVMF, disk first): power cycle to reinstalled %.1f s" % _power_to_installed(run, machine, requested))
+    print("Redfish (OVMF, network first): power cycle to reinstalled %.1f s" % _power_to_installed(run, machine, requested))
 
 
 def test_ipmi_and_wol_install_while_a_refused_bmc_fails_alone(lab, installer, tmp_path):

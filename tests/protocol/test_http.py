@@ -159,7 +159,8 @@ def test_installed_host_gets_local_boot_and_no_token(files):
         return answer.status, await answer.text()
 
     status, script = run_with_client(state, scenario)
-    assert status == 200 and "\nexit\n" in script and "nixie.token" not in script
+    assert status == 200 and "\nsanboot --no-describe --drive 0 ||\n" in script and "nixie.token" not in script
+    assert "imgfetch --name local-boot-failed http://127.0.0.1:8080/boot/52-54-00-aa-00-02/local-boot-failed ||" in script
     assert state.table.entry(INSTALLED_MAC)["last_event"]["step"] == "boot_local"
 
 
@@ -465,8 +466,8 @@ def test_the_client_presents_the_secret_and_says_what_is_missing_without_showing
 
 # -- the takeover of issue 12: another machine on the segment asks for a listed MAC's script -----------
 
-def entry_of(server):
-    return BootServerClient(server.base, SECRET).host(MAC)
+def entry_of(server, mac=MAC):
+    return BootServerClient(server.base, SECRET).host(mac)
 
 
 def test_a_stranger_gets_no_token_cancels_none_and_cannot_take_the_phone_home(server, tmp_path):
@@ -488,6 +489,27 @@ def test_a_stranger_gets_no_token_cancels_none_and_cannot_take_the_phone_home(se
     # The stranger's fetch again changes nothing either.
     assert curl(server.base + "/boot/52-54-00-aa-00-01.ipxe", source="127.0.0.3")[0] == 403
     assert phone_home(server, token, report(real_key))[0] == 200
+
+
+def test_only_an_installed_hosts_own_machine_can_say_its_ipxe_cannot_boot_the_disk(server):
+    installed, pending = "52-54-00-aa-00-02", "52-54-00-aa-00-01"
+    server.state.table.note_boot_address(INSTALLED_MAC, "127.0.0.4")
+    status, dummy, body = curl(server.base + "/boot/%s.ipxe" % installed, source="127.0.0.4")
+    failure_url = server.base + "/boot/%s/local-boot-failed" % installed
+    assert status == 200 and ("imgfetch --name local-boot-failed %s ||" % failure_url).encode() in body
+    # A stranger cannot silence the host, nor a host that still has to be installed; an unknown MAC is not found.
+    assert curl(failure_url, source="127.0.0.3")[0] == 403
+    assert entry_of(server, INSTALLED_MAC)["last_event"]["reason"] == "127.0.0.3 took no part in the DHCP exchange of %s" % INSTALLED_MAC
+    assert curl(server.base + "/boot/%s/local-boot-failed" % pending)[0] == 403
+    assert curl(server.base + "/boot/52-54-00-aa-00-99/local-boot-failed")[0] == 404
+    assert curl(server.base + "/boot/not-a-mac/local-boot-failed")[0] == 404
+    assert not server.state.table.get(INSTALLED_MAC).local_boot_failed and not server.state.table.get(MAC).local_boot_failed
+
+    status, dummy, body = curl(failure_url, source="127.0.0.4")
+    assert (status, body) == (200, b"#!ipxe\n")
+    assert server.state.table.get(INSTALLED_MAC).local_boot_failed
+    event = entry_of(server, INSTALLED_MAC)["last_event"]
+    assert (event["step"], event["ip"]) == ("local_boot_failed", "127.0.0.4")
 
 
 def test_two_machines_answering_as_one_mac_fail_the_host_and_neither_becomes_the_target(server, tmp_path):

@@ -63,12 +63,14 @@ STEP_MARKED_NOT_INSTALLED = "marked_not_installed"
 STEP_RELEASED = "released"
 STEP_REFUSED = "refused"
 STEP_BOOT_LOCAL = "boot_local"
+# An installed host's iPXE could not boot its disk (UEFI, iPXE before 2024-03): its firmware is left unanswered from then on.
+STEP_LOCAL_BOOT_FAILED = "local_boot_failed"
 # Past its budget a sender's events are counted: one such event per sender and interval says how many ("of", "count").
 STEP_SUPPRESSED = "suppressed"
 STEPS = (
     STEP_DHCP_OFFER, STEP_DHCP_ACK, STEP_DHCP_IGNORED, STEP_TFTP_START, STEP_TFTP_DONE, STEP_AUTOEXEC, STEP_SCRIPT,
     STEP_KERNEL, STEP_INITRD, STEP_PHONE_HOME, STEP_MARKED_INSTALLED, STEP_MARKED_NOT_INSTALLED, STEP_RELEASED,
-    STEP_REFUSED, STEP_BOOT_LOCAL, STEP_SUPPRESSED,
+    STEP_REFUSED, STEP_BOOT_LOCAL, STEP_LOCAL_BOOT_FAILED, STEP_SUPPRESSED,
 )
 # The installer's files, as served under FILE_ROUTE; a download is recorded as the step of its name.
 FILE_KINDS = (STEP_KERNEL, STEP_INITRD)
@@ -76,6 +78,7 @@ FILE_KINDS = (STEP_KERNEL, STEP_INITRD)
 # HTTP routes, in aiohttp's template syntax; the builders below fill them in.
 SCRIPT_ROUTE = "/boot/{name}"
 SCRIPT_SUFFIX = ".ipxe"
+LOCAL_BOOT_FAILED_ROUTE = "/boot/{mac}/local-boot-failed"
 FILE_ROUTE = "/files/{mac}/{signature}/{kind}"
 IPXE_ROUTE = "/ipxe/{name}"
 API_ROOT = "/api/v1"
@@ -154,6 +157,11 @@ def mac_path(mac: str) -> str:
 def script_path(mac: str) -> str:
     """The path of the iPXE script of the host with normalised ``mac``: ``/boot/52-54-00-aa-00-01.ipxe``."""
     return SCRIPT_ROUTE.format(name=mac_path(mac) + SCRIPT_SUFFIX)
+
+
+def local_boot_failed_path(mac: str) -> str:
+    """Where the local-boot script of the host with normalised ``mac`` reports that its iPXE could not boot the disk."""
+    return LOCAL_BOOT_FAILED_ROUTE.format(mac=mac_path(mac))
 
 
 def boot_nic_script_path() -> str:

@@ -25,11 +25,15 @@ ARCH_UEFI_ARM64_HTTP = 19
 
 @dataclass(frozen=True)
 class Host:
-    """A machine Nixie may boot; ``mac`` is normalised to lower-case colon form."""
+    """A machine Nixie may boot; ``mac`` is normalised to lower-case colon form.
+
+    ``local_boot_failed``: installed, and its iPXE said it cannot boot the disk, so only its firmware's own boot order can.
+    """
 
     name: str
     mac: str
     installed: bool = False
+    local_boot_failed: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "mac", unicast_mac(self.mac))

@@ -15,8 +15,9 @@ loopback (nixielab.bmc), and follows what each BMC says about its machine:
 When a BMC says On, the machine's QEMU starts with the boot order its boot override asks for (network first for a
 network boot, disk first for a disk boot), otherwise with the machine's own. When it says Off, QEMU stops; after a
 reset, QEMU starts afresh. QEMU runs with -no-reboot, so that a reboot from inside the machine ends it and the glue
-starts it again with the machine's own boot order: the boot override was for one boot (Nixie asks for Once), and a
-real BMC clears it once it has served that boot. The emulator stores every override as Continuous and keeps
+starts it again: as an override set since the last start says (Nixie's one-time disk boot before nixos-anywhere
+reboots the installer), else with the machine's own boot order. An override is for one boot (Nixie asks for Once),
+and a real BMC clears it once it has served that boot. The emulator stores every override as Continuous and keeps
 reporting it; Nixie's flow clears it after the install (on this emulator, which keeps an override enabled whatever
 it is told, by setting the disk). A machine shutting itself down also ends QEMU and reads here as a reboot; nothing
 in the lab does that.
@@ -126,6 +127,9 @@ class Link:
         self._resets: int | None = None
         self._reset_pending = False
         self._error: str | None = None
+        # The override the last start used: a one-time override is spent by the boot it sends, and sushy-tools reads
+        # every override as Continuous, so only an override that changed since counts for a warm reboot.
+        self._override_used: str | None = None
 
     def step(self) -> bool:
         """Read the BMC once and act on it; False when it could not be read."""
@@ -148,6 +152,8 @@ class Link:
             if self.machine.running:
                 self._stop("reset")
         self._resets = reading.resets
+        if reading.boot_override is None:
+            self._override_used = None
         if not reading.power_on:
             if self.machine.running:
                 self._stop("power-off")
@@ -157,13 +163,17 @@ class Link:
             elif not self._was_on:
                 self._start("power-on", reading.boot_override)
             elif exited is not None:
-                self._start("guest-reboot", None)
+                # A real BMC's one-time boot also decides a reboot from the running system, like nixos-anywhere's.
+                fresh = reading.boot_override if reading.boot_override != self._override_used else None
+                self._start("guest-reboot", fresh)
         self._reset_pending = self._reset_pending and not reading.power_on
         self._was_on = reading.power_on
         return True
 
     def _start(self, cause: str, boot_override: str | None) -> None:
         boot_order = BOOT_ORDERS.get(boot_override, self.machine.boot_order)
+        if boot_override is not None:
+            self._override_used = boot_override
         try:
             self.machine.start(boot_order)
         except (LabError, OSError) as error:

@@ -25,6 +25,9 @@ NETBOOT_PLAYBOOK = REPO_ROOT / "playbooks" / "netboot.yml"
 PROVISION_PLAYBOOK = REPO_ROOT / "playbooks" / "provision.yml"
 STAND_IN = REPO_ROOT / "tests" / "lab" / "nixielab" / "files" / "nixos-anywhere"
 FIXTURE_FLAKE_HELPER = REPO_ROOT / "tests" / "fixtures" / "flake-installer" / "prepare.py"
+# iPXE 2024-03 or later (bootstrap.sh fetches one): it runs autoexec.ipxe from beside the URL UEFI HTTP boot loaded it
+# from, and boots a local UEFI disk itself. The lab's default, Debian 12's /usr/lib/ipxe, is from 2019 and does neither.
+CURRENT_IPXE = REPO_ROOT / ".cache" / "ipxe-current" / "usr" / "lib" / "ipxe"
 
 
 def fixture_flake_helper():
@@ -145,6 +148,16 @@ def provision_command(lab: LabNetwork, netboot: NetbootRun) -> tuple[list[str], 
 def recap(output: str) -> dict[str, str]:
     """The PLAY RECAP line of each host."""
     return {line.split()[0]: line for line in output.splitlines() if " : ok=" in line and "failed=" in line}
+
+
+def host_recap(output: str, host: str) -> dict:
+    """The provision role's recap message of `host` (state, address, seconds per phase, ...), from the playbook's output."""
+    opening = "ok: [%s] => {\n" % host
+    for task in output.split("TASK [nixie.provision.provision : Recap]")[1:]:
+        if opening in task:
+            block = task.split(opening, 1)[1].split("\n}\n", 1)[0]
+            return json.loads("{" + block + "}")["msg"]
+    raise AssertionError("no recap of %s in the output" % host)
 
 
 def run(lab: LabNetwork, netboot: NetbootRun, timeout: float = 420) -> str:

@@ -67,7 +67,7 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.ipxe
 from ansible_collections.nixie.provision.plugins.module_utils._ipxe_dir import find_ipxe_binaries
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.events import EventLog
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.limits import Budget, LogBudget
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.table import HostConflict, HostTable
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.table import HostConflict, HostTable, NotItsMachine
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.tokens import TokenRefused
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
 
@@ -308,7 +308,8 @@ class _Handlers:
         if host.installed:
             self.state.table.tokens.revoke(mac)
             self.state.events.record(mac, contract.STEP_BOOT_LOCAL, ip=self.client(request))
-            return web.Response(text=local_boot_script(host.name), content_type="text/plain")
+            script = local_boot_script(host.name, self._base_for(request) + contract.local_boot_failed_path(mac))
+            return web.Response(text=script, content_type="text/plain")
         try:
             token = self.state.table.script_token(mac, self.client(request))
         except TokenRefused as refused:
@@ -319,6 +320,19 @@ class _Handlers:
                                   self.state.installer.cmdline, api_url(base), token)
         self.state.events.record(mac, contract.STEP_SCRIPT, ip=self.client(request))
         return web.Response(text=script, content_type="text/plain")
+
+    async def local_boot_failed(self, request: "web.Request") -> "web.Response":
+        mac_text = request.match_info["mac"]
+        mac = normalize_mac(mac_text) if _FILE_MAC.match(mac_text) else None
+        if self.state.table.get(mac) is None:
+            return self.refuse(request, 404, "no host with this MAC in the run", requested=mac_text[:64])
+        try:
+            self.state.table.note_local_boot_failed(mac, self.client(request))
+        except NotItsMachine as refused:
+            return self.refuse(request, 403, str(refused), mac)
+        self.state.events.record(mac, contract.STEP_LOCAL_BOOT_FAILED, ip=self.client(request))
+        # iPXE fetches this as an image; an empty script is one it can hold without harm.
+        return web.Response(text="#!ipxe\n", content_type="text/plain")
 
     async def boot_file(self, request: "web.Request") -> "web.StreamResponse":
         kind = request.match_info["kind"]
@@ -517,6 +531,7 @@ def make_app(state: BootState, requests: Optional[Budget] = None) -> "web.Applic
     app.on_startup.append(remember_loop)
     app.add_routes([
         web.get(contract.SCRIPT_ROUTE, handlers.boot_script),
+        web.get(contract.LOCAL_BOOT_FAILED_ROUTE, handlers.local_boot_failed),
         web.get(contract.FILE_ROUTE, handlers.boot_file),
         web.get(contract.IPXE_ROUTE, handlers.ipxe_binary),
         web.post(contract.PHONE_HOME_ROUTE, handlers.phone_home),

@@ -5,7 +5,8 @@
 The ProxyDHCP code asks ``Booter.decide`` and never decides itself, so the policy can be tested, and
 replaced, without packets. The path of every machine is: firmware PXE -> iPXE binary (TFTP, or HTTP for
 UEFI HTTP boot) -> iPXE asks again -> its per-MAC script over HTTP. The HTTP side writes the script; an
-installed host's script tells iPXE to boot from disk, so installed hosts are still answered here.
+installed host's script tells iPXE to boot from disk, so installed hosts are still answered here, until
+their iPXE reports that it cannot (``Host.local_boot_failed``).
 """
 
 from __future__ import annotations
@@ -80,6 +81,10 @@ class Booter:
         if host is None:
             # Other machines on the site network may PXE boot too; they belong to someone else.
             return Decision(None, "unknown MAC address")
+        if host.local_boot_failed:
+            # Its iPXE could not boot the disk and restarted the machine: every network entry the firmware
+            # tries must now fail on its own, iPXE's included, so that the firmware reaches the disk's.
+            return Decision(None, "installed, and its iPXE cannot boot its disk: left to the firmware's boot order")
         if firmware.is_ipxe:
             # Checked before the architecture: QEMU's BIOS ROM already is iPXE (option 77 "iPXE" with
             # arch 0), and answering it with undionly.kpxe again is an endless chainload loop.

@@ -78,14 +78,23 @@ def autoexec_script(base: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def local_boot_script(host_name: str) -> str:
-    """Return the script for an installed host: leave iPXE so the firmware boots the next device."""
+def local_boot_script(host_name: str, failure_url: str) -> str:
+    """Return the script for an installed host: leave the network boot for the disk, on BIOS and on UEFI.
+
+    ``failure_url`` is where the script reports an iPXE that cannot boot the disk itself (``local_boot_failed_path``).
+    """
     lines = [
         "#!ipxe",
         _single_line("comment", "# %s is installed: boot from local disk." % host_name),
-        "# `exit` hands control back to the firmware, which tries its next boot entry (the disk).",
-        "# Not `sanboot --no-describe --drive 0x80`: 0x80 is a BIOS INT 13h drive number that UEFI",
-        "# firmware does not have, so it is not portable.",
-        "exit",
+        "# BIOS: `exit` hands control back to the firmware, which boots its next device, the disk.",
+        "iseq ${platform} efi || exit",
+        "# UEFI: `exit` returns success, which EDK2 takes for a finished boot: it opens its boot manager and waits",
+        "# for a key. iPXE 2024-03 or later boots the first local disk holding \\EFI\\BOOT\\BOOTX64.EFI itself.",
+        "sanboot --no-describe --drive 0 ||",
+        "# An older iPXE cannot, and may hang on exit: the boot server stops answering this machine, and the",
+        "# restart takes the firmware through its own boot order to the disk, every network entry failing on its own.",
+        _single_line("failure URL", "imgfetch --name local-boot-failed %s ||" % failure_url),
+        "reboot ||",
+        "exit 1",
     ]
     return "\n".join(lines) + "\n"

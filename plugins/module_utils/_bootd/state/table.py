@@ -52,6 +52,10 @@ class HostConflict(NixieError):
     """Two machines answered as one host: nothing more is done for it in this run."""
 
 
+class NotItsMachine(NixieError):
+    """A request on behalf of a host came from an address its DHCP exchanges did not use: it changes nothing."""
+
+
 @dataclasses.dataclass
 class _Row:
     host: Host
@@ -92,7 +96,8 @@ class HostTable:
         return sorted(self._rows)
 
     def set_installed(self, mac: str, installed: bool) -> Host:
-        """Boot ``mac`` from its disk (True) or into the installer again (False); either way its token is void.
+        """Boot ``mac`` from its disk (True) or into the installer again (False); either way its token is void,
+        and its firmware is answered again (``local_boot_failed`` is cleared).
 
         Raises HostConflict for True on a host two machines answered for: the install must not go ahead.
         """
@@ -100,10 +105,25 @@ class HostTable:
             row = self._rows[mac]
             if installed and row.conflict is not None:
                 raise HostConflict(row.conflict, mac=mac)
-            row.host = dataclasses.replace(row.host, installed=installed)
+            row.host = dataclasses.replace(row.host, installed=installed, local_boot_failed=False)
             host = row.host
         self.tokens.revoke(mac)
         return host
+
+    def note_local_boot_failed(self, mac: str, address: str) -> Host:
+        """The installed host ``mac``'s iPXE, at ``address``, could not boot the disk: stop answering its boot requests.
+
+        Raises NotItsMachine unless the host is installed and ``address`` took part in its DHCP exchange, so that
+        no other machine can silence a host that still has to be installed.
+        """
+        with self._lock:
+            row = self._rows[mac]
+            if not row.host.installed:
+                raise NotItsMachine("%s is not installed: its network boot goes on" % row.host.name, mac=mac)
+            if not self._ties(row, address):
+                raise NotItsMachine("%s took no part in the DHCP exchange of %s" % (address, mac), mac=mac)
+            row.host = dataclasses.replace(row.host, local_boot_failed=True)
+            return row.host
 
     def release(self, mac: str) -> List[str]:
         """The controller is done with ``mac``; return the names of the hosts it still needs the server for."""

@@ -86,6 +86,19 @@ def test_installed_host_still_gets_its_script():
     assert decision.spec.host.installed is True
 
 
+@pytest.mark.parametrize("firmware", [Firmware(0, PXE_CLIENT, True), Firmware(7, PXE_CLIENT, False), Firmware(16, HTTP_CLIENT, False)])
+def test_an_installed_host_whose_ipxe_cannot_boot_its_disk_is_left_to_its_firmware(firmware):
+    table = HostTable([Host("node-1", MAC, installed=True), Host("node-2", "52:54:00:aa:00:02", installed=True)])
+    booter = Booter(table, SERVER, X86_BINARIES)
+    booter.note_boot_address(MAC, "10.213.0.50")
+    table.note_local_boot_failed(MAC, "10.213.0.50")
+    decision = booter.decide(MAC, firmware)
+    assert decision.spec is None and "cannot boot its disk" in decision.reason
+    assert booter.decide("52:54:00:aa:00:02", firmware).spec is not None, "only that host is left alone"
+    table.set_installed(MAC, False)  # a reinstall
+    assert booter.decide(MAC, firmware).spec is not None
+
+
 def test_each_host_gets_its_own_script():
     booter = make_booter()
     first = booter.decide(MAC, Firmware(7, PXE_CLIENT, True)).spec

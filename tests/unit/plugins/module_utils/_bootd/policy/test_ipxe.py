@@ -68,13 +68,29 @@ def test_control_characters_cannot_inject_ipxe_commands(cmdline):
         installer_script("s", "k", "i", cmdline, "a", TOKEN)
 
 
-def test_installed_host_leaves_network_boot():
-    script = local_boot_script("nixie-01")
+FAILURE_URL = "http://10.213.0.1:8080/boot/52-54-00-aa-00-01/local-boot-failed"
+
+
+def test_installed_host_leaves_network_boot_for_its_disk_on_bios_and_uefi():
+    script = local_boot_script("nixie-01", FAILURE_URL)
     commands = [line for line in script.splitlines() if line and not line.startswith("#")]
     assert script.startswith("#!ipxe\n")
-    assert commands == ["exit"]
-    assert "sanboot" in script and "UEFI" in script  # the why-not comment is in the script
-    assert "kernel" not in commands and "nixie.token" not in script
+    # BIOS leaves at once; UEFI must not `exit` with success (EDK2 then waits in its boot manager), so iPXE boots
+    # the disk itself, or reports that it cannot and restarts, failing the firmware's boot entry at the worst.
+    assert commands == [
+        "iseq ${platform} efi || exit",
+        "sanboot --no-describe --drive 0 ||",
+        "imgfetch --name local-boot-failed %s ||" % FAILURE_URL,
+        "reboot ||",
+        "exit 1",
+    ]
+    assert "kernel" not in script and "nixie.token" not in script
+
+
+@pytest.mark.parametrize("name, url", [("nixie-01\nchain http://evil/", FAILURE_URL), ("nixie-01", FAILURE_URL + "\nshell")])
+def test_local_boot_script_refuses_control_characters(name, url):
+    with pytest.raises(ValueError):
+        local_boot_script(name, url)
 
 
 def test_mac_path_uses_hyphens():

@@ -10,7 +10,7 @@ import pytest
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.table import (
-    BOOT_ADDRESSES_PER_HOST, DuplicateMac, HostConflict, HostTable,
+    BOOT_ADDRESSES_PER_HOST, DuplicateMac, HostConflict, HostTable, NotItsMachine,
 )
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.tokens import TokenConflict, TokenRefused
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
@@ -84,6 +84,22 @@ def test_a_token_only_for_an_address_of_the_hosts_dhcp_exchange(table):
     with pytest.raises(TokenRefused):
         table.script_token(MAC, STRANGER)
     assert list(table.tokens.outstanding()[MAC]) == [LEASE]
+
+
+def test_only_an_installed_hosts_own_machine_can_report_that_its_ipxe_cannot_boot_its_disk(table):
+    table.note_boot_address(INSTALLED, LEASE)
+    table.note_boot_address(MAC, STRANGER)
+    with pytest.raises(NotItsMachine, match="took no part in the DHCP exchange"):
+        table.note_local_boot_failed(INSTALLED, STRANGER)
+    with pytest.raises(NotItsMachine, match="nixie-01 is not installed"):
+        table.note_local_boot_failed(MAC, STRANGER)
+    assert not table.get(INSTALLED).local_boot_failed and not table.get(MAC).local_boot_failed
+    assert table.note_local_boot_failed(INSTALLED, LEASE).local_boot_failed
+    assert table.get(INSTALLED).local_boot_failed and table.get(INSTALLED).installed
+    # Marked installed again (after a reinstall) or not installed, its firmware is answered again.
+    assert not table.set_installed(INSTALLED, True).local_boot_failed
+    table.note_local_boot_failed(INSTALLED, LEASE)
+    assert not table.set_installed(INSTALLED, False).local_boot_failed
 
 
 def test_ipv6_the_hosts_eui64_addresses_and_the_dhcp_ones_without_zone(table):
