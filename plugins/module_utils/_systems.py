@@ -131,4 +131,3 @@ def build(nix: Nix, systems: Mapping[str, Mapping[str, object]], hosts: Iterable
         results[host] = None if not missing else "%s: building %s failed; nix's errors:\n%s\nfull log: %s" % (
             host, " and ".join(missing), errors, log_path)
     return results
-

@@ -124,17 +124,20 @@ DATA_DISK = {"name": "vdb", "size_bytes": 2 ** 30, "model": "", "has_partitions"
 @pytest.mark.parametrize("layout", [{"main": "/dev/vda"}, {"main": "/dev/disk/by-id/virtio-nixie-system"}, {"main": "/dev/disk/by-path/pci-0000:00:04.0"}])
 def test_a_disk_the_layout_does_not_name_may_hold_data(net, target, stand_in, tmp_path, layout):
     system = dict(BLANK_DISK, by_id=["virtio-nixie-system"], by_path=["pci-0000:00:04.0"])
-    result = run_module("nixie.provision.install", install_args(tmp_path, [target], disks=[system, DATA_DISK], disk_devices=layout), netns=net.ctl_ns)
+    args = install_args(tmp_path, [target], disks=[system, DATA_DISK], disk_devices=layout)
+    result = run_module("nixie.provision.install", args, netns=net.ctl_ns)
     assert not result["failed"] and stand_in.exists(), result
 
 
 @pytest.mark.parametrize("layout, words", [
     ({"main": "/dev/nvme0n1"}, "its disk layout wants /dev/nvme0n1 (disko.devices.disk.main); this machine has vda (2.0 GiB, QEMU HARDDISK), "
                                "vdb (by-id virtio-nixie-data, 1.0 GiB, unknown model); nothing was written"),
-    ({"main": "/dev/vda", "data": "/dev/disk/by-id/virtio-nixie-data"}, "vdb (by-id virtio-nixie-data, 1.0 GiB, unknown model) holds partitions and a filesystem"),
+    ({"main": "/dev/vda", "data": "/dev/disk/by-id/virtio-nixie-data"},
+     "vdb (by-id virtio-nixie-data, 1.0 GiB, unknown model) holds partitions and a filesystem"),
 ])
 def test_a_layout_naming_a_missing_or_filled_disk_is_refused_before_anything_runs(net, target, stand_in, tmp_path, layout, words):
-    result = run_module("nixie.provision.install", install_args(tmp_path, [target], disks=[BLANK_DISK, DATA_DISK], disk_devices=layout), netns=net.ctl_ns)
+    args = install_args(tmp_path, [target], disks=[BLANK_DISK, DATA_DISK], disk_devices=layout)
+    result = run_module("nixie.provision.install", args, netns=net.ctl_ns)
     assert result["failed"] and "refusing to install nixie-01: " + words in result["msg"], result
     assert not stand_in.exists() and not (tmp_path / "run").exists()
 

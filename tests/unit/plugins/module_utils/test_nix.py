@@ -6,9 +6,11 @@ import subprocess
 import uuid
 
 import pytest
-from nix_fixture import INITRD, KERNEL, Recorder, flake, nix_eval_raw, offline_nix, prepare  # noqa: F401  (flake and offline_nix are fixtures)
+# flake and offline_nix are fixtures, used by name.
+from nix_fixture import INITRD, KERNEL, Recorder, flake, nix_eval_raw, offline_nix, prepare  # noqa: F401  # pylint: disable=unused-import
 
 from ansible_collections.nixie.provision.plugins.module_utils import _nix
+
 
 @pytest.mark.parametrize("value", ['plain', 'quote " inside', "back\\slash", "${builtins.abort \"no\"}", "dollar $ alone",
                                    "two\nlines\tand tab\r", "ünïcødé", "''${x}"])

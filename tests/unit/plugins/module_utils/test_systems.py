@@ -3,7 +3,8 @@ one build, and a host that does not evaluate or build failing alone."""
 
 import os
 
-from nix_fixture import Recorder, flake, nix_eval_raw, offline_nix  # noqa: F401  (flake and offline_nix are fixtures)
+# flake and offline_nix are fixtures, used by name.
+from nix_fixture import Recorder, flake, nix_eval_raw, offline_nix  # noqa: F401  # pylint: disable=unused-import
 
 from ansible_collections.nixie.provision.plugins.module_utils import _nix, _systems
 
@@ -44,7 +45,7 @@ def test_a_configuration_without_disko_says_what_to_import(tmp_path):
     (tmp_path / "flake.nix").write_text("""{ outputs = { self }: { nixosConfigurations.plain.config.system.build.toplevel =
       builtins.derivation { name = "t"; system = "x86_64-linux"; builder = "/bin/sh"; args = [ "-c" "echo > $out" ]; }; }; }""")
     flake_ref = "path:%s" % tmp_path
-    (system,) = _systems.evaluate(_nix.Nix(), flake_ref, {"plain": "plain"}).values()
+    system = _systems.evaluate(_nix.Nix(), flake_ref, {"plain": "plain"})["plain"]
     assert system["error"] == ("plain: flake %s has no nixosConfigurations.plain.config.system.build.diskoScript "
                                "(does the configuration import disko's NixOS module, disko.nixosModules.disko?)" % flake_ref)
 
