@@ -43,9 +43,8 @@ def test_provision_three_machines_end_to_end(lab, installer, tmp_path):
 
     leases = lab.site_dhcp.leases()
     records = run.stand_in_records()
-    assert sorted(record["argv"][6] for record in records) == ["root@nixie-01", "root@nixie-02"], records
-    for record in records:
-        host = record["argv"][6].split("@")[1]
+    assert sorted(run.stand_in_hosts()) == ["nixie-01", "nixie-02"], records
+    for record, host in zip(records, run.stand_in_hosts()):
         machine = {"nixie-01": bios, "nixie-02": uefi}[host]
         assert record["argv"][1:] == run.stand_in_command(host, leases[machine.mac])
     # Every netbooted host's system came out of the one build, logged in the run directory.
