@@ -23,6 +23,7 @@ requirements:
   - nix (2.8 or later)
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - nixie.provision.nix
 attributes:
   check_mode:
     support: full
@@ -55,19 +56,6 @@ options:
     description: Directory of the provisioning run; the build log goes to C(<run_dir>/systems-build.log).
     type: path
     required: true
-  nix:
-    description: The C(nix) command, a name looked up on E(PATH) and in the usual Nix profile directories, or a path.
-    type: str
-    default: nix
-  extra_args:
-    description: Extra arguments for every C(nix) call, such as V([--builders, ssh://builder]).
-    type: list
-    elements: str
-    default: []
-  timeout:
-    description: Seconds the evaluation and build may take together before C(nix) is stopped and the task fails.
-    type: int
-    default: 7200
 """
 
 EXAMPLES = r"""
