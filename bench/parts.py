@@ -21,7 +21,7 @@ from nixielab.processes import in_netns
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract
 
-from . import burst, files, netns, sim
+from . import burst, files, netns, nixcost, sim
 from .lab import SERVER_IP, Meter, sides, source_addresses
 from .servers import BASE, NixieServer, ReferenceServer
 
@@ -62,12 +62,15 @@ class Profile:
     fleet_initrd: int
     orchestration_runs: int
     vm_boots: int
+    nix_fleet_sizes: tuple
 
 
 FULL = Profile(repetitions=3, http_size=512 * MIB, http_clients=(1, 20), tftp_size=MIB, tftp_clients=(1, 50), dhcp_burst=500,
-               fleet_sizes=(25, 50, 100), fleet_initrd=64 * MIB, orchestration_runs=3, vm_boots=3)
+               fleet_sizes=(25, 50, 100), fleet_initrd=64 * MIB, orchestration_runs=3, vm_boots=3,
+               nix_fleet_sizes=(1, 5, 20))
 SMOKE = Profile(repetitions=1, http_size=4 * MIB, http_clients=(1, 4), tftp_size=MIB, tftp_clients=(1, 4), dhcp_burst=50,
-                fleet_sizes=(2, 4), fleet_initrd=MIB, orchestration_runs=1, vm_boots=0)
+                fleet_sizes=(2, 4), fleet_initrd=MIB, orchestration_runs=1, vm_boots=0,
+                nix_fleet_sizes=(1, 2))
 
 
 def alternate(repetitions, nixie, reference):
@@ -434,4 +437,8 @@ def _late_agent(client, marker, ssh_host_keys):
     done.join()
 
 
-PARTS = {"P1": p1_boot, "P2": p2_http, "P3": p3_tftp, "P4": p4_proxydhcp, "P5": p5_fleet, "P6": p6_orchestration}
+def p7_nix_cost(profile, workdir, log):
+    return nixcost.measure(profile.nix_fleet_sizes, profile.repetitions, workdir, log, Row, alternate)
+
+
+PARTS = {"P1": p1_boot, "P2": p2_http, "P3": p3_tftp, "P4": p4_proxydhcp, "P5": p5_fleet, "P6": p6_orchestration, "P7": p7_nix_cost}

@@ -4,8 +4,9 @@
 {
   disko.devices.disk.main = {
     type = "disk";
-    # The first virtio disk (Nixie's lab machines). On other hardware it is usually /dev/sda or
-    # /dev/nvme0n1; set it per machine in flake.nix, e.g. { disko.devices.disk.main.device = "/dev/nvme0n1"; }.
+    # The first virtio disk (Nixie's lab machines). On other hardware, set it per machine in flake.nix, best by
+    # its /dev/disk/by-id name (see nixie-03 there): Nixie resolves /dev/<name>, /dev/disk/by-id/<link> and
+    # /dev/disk/by-path/<link> against the machine's agent report before anything is written.
     device = lib.mkDefault "/dev/vda";
     content = {
       type = "gpt";

@@ -26,7 +26,7 @@
     let
       system = "x86_64-linux";
       machine =
-        name:
+        name: extraModules:
         nixpkgs.lib.nixosSystem {
           inherit system;
           modules = [
@@ -34,7 +34,8 @@
             ./disk-config.nix
             ./configuration.nix
             { networking.hostName = name; }
-          ];
+          ]
+          ++ extraModules;
         };
     in
     {
@@ -46,8 +47,15 @@
           modules = [ ./installer.nix ];
         };
         # Installed by nixos-anywhere, disks partitioned by disko.
-        nixie-01 = machine "nixie-01";
-        nixie-02 = machine "nixie-02";
+        nixie-01 = machine "nixie-01" [ ];
+        nixie-02 = machine "nixie-02" [ ];
+        # Its system disk named by /dev/disk/by-id (see its agent report's by_id, or `ls -l /dev/disk/by-id` in the
+        # installer): stable across boots and kernels, unlike /dev/sda or /dev/nvme0n1, which can swap when a disk is
+        # added. Nixie refuses the install if the machine has no such disk; its other disks are not in the layout, so
+        # disko leaves them alone and Nixie installs whatever they hold.
+        nixie-03 = machine "nixie-03" [
+          { disko.devices.disk.main.device = "/dev/disk/by-id/nvme-Samsung_SSD_980_1TB_S64ANS0T123456A"; }
+        ];
       };
 
       # iPXE from the same nixpkgs, for the installer module's `ipxe_installable: ./examples#ipxe`.

@@ -31,45 +31,6 @@ class InstallError(NixieError):
     """The host was not installed; the message says why and where the log is."""
 
 
-class UnsafeDisks(InstallError):
-    """The host's disks hold data and the user did not allow wiping them."""
-
-
-def _size(size_bytes):
-    return "%.1f GiB" % (size_bytes / 2.0 ** 30)
-
-
-def _blank(disk):
-    """Whether the agent said, in so many words, that ``disk`` holds neither partitions nor a filesystem."""
-    return disk.get("has_partitions") is False and disk.get("has_filesystem") is False
-
-
-def check_disks(name: str, disks: object, may_be_wiped: bool) -> None:
-    """Raise UnsafeDisks unless every disk the agent reported is known to be blank, or wiping was allowed for this host.
-
-    A disk whose report does not say false for both has_partitions and has_filesystem (a field missing, null or not a
-    boolean) is not known to be blank, and refuses like one holding data.
-    """
-    if not isinstance(disks, list) or not all(isinstance(disk, dict) for disk in disks):
-        raise UnsafeDisks("refusing to install %s: its agent report's disks must be a list of objects, got %r" % (name, disks))
-    if not disks:
-        raise UnsafeDisks("refusing to install %s: its agent reported no disk to install to" % name)
-    if may_be_wiped:
-        return
-    holding = []
-    for disk in disks:
-        if _blank(disk):
-            continue
-        contents = [what for what, present in (("partitions", disk.get("has_partitions")), ("a filesystem", disk.get("has_filesystem")))
-                    if present is True]
-        description = "%s (%s, %s)" % (disk.get("name"), _size(disk.get("size_bytes") or 0), disk.get("model") or "unknown model")
-        holding.append("%s %s" % (description, "holds %s" % " and ".join(contents) if contents else "is not known to be blank"))
-    if holding:
-        raise UnsafeDisks("refusing to install %s: %s; nothing was written. Set \"disks_may_be_wiped\": true for %s in hosts.json "
-                          "(or nixie_disks_may_be_wiped for the host) to allow wiping" % (name, "; ".join(holding), name),
-                          disks=disks)
-
-
 def verify_host_key(target: str, reported_keys: Iterable[str], timeout: int = 10) -> None:
     """Raise InstallError unless an SSH host key ``target`` answers with is one its agent reported.
 
@@ -124,10 +85,23 @@ def pin_host_key(known_hosts: str, name: str, host_key: str) -> str:
     return known_hosts
 
 
-def nixos_anywhere_command(executable: str, flake: str, flake_attr: str, target: str, private_key: str, extra_files: str,
-                           substitute_on_destination: bool, extra_args: Iterable[str]) -> List[str]:
-    command = [
-        executable, "--flake", "%s#%s" % (flake, flake_attr), "--target-host", "root@%s" % target, "-i", private_key,
+def nixos_anywhere_command(executable: str, name: str, address: str, private_key: str, extra_files: str, substitute_on_destination: bool,
+                           extra_args: Iterable[str], store_paths: Optional[Sequence[str]] = None, flake: Optional[str] = None) -> List[str]:
+    """nixos-anywhere's command line for host ``name`` at ``address``.
+
+    With ``store_paths`` (the host's built ``diskoScript`` and ``toplevel``), nixos-anywhere copies and runs them
+    and evaluates nothing; ``flake`` (``<flake>#<attribute>``) is for a caller that has not built them.
+    The target is the host's name, an alias that ``HostName`` maps to the address: no tool in nixos-anywhere's chain
+    (ssh, nix's ssh:// store URLs, rsync) then has to parse an IPv6 literal or a scoped link-local address.
+    """
+    if store_paths:
+        source = ["--store-paths"] + list(store_paths)
+    elif flake:
+        source = ["--flake", flake]
+    else:
+        raise InstallError("installing %s: neither the built store paths nor a flake to build them from" % name)
+    command = [executable] + source + [
+        "--target-host", "root@%s" % name, "--ssh-option", "HostName=%s" % address, "-i", private_key,
         # kexec is skipped: the machine already runs the NixOS installer Nixie netbooted.
         "--phases", "disko,install,reboot", "--extra-files", extra_files,
     ]

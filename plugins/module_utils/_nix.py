@@ -125,9 +125,8 @@ def nix_error_text(stderr: str, limit: int = LOG_TAIL_LINES) -> str:
     return "\n".join(lines[-limit:])
 
 
-_LOOKUP_EXPRESSION = """root:
-let
-  lookup = value: path: seen:
+# ``lookup value path [ ]``: the derivation at ``path`` below ``value``, or how far the path got (see lookup_expression).
+LOOKUP_FUNCTION = """lookup = value: path: seen:
     if path == [ ] then
       (if builtins.isAttrs value && value ? drvPath
        then { drv = value.drvPath; out = value.outPath; }
@@ -136,9 +135,13 @@ let
       let name = builtins.head path; in
       if builtins.isAttrs value && builtins.hasAttr name value
       then lookup (builtins.getAttr name value) (builtins.tail path) (seen ++ [ name ])
-      else { missing = seen ++ [ name ]; };
+      else { missing = seen ++ [ name ]; };"""
+
+_LOOKUP_EXPRESSION = """root:
+let
+  %s
 in
-builtins.mapAttrs (key: path: lookup root path [ ]) { %s }"""
+builtins.mapAttrs (key: path: lookup root path [ ]) { %%s }""" % LOOKUP_FUNCTION
 
 
 def lookup_expression(paths: dict[str, list[str]]) -> str:
@@ -160,9 +163,30 @@ class Nix:
         self.executable = find_nix(executable)
         self.extra_args = list(extra_args)
         self.deadline = None if timeout is None else time.monotonic() + timeout
+        self._version = None
 
     def command(self, subcommand: str, *args: str) -> list[str]:
         return [self.executable] + NIX_FEATURES + [subcommand] + self.extra_args + list(args)
+
+    def version(self) -> tuple[int, ...]:
+        """Nix's version as numbers, from ``nix --version`` ("nix (Nix) 2.8.0", "nix (Lix, like Nix) 2.91.1")."""
+        if self._version is None:
+            try:
+                done = run_with_deadline([self.executable, "--version"], self._remaining())
+            except CommandTimeout:
+                raise NixError("%s --version did not finish within the timeout" % self.executable) from None
+            found = re.search(r"(\d+)\.(\d+)(?:\.(\d+))?\s*$", done.stdout.strip())
+            if done.returncode != 0 or not found:
+                raise NixError("cannot tell the version of %s from %r" % (self.executable, done.stdout.strip() or done.stderr.strip()))
+            self._version = tuple(int(part or 0) for part in found.groups())
+        return self._version
+
+    def derivation_installable(self, drv: str) -> str:
+        """The installable that builds every output of the derivation file ``drv``.
+
+        Nix 2.13 introduced ``<drv>^*``; later versions read a bare ``.drv`` path as the file itself, earlier ones reject ``^``.
+        """
+        return drv + "^*" if self.version() >= (2, 13) else drv
 
     def _remaining(self):
         return None if self.deadline is None else max(self.deadline - time.monotonic(), 0.1)
@@ -295,9 +319,9 @@ class InstallerBuild:
         # O_APPEND: nix writes to the same file between our progress lines.
         with os.fdopen(os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644), "w") as log:
             started = time.monotonic()
-            _progress(log, "nix build of %s" % " ".join(installables))
+            log_progress(log, "nix build of %s" % " ".join(installables))
             built = self.nix.build(installables, log)
-            _progress(log, "nix build %s after %.1f s" % ("failed" if built is None else "finished", time.monotonic() - started))
+            log_progress(log, "nix build %s after %.1f s" % ("failed" if built is None else "finished", time.monotonic() - started))
         if built is None:
             with open(self.log_path) as log:
                 tail = log.read().splitlines()[-LOG_TAIL_LINES:]
@@ -354,7 +378,7 @@ def check_ipxe_dir(directory: str, what: str) -> str:
     return directory
 
 
-def _progress(log, message):
+def log_progress(log: IO[str], message: str) -> None:
     # Ansible shows a module's output only when it returns, so `tail -F` on the log is how to watch a long build.
     log.write("nixie: %s %s\n" % (time.strftime("%Y-%m-%dT%H:%M:%S"), message))
     log.flush()

@@ -12,8 +12,14 @@ author: Nixie developers (@nixie-provision)
 description:
   - Runs C(nixos-anywhere) on the controller against a machine that runs Nixie's installer, with the phases
     C(disko,install,reboot); no kexec, since the installer already runs NixOS.
-  - Refuses, before anything is written, a machine whose agent reported disks holding partitions or filesystems,
-    unless O(disks_may_be_wiped) is true.
+  - Installs the host's already built system (O(toplevel) and O(disko_script), see M(nixie.provision.systems)) with
+    C(--store-paths), so that nixos-anywhere evaluates nothing; without them it is handed O(flake) and evaluates and
+    builds the host itself.
+  - Refuses, before anything is written, a machine that lacks a disk O(disk_devices) names, and one where a disk that
+    gets written (those O(disk_devices) names, or without it every disk the agent reported) holds partitions or
+    filesystems, unless O(disks_may_be_wiped) is true. Disks the layout does not name may hold anything.
+  - Hands nixos-anywhere the host's O(name) as its target, with C(--ssh-option HostName=<target>), so that no tool it
+    runs has to parse an IPv6 or scoped link-local address.
   - Checks right before starting that the SSH host key at O(target) is one the machine's agent reported
     (nixos-anywhere itself disables host key checking), and fails on a mismatch.
   - Generates the installed system's SSH host key (kept in O(run_dir)) and passes it with C(--extra-files), so the
@@ -54,12 +60,29 @@ options:
       - Without it, the boot server running on this machine for O(run_dir), if any.
     type: str
   flake:
-    description: The flake holding the host's NixOS configuration.
+    description:
+      - The flake holding the host's NixOS configuration, for nixos-anywhere to evaluate and build when O(toplevel)
+        and O(disko_script) are not given.
+      - Required without them.
     type: str
-    required: true
   flake_attr:
     description: The host's attribute in the flake's C(nixosConfigurations). Defaults to O(name).
     type: str
+  toplevel:
+    description:
+      - The store path of the host's built C(config.system.build.toplevel), on this machine.
+      - With O(disko_script), nixos-anywhere gets C(--store-paths <disko_script> <toplevel>) instead of O(flake).
+    type: str
+  disko_script:
+    description: The store path of the host's built C(config.system.build.diskoScript); required with O(toplevel).
+    type: str
+  disk_devices:
+    description:
+      - The host's disk layout, C({disk name -> device}) from C(config.disko.devices.disk.<name>.device).
+      - Each device is resolved against the agent report's disks as C(/dev/<name>), C(/dev/disk/by-id/<link>) or
+        C(/dev/disk/by-path/<link>); one the machine lacks refuses the install.
+      - Without it, every disk the agent reported counts as one that gets written.
+    type: dict
   target:
     description: Address of the machine's installer (what its agent reported).
     type: str
@@ -74,6 +97,7 @@ options:
         and C(ssh_host_keys) are checked.
       - A disk counts as blank only when its C(has_partitions) and C(has_filesystem) are both V(false); a disk
         missing either is refused as one holding data.
+      - Its disks' C(by_id) and C(by_path) lists are the names O(disk_devices) may use.
     type: dict
     required: true
   disks_may_be_wiped:
@@ -108,8 +132,9 @@ EXAMPLES = r"""
 - name: Install NixOS on the machine its agent reported
   nixie.provision.install:
     name: "{{ inventory_hostname }}"
-    flake: "{{ nixie_flake }}"
-    flake_attr: "{{ nixie_flake_attr }}"
+    toplevel: "{{ nixie_systems.systems[inventory_hostname].toplevel }}"
+    disko_script: "{{ nixie_systems.systems[inventory_hostname].disko_script }}"
+    disk_devices: "{{ nixie_systems.systems[inventory_hostname].disk_devices }}"
     target: "{{ nixie_ip }}"
     ssh_private_key: ~/.ssh/id_ed25519
     agent_report: "{{ nixie_agent }}"
@@ -126,7 +151,8 @@ command:
   returned: always
   type: list
   elements: str
-  sample: [nixos-anywhere, --flake, ./examples#nixie-01, --target-host, root@10.0.0.5, -i, /root/.ssh/id_ed25519,
+  sample: [nixos-anywhere, --store-paths, /nix/store/mnb4...-disko-format, /nix/store/q1n2...-nixos-system-nixie-01,
+           --target-host, root@nixie-01, --ssh-option, HostName=10.0.0.5, -i, /root/.ssh/id_ed25519,
            --phases, "disko,install,reboot", --extra-files, /var/tmp/nixie/nixie-01/extra-files, --no-substitute-on-destination]
 log:
   description: The install log.
@@ -162,6 +188,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.nixie.provision.plugins.module_utils import _install
 from ansible_collections.nixie.provision.plugins.module_utils._bootclient import connect
 from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract
+from ansible_collections.nixie.provision.plugins.module_utils._disks import check_disks
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
 from ansible_collections.nixie.provision.plugins.module_utils._hosts import host_name
 from ansible_collections.nixie.provision.plugins.module_utils._mac import normalize_mac
@@ -175,8 +202,11 @@ def main():
             mac=dict(type="str"),
             server_url=dict(type="str"),
             server_secret=dict(type="str", no_log=True),
-            flake=dict(type="str", required=True),
+            flake=dict(type="str"),
             flake_attr=dict(type="str"),
+            toplevel=dict(type="str"),
+            disko_script=dict(type="str"),
+            disk_devices=dict(type="dict"),
             target=dict(type="str", required=True),
             ssh_private_key=dict(type="path", required=True, no_log=False),
             agent_report=dict(type="dict", required=True),
@@ -187,6 +217,8 @@ def main():
             nixos_anywhere=dict(type="str", default="nixos-anywhere"),
             timeout=dict(type="int", default=3600),
         ),
+        required_together=[("toplevel", "disko_script")],
+        required_one_of=[("flake", "toplevel")],
         supports_check_mode=True,
     )
     params = module.params
@@ -204,10 +236,12 @@ def main():
     except ValueError as exc:
         module.fail_json(msg="mac: %s" % exc)
     try:
-        _install.check_disks(params["name"], report.get("disks"), params["disks_may_be_wiped"])
+        check_disks(params["name"], report.get("disks"), params["disks_may_be_wiped"], params["disk_devices"])
+        store_paths = (params["disko_script"], params["toplevel"]) if params["toplevel"] else None
+        flake = None if store_paths else "%s#%s" % (params["flake"], params["flake_attr"] or params["name"])
         command = _install.nixos_anywhere_command(
-            params["nixos_anywhere"], params["flake"], params["flake_attr"] or params["name"], params["target"],
-            params["ssh_private_key"], extra_files, params["substitute_on_destination"], params["extra_args"],
+            params["nixos_anywhere"], params["name"], params["target"], params["ssh_private_key"], extra_files,
+            params["substitute_on_destination"], params["extra_args"], store_paths=store_paths, flake=flake,
         )
         if module.check_mode:
             module.exit_json(changed=True, command=command, log=log)

@@ -28,6 +28,7 @@ requirements:
   - nix (2.8 or later), for example Debian's C(nix-bin) package
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - nixie.provision.nix
 attributes:
   check_mode:
     support: full
@@ -64,21 +65,6 @@ options:
         C(ipxe) from the same flake, so it is pinned by the same lock file). Built in the same C(nix build) as the
         installer; its output becomes RV(ipxe_dir).
     type: str
-  nix:
-    description: The C(nix) command, a name looked up on E(PATH) and in the usual Nix profile directories, or a path.
-    type: str
-    default: nix
-  extra_args:
-    description:
-      - Extra arguments for every C(nix) call, such as V([--option, sandbox, "false"]), V([--builders, ssh://builder])
-        or V([--override-input, nixie, ../nixie]).
-    type: list
-    elements: str
-    default: []
-  timeout:
-    description: Seconds the evaluation and build may take together before C(nix) is stopped and the task fails.
-    type: int
-    default: 7200
 """
 
 EXAMPLES = r"""

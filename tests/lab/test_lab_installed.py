@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from ansible_collections.nixie.provision.plugins.module_utils import _nix, _systems
 from ansible_collections.nixie.provision.plugins.module_utils._install import ensure_host_key, nixos_anywhere_command
 from nixielab import Installer, append_cpio
 from nixielab.installed import BOOT_START, SECTOR, STATE_SIZE, SYSLINUX_MBR, build_installed_image
@@ -73,6 +74,8 @@ def test_image_layout(tmp_path):
     (["--flake", "path:/x#a", "--target-host", "root@10.0.0.1", "--frobnicate"], "unrecognized arguments: --frobnicate"),
     (["--target-host", "root@10.0.0.1"], "flake must be set"),
     (["--flake", "path:/x#a"], "ssh-host must be set"),
+    (["--store-paths", "/nix/store/absent-disko", "/nix/store/absent-toplevel", "--target-host", "root@a"],
+     "--store-paths: /nix/store/absent-disko does not exist"),
     (["--flake", "path:/x#a", "--target-host", "root@10.0.0.1", "--phases", "disko,magic"], "unknown phase"),
 ])
 def test_standin_refuses_bad_command_lines(tmp_path, argv, message):
@@ -94,9 +97,10 @@ class Deployment:
     extra_files: Path
     host_key: str
     expected_system: str
+    store_paths: tuple[str, str]
 
 
-def _deployment(directory: Path, installer: Installer) -> Deployment:
+def _deployment(directory: Path, installer: Installer, monkeypatch: pytest.MonkeyPatch) -> Deployment:
     key = directory / "deployer"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "deployer@lab", "-f", str(key)], check=True)
     initrd = append_cpio(installer.initrd, {"/root/.ssh/authorized_keys": key.with_suffix(".pub").read_bytes()}, directory / "initrd.gz")
@@ -104,18 +108,22 @@ def _deployment(directory: Path, installer: Installer) -> Deployment:
     flake = helper.materialise(directory / "flake", installer.kernel, initrd, installer.cmdline)
     environment = dict(os.environ, **helper.offline_nix_env(directory / "nix-conf"), NIXIE_STANDIN_LOG=str(directory / "standin.jsonl"),
                        NIXIE_STANDIN_IMAGE=str(build_installed_image(installer).path))
-    expected_system = subprocess.run(["nix", "--extra-experimental-features", "nix-command flakes", "eval", "--raw",
-                                      "%s#nixosConfigurations.nixie-01.config.system.build.toplevel.outPath" % flake],
-                                     capture_output=True, text=True, check=True, env=environment).stdout
+    # Built as a provisioning run builds it: the whole run's systems in one nix build (here, the one host's).
+    for name, value in helper.offline_nix_env(directory / "nix-conf").items():
+        monkeypatch.setenv(name, value)
+    nix = _nix.Nix()
+    systems = _systems.evaluate(nix, flake, {"nixie-01": "nixie-01"})
+    assert _systems.build(nix, systems, ["nixie-01"], str(directory / "systems-build.log")) == {"nixie-01": None}
+    system = systems["nixie-01"]
     extra_files = directory / "extra-files"
     host_key = ensure_host_key(str(extra_files), "nixie-01")
-    return Deployment(key, initrd, flake, environment, extra_files, host_key, expected_system)
+    return Deployment(key, initrd, flake, environment, extra_files, host_key, system["toplevel"], (system["disko_script"], system["toplevel"]))
 
 
 @pytest.mark.lab
 @pytest.mark.parametrize("firmware", ["bios", "uefi"])
-def test_standin_installs_and_the_machine_boots_from_disk(lab, installer, firmware):
-    deployment = _deployment(lab.run_dir, installer)
+def test_standin_installs_and_the_machine_boots_from_disk(lab, installer, firmware, monkeypatch):
+    deployment = _deployment(lab.run_dir, installer, monkeypatch)
     key, log = deployment.key, Path(deployment.environment["NIXIE_STANDIN_LOG"])
 
     # Rebooting makes QEMU exit: the test then powers the machine on again without -kernel, so it boots as
@@ -132,7 +140,9 @@ def test_standin_installs_and_the_machine_boots_from_disk(lab, installer, firmwa
     answer = _ssh(lab, key, installer_hosts, address, "grep VARIANT_ID /etc/os-release; %s" % FIRST_MIB_IS_ZERO)
     assert answer.stdout.split() == ["VARIANT_ID=installer", "0"], answer
 
-    command = nixos_anywhere_command(str(STANDIN), deployment.flake, "nixie-01", address, str(key), str(deployment.extra_files), False, ["--debug"])
+    command = nixos_anywhere_command(str(STANDIN), "nixie-01", address, str(key), str(deployment.extra_files), False, ["--debug"],
+                                     store_paths=deployment.store_paths)
+    assert command[1:8] == ["--store-paths", *deployment.store_paths, "--target-host", "root@nixie-01", "--ssh-option", "HostName=" + address]
     failed = lab.run_ctl(command, capture_output=True, text=True, timeout=60, env=dict(deployment.environment, NIXIE_STANDIN_FAIL="nixie-00,nixie-01"))
     assert failed.returncode == 1 and "fault injected" in failed.stderr, failed
     assert _ssh(lab, key, installer_hosts, address, FIRST_MIB_IS_ZERO).stdout.split() == ["0"], "the failed install touched the disk"

@@ -2,11 +2,14 @@
 the real agent, a recording stand-in for nixos-anywhere first on PATH, and real disk boots afterwards.
 
 nixie-01 (SeaBIOS) and nixie-02 (OVMF with EDK2's own PXE client) both keep the network first in their boot order, as
-machines racked for network provisioning do, and end `installed` with their new, pinned host keys. After the install,
-nixie-01's iPXE is told to leave for the disk, and nixie-02's iPXE (2024-03 or later, as nixpkgs has) boots its disk
-itself. (test_lab_netboot shows the other way, with an older iPXE.) nixie-03's disk holds data: it is refused and its
-disk stays byte-identical. The first run uses the free strategy (the playbook pins linear where hosts share the server); a
-rerun, with the default linear strategy, changes nothing.
+machines racked for network provisioning do, and end `installed` with their new, pinned host keys, from the store
+paths the run built once for both (nixos-anywhere gets --store-paths and the host's name with HostName=<address>).
+After the install, nixie-01's iPXE is told to leave for the disk, and nixie-02's iPXE (2024-03 or later, as nixpkgs
+has) boots its disk itself (test_lab_netboot shows the other way, with an older iPXE). nixie-01 also has a filled data
+disk its layout does not name: it installs, and that disk stays byte-identical. nixie-03's disk holds data: it is
+refused and its disk stays byte-identical. The first run uses the free strategy (the playbook pins linear where hosts
+share the server); a rerun, with the default linear strategy, changes nothing. A last run gives nixie-03 a layout
+naming /dev/nvme0n1, which it lacks: it is refused before anything is written, though wiping it is allowed.
 """
 
 from __future__ import annotations
@@ -22,15 +25,16 @@ REBOOT_BOUND = {"nixie-01": 180, "nixie-02": 180}
 
 
 def test_provision_three_machines_end_to_end(lab, installer, tmp_path):
-    bios = lab.add_machine("nixie-01", "52:54:00:5e:00:01", firmware="bios", nic="e1000")
+    bios = lab.add_machine("nixie-01", "52:54:00:5e:00:01", firmware="bios", nic="e1000", data_disk=True)
     uefi = lab.add_machine("nixie-02", "52:54:00:5e:00:02", firmware="uefi", nic="virtio-native", boot_order="network-first")
     full = lab.add_machine("nixie-03", "52:54:00:5e:00:03", firmware="bios", nic="e1000", prefill=True)
     lab.start_power_daemon()
     full.prepare()
     full_disk_before = full.disk_sha256()
+    bios.prepare()
+    data_disk_before = bios.disk_sha256(bios.data_disk_path)
 
     run = netboot.with_stand_in(netboot.prepare(lab, installer, [bios, uefi, full], tmp_path), installer)
-    flake = run.flake
     # Two machines at a time on this 2-core host; each host on its own (strategy free) once the boot server runs.
     run.environment["ANSIBLE_STRATEGY"] = "free"
     first = netboot.provision(lab, run, extra_vars={"nixie_batch_size": 2, "nixie_ipxe_dir": str(netboot.CURRENT_IPXE)})
@@ -44,14 +48,17 @@ def test_provision_three_machines_end_to_end(lab, installer, tmp_path):
 
     leases = lab.site_dhcp.leases()
     records = run.stand_in_records()
-    assert sorted(record["argv"][2] for record in records) == ["%s#nixie-01" % flake, "%s#nixie-02" % flake], records
-    for record in records:
-        host = record["argv"][2].rsplit("#", 1)[1]
+    assert sorted(run.stand_in_hosts()) == ["nixie-01", "nixie-02"], records
+    for record, host in zip(records, run.stand_in_hosts()):
         machine = {"nixie-01": bios, "nixie-02": uefi}[host]
-        assert record["argv"][1:] == [
-            "--flake", "%s#%s" % (flake, host), "--target-host", "root@%s" % leases[machine.mac], "-i", str(run.key),
-            "--phases", "disko,install,reboot", "--extra-files", str(run.run_dir / host / "extra-files"), "--no-substitute-on-destination",
-        ]
+        assert record["argv"][1:] == run.stand_in_command(host, leases[machine.mac])
+    # Every netbooted host's system came out of the one build, logged in the run directory.
+    build_log = (run.run_dir / "systems-build.log").read_text()
+    assert build_log.splitlines()[0].endswith("nix build of 6 derivations for nixie-01, nixie-02, nixie-03"), build_log[:500]
+    # The agent named the data disk as udev would, from sysfs (the lab's busybox installer has no udev).
+    data_disk = run.facts("nixie-01")["nixie_agent"]["disks"][1]
+    assert data_disk["name"] == "vdb" and data_disk["by_id"] == ["virtio-nixie-data"] and data_disk["has_filesystem"], data_disk
+    assert len(data_disk["by_path"]) == 1 and data_disk["by_path"][0].startswith("pci-0000:"), data_disk
 
     known_hosts = tmp_path / "known_hosts"
     for machine in (bios, uefi):
@@ -86,3 +93,14 @@ def test_provision_three_machines_end_to_end(lab, installer, tmp_path):
         assert "changed=0" in line and "failed=0" in line, line
         assert "%s is installed at %s: skipped, it is installed" % (host, leases[machine.mac]) in rerun.stdout
     assert len(run.stand_in_records()) == len(records), "the rerun must not install again"
+    bios.stop()
+    assert bios.disk_sha256(bios.data_disk_path) == data_disk_before, "the data disk the layout does not name was written"
+
+    run.update_host("nixie-03", flake_attr="nixie-nvme", disks_may_be_wiped=True)
+    missing = netboot.provision(lab, run, limit="nixie-03", timeout=600)
+    assert missing.returncode != 0
+    assert ("refusing to install nixie-03: its disk layout wants /dev/nvme0n1 (disko.devices.disk.main); this machine has vda (2.0 GiB"
+            in missing.stdout), missing.stdout[-3000:]
+    assert len(run.stand_in_records()) == len(records)
+    full.stop()
+    assert full.disk_sha256() == full_disk_before

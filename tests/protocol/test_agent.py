@@ -32,7 +32,7 @@ MAC = "52:54:00:aa:00:01"
 SECOND_MAC = "52:54:00:aa:00:0b"
 DEPLOYER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ7n8yY9tDm3rPsn0pO3m2b3QH7O0Y1pFq3u1cJ3B0Zx deployer@contrôleur"
 BUSYBOX_APPLETS = ("sh", "wget", "ip", "awk", "sed", "tr", "cat", "grep", "head", "mktemp", "rm", "mkdir", "chmod",
-                   "touch", "sleep", "dd", "od", "timeout")
+                   "touch", "sleep", "dd", "od", "timeout", "readlink", "tail")
 
 
 class ServerThread:
@@ -77,7 +77,10 @@ def machine(tmp_path):
                          ("ib0", "80:00:02:08:fe:80:00:00:00:00:00:00:00:02:c9:03:00:0a:0b:0c")):
         write(sysfs / "class" / "net" / nic / "address", address + "\n")
     write(sysfs / "block" / "vda" / "size", "16777216\n")
-    write(sysfs / "block" / "vda" / "device" / "model", "QEMU HARDDISK   \n")
+    # As in sysfs: the disk's device is a link into the PCI device tree, which its by-path name comes from.
+    write(sysfs / "devices" / "pci0000:00" / "0000:00:04.0" / "virtio1" / "model", "QEMU HARDDISK   \n")
+    (sysfs / "block" / "vda" / "device").symlink_to("../../devices/pci0000:00/0000:00:04.0/virtio1")
+    write(sysfs / "block" / "vda" / "serial", "nixie system \n")
     write(sysfs / "block" / "vda" / "vda1" / "partition", "1\n")
     write(sysfs / "block" / "vda" / "vda1" / "size", "2048\n")
     write(sysfs / "block" / "vdb" / "size", "2097152\n")
@@ -146,7 +149,7 @@ def start_agent(shell, machine, api, token):
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def check_report(state, machine):
+def check_report(state, machine, links=None):
     entry = state.table.entry(MAC)
     assert entry["last_event"]["step"] == "phone_home"
     report = entry["report"]
@@ -154,9 +157,10 @@ def check_report(state, machine):
     assert report["ip"] == "127.0.0.1" and report["source_ip"] == "127.0.0.1"
     assert sorted(report["ssh_host_keys"]) == sorted([machine["ssh_key"], machine["dropbear_key"]])
     assert report["disks"] == [
-        {"name": "vda", "size_bytes": 16777216 * 512, "model": "QEMU HARDDISK", "has_partitions": True, "has_filesystem": True},
-        {"name": "vdb", "size_bytes": 2097152 * 512, "model": "", "has_partitions": False, "has_filesystem": False},
-    ]
+        {"name": "vda", "size_bytes": 16777216 * 512, "model": "QEMU HARDDISK", "has_partitions": True, "has_filesystem": True,
+         "by_id": ["virtio-nixie_system"], "by_path": ["pci-0000:00:04.0"]},
+        {"name": "vdb", "size_bytes": 2097152 * 512, "model": "", "has_partitions": False, "has_filesystem": False, "by_id": [], "by_path": []},
+    ] if links is None else links
     assert report["os_release"] == {"NAME": "NixOS", "ID": "nixos", "VARIANT_ID": "installer", "VERSION_ID": "24.11",
                                     "PRETTY_NAME": 'NixOS 24.11 (Vicuña) \\"x\\" \\\\'}
     keys = machine["root"] / "root" / ".ssh" / "authorized_keys"
@@ -201,6 +205,25 @@ def test_agent_retries_until_the_server_comes_up(shell, machine, state):
         assert agent.returncode == 0, err
         assert time.monotonic() - started >= 2.5
         check_report(state, machine)
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("shell", ["busybox", "dash"])
+def test_agent_reports_udev_disk_links_where_udev_made_them(shell, machine, state):
+    """An installer with udev (NixOS's) has /dev/disk/by-id and by-path: those are reported as they are, not guessed from sysfs."""
+    for directory, link, disk in (("by-id", "ata-QEMU_HARDDISK_QM00002", "vdb"), ("by-id", "wwn-0x5000c500a1b2c3d4", "vdb"),
+                                  ("by-path", "pci-0000:00:1f.2-ata-2.0", "vdb"), ("by-id", "virtio-nixie_system-part1", "vda1")):
+        (machine["dev"] / "disk" / directory).mkdir(parents=True, exist_ok=True)
+        (machine["dev"] / "disk" / directory / link).symlink_to("../../%s" % disk)
+    server = ServerThread(state)
+    try:
+        token = state.table.tokens.mint(MAC, "127.0.0.1")
+        agent = start_agent(shell, machine, "http://127.0.0.1:%d/api/v1" % server.port, token)
+        assert agent.wait(timeout=30) == 0, agent.communicate()[1]
+        disks = state.table.entry(MAC)["report"]["disks"]
+        assert [(disk["name"], disk["by_id"], disk["by_path"]) for disk in disks] == [
+            ("vda", [], []), ("vdb", ["ata-QEMU_HARDDISK_QM00002", "wwn-0x5000c500a1b2c3d4"], ["pci-0000:00:1f.2-ata-2.0"])]
     finally:
         server.stop()
 

@@ -129,6 +129,8 @@ def test_script_kernel_initrd_and_phone_home_in_process(files, tmp_path):
     entry = snapshot["hosts"][MAC]
     assert entry["host"] == "nixie-01" and entry["last_event"]["step"] == "phone_home" and entry["token"] == "claimed"
     assert entry["report"]["ssh_host_keys"] == [key] and entry["report"]["source_ip"] == "127.0.0.1"
+    # An agent that reports no disk links (an earlier release's) gets empty lists: a layout naming a link finds no disk.
+    assert entry["report"]["disks"] == [dict(report(key)["disks"][0], by_id=[], by_path=[])]
     assert host == entry
     with open(state.events.path, encoding="utf-8") as handle:
         steps = [json.loads(line)["step"] for line in handle]
@@ -180,6 +182,10 @@ def test_installed_host_gets_local_boot_and_no_token(files):
      "disks[0].name"),
     ({"disks": [{"name": "vda", "size_bytes": 1, "model": "", "has_partitions": "no", "has_filesystem": False}]},
      "disks[0].has_partitions"),
+    ({"disks": [dict(report("")["disks"][0], by_id="ata-X")]}, "disks[0].by_id"),
+    ({"disks": [dict(report("")["disks"][0], by_id=["ata-X", "../../sda"])]}, "disks[0].by_id[1]"),
+    ({"disks": [dict(report("")["disks"][0], by_path=["pci-0000:00:04.0", 7])]}, "disks[0].by_path[1]"),
+    ({"disks": [dict(report("")["disks"][0], by_path=["x"] * 65)]}, "disks[0].by_path"),
     ({"os_release": ["ID=nixos"]}, "os_release"),
     ({"os_release": {"ID": 1}}, "os_release.ID"),
 ])

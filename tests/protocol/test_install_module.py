@@ -78,7 +78,7 @@ def test_installs_with_the_exact_command_and_a_stable_injected_host_key(net, tar
     result = run_module("nixie.provision.install", install_args(tmp_path, [target], extra_args=["--build-on", "remote"]), netns=net.ctl_ns)
     assert not result["failed"], result
     extra_files = str(tmp_path / "run" / "nixie-01" / "extra-files")
-    expected = ["--flake", "/srv/fleet#nixie-01", "--target-host", "root@" + TARGET, "-i", "/root/.ssh/deployer",
+    expected = ["--flake", "/srv/fleet#nixie-01", "--target-host", "root@nixie-01", "--ssh-option", "HostName=" + TARGET, "-i", "/root/.ssh/deployer",
                 "--phases", "disko,install,reboot", "--extra-files", extra_files, "--no-substitute-on-destination", "--build-on", "remote"]
     assert stand_in.read_text().splitlines() == expected
     assert result["command"][1:] == expected
@@ -90,6 +90,56 @@ def test_installs_with_the_exact_command_and_a_stable_injected_host_key(net, tar
     again = run_module("nixie.provision.install", install_args(tmp_path, [target], substitute_on_destination=True), netns=net.ctl_ns)
     assert again["host_key"] == result["host_key"], "a rerun must keep the key already handed out"
     assert "--no-substitute-on-destination" not in stand_in.read_text().splitlines()
+
+
+def test_built_store_paths_replace_the_flake(net, target, stand_in, tmp_path):
+    disko, toplevel = "/nix/store/mnb4aaaa-disko-format", "/nix/store/q1n2aaaa-nixos-system-nixie-01"
+    result = run_module("nixie.provision.install", install_args(tmp_path, [target], toplevel=toplevel, disko_script=disko,
+                                                                disk_devices={"main": "/dev/vda"}), netns=net.ctl_ns)
+    assert not result["failed"], result
+    extra_files = str(tmp_path / "run" / "nixie-01" / "extra-files")
+    assert stand_in.read_text().splitlines() == [
+        "--store-paths", disko, toplevel, "--target-host", "root@nixie-01", "--ssh-option", "HostName=" + TARGET, "-i", "/root/.ssh/deployer",
+        "--phases", "disko,install,reboot", "--extra-files", extra_files, "--no-substitute-on-destination"]
+    without_flake = install_args(tmp_path, [target], toplevel=toplevel, disko_script=disko)
+    del without_flake["flake"]
+    assert not run_module("nixie.provision.install", without_flake, netns=net.ctl_ns)["failed"]
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"toplevel": "/nix/store/q1n2aaaa-nixos-system-nixie-01"}, "parameters are required together: toplevel, disko_script"),
+    ({"flake": None}, "one of the following is required: flake, toplevel"),
+])
+def test_store_paths_come_in_pairs_or_a_flake_is_needed(net, target, stand_in, tmp_path, change, message):
+    args = {key: value for key, value in dict(install_args(tmp_path, [target]), **change).items() if value is not None}
+    result = run_module("nixie.provision.install", args, netns=net.ctl_ns)
+    assert result["failed"] and message in result["msg"], result
+    assert not stand_in.exists()
+
+
+DATA_DISK = {"name": "vdb", "size_bytes": 2 ** 30, "model": "", "has_partitions": True, "has_filesystem": True,
+             "by_id": ["virtio-nixie-data"], "by_path": ["pci-0000:00:05.0"]}
+
+
+@pytest.mark.parametrize("layout", [{"main": "/dev/vda"}, {"main": "/dev/disk/by-id/virtio-nixie-system"}, {"main": "/dev/disk/by-path/pci-0000:00:04.0"}])
+def test_a_disk_the_layout_does_not_name_may_hold_data(net, target, stand_in, tmp_path, layout):
+    system = dict(BLANK_DISK, by_id=["virtio-nixie-system"], by_path=["pci-0000:00:04.0"])
+    args = install_args(tmp_path, [target], disks=[system, DATA_DISK], disk_devices=layout)
+    result = run_module("nixie.provision.install", args, netns=net.ctl_ns)
+    assert not result["failed"] and stand_in.exists(), result
+
+
+@pytest.mark.parametrize("layout, words", [
+    ({"main": "/dev/nvme0n1"}, "its disk layout wants /dev/nvme0n1 (disko.devices.disk.main); this machine has vda (2.0 GiB, QEMU HARDDISK), "
+                               "vdb (by-id virtio-nixie-data, 1.0 GiB, unknown model); nothing was written"),
+    ({"main": "/dev/vda", "data": "/dev/disk/by-id/virtio-nixie-data"},
+     "vdb (by-id virtio-nixie-data, 1.0 GiB, unknown model) holds partitions and a filesystem"),
+])
+def test_a_layout_naming_a_missing_or_filled_disk_is_refused_before_anything_runs(net, target, stand_in, tmp_path, layout, words):
+    args = install_args(tmp_path, [target], disks=[BLANK_DISK, DATA_DISK], disk_devices=layout)
+    result = run_module("nixie.provision.install", args, netns=net.ctl_ns)
+    assert result["failed"] and "refusing to install nixie-01: " + words in result["msg"], result
+    assert not stand_in.exists() and not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("disk, words", [

@@ -248,7 +248,8 @@ def test_fixture_flake_show_and_check(tmp_path):
     shown = subprocess.run(NIX + ["flake", "show", "--json", flake], capture_output=True, text=True, check=False)
     assert shown.returncode == 0, shown.stderr
     outputs = json.loads(shown.stdout)
-    assert sorted(outputs["nixosConfigurations"]) == ["broken", "installer", "nixie-01", "nixie-02", "nixie-03", "not-netboot"]
+    assert sorted(outputs["nixosConfigurations"]) == (["broken"] + ["fleet-%02d" % n for n in range(1, 21)] + [
+        "installer", "nixie-01", "nixie-02", "nixie-03", "nixie-by-id", "nixie-nvme", "nixie-throws", "nixie-unbuildable", "not-netboot"])
     assert outputs["packages"]["x86_64-linux"]["ipxe"]["type"] == "derivation"
     checked = subprocess.run(NIX + ["flake", "check", flake], capture_output=True, text=True, check=False)
     assert checked.returncode == 0, checked.stderr

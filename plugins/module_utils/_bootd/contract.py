@@ -98,7 +98,7 @@ CONTROLLER_SECRET_HEADER = "X-Nixie-Controller-Secret"
 KERNEL_PARAM_API = "nixie.api"
 KERNEL_PARAM_TOKEN = "nixie.token"
 REPORT_FIELDS = ("macs", "ip", "ssh_host_keys", "disks", "os_release")
-DISK_FIELDS = ("name", "size_bytes", "model", "has_partitions", "has_filesystem")
+DISK_FIELDS = ("name", "size_bytes", "model", "has_partitions", "has_filesystem", "by_id", "by_path")
 ANSWER_FIELD = "authorized_keys"
 
 # The run directory: the boot server's files, the installer build's, and one directory per host.
@@ -111,6 +111,7 @@ TOKENS_FILE = "agent-tokens.json"
 CONTROLLER_SECRET_FILE = "controller-secret"
 INSTALLER_STATE_FILE = "installer.json"
 INSTALLER_LOG_FILE = "installer-build.log"
+SYSTEMS_LOG_FILE = "systems-build.log"
 HOST_INSTALL_LOG = "install.log"
 HOST_EXTRA_FILES = "extra-files"
 HOST_KNOWN_HOSTS = "known_hosts"

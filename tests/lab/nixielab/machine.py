@@ -32,6 +32,8 @@ MAC_PATTERN = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 PREFILL_LABEL = "nixielab-data"
 PREFILL_SIZE_MIB = 64
+DATA_DISK_SIZE = "128M"
+DATA_DISK_SERIAL = "nixie-data"
 # The kernel refuses unix socket paths longer than this (sun_path incl. the terminating NUL).
 UNIX_PATH_MAX = 107
 
@@ -51,6 +53,9 @@ class Machine:  # pylint: disable=too-many-instance-attributes  # one field per 
     memory_mib: int = 1024
     disk_size: str = "2G"
     prefill: bool = False
+    # A second disk, filled like a prefilled one, with the serial DATA_DISK_SERIAL (so its by-id name is
+    # virtio-<serial>): a data disk the disk layout does not name.
+    data_disk: bool = False
     no_reboot: bool = False
     boot_order: str = "network-first"
     kernel: Path | None = None
@@ -88,6 +93,10 @@ class Machine:  # pylint: disable=too-many-instance-attributes  # one field per 
         return self.directory / "disk.qcow2"
 
     @property
+    def data_disk_path(self) -> Path:
+        return self.directory / "data.qcow2"
+
+    @property
     def vars_path(self) -> Path:
         """The machine's own UEFI variable store (its NVRAM): OVMF writes boot entries into it."""
         return self.directory / "OVMF_VARS.fd"
@@ -122,9 +131,11 @@ class Machine:  # pylint: disable=too-many-instance-attributes  # one field per 
         self.directory.mkdir(parents=True, exist_ok=True)
         if not self.disk_path.exists():
             if self.prefill:
-                self._create_prefilled_disk()
+                self._create_prefilled_disk(self.disk_path, self.disk_size)
             else:
                 run_checked(["qemu-img", "create", "-q", "-f", "qcow2", str(self.disk_path), self.disk_size])
+        if self.data_disk and not self.data_disk_path.exists():
+            self._create_prefilled_disk(self.data_disk_path, DATA_DISK_SIZE)
         if self.firmware == "uefi" and not self.vars_path.exists():
             shutil.copyfile(OVMF_VARS, self.vars_path)
 
@@ -147,6 +158,9 @@ class Machine:  # pylint: disable=too-many-instance-attributes  # one field per 
             "-drive", "if=none,id=disk0,format=qcow2,file=%s" % self.disk_path,
             "-device", "virtio-blk-pci,drive=disk0,bootindex=%d" % disk_index,
         ]
+        if self.data_disk:
+            argv += ["-drive", "if=none,id=disk1,format=qcow2,file=%s" % self.data_disk_path,
+                     "-device", "virtio-blk-pci,drive=disk1,serial=%s" % DATA_DISK_SERIAL]
         if self.firmware == "uefi":
             argv += ["-drive", "if=pflash,format=raw,unit=0,readonly=on,file=%s" % OVMF_CODE,
                      "-drive", "if=pflash,format=raw,unit=1,file=%s" % self.vars_path]
@@ -256,33 +270,34 @@ class Machine:  # pylint: disable=too-many-instance-attributes  # one field per 
         return match
 
     # Disk
-    def disk_sha256(self) -> str:
-        """SHA-256 of the disk as the guest sees it (raw bytes), for data-safety checks; the machine must be off."""
+    def disk_sha256(self, disk: Path | None = None) -> str:
+        """SHA-256 of the disk (or of `disk`, such as data_disk_path) as the guest sees it (raw bytes), for data-safety
+        checks; the machine must be off."""
         if self.running:
             raise LabError("machine %s: stop it before reading its disk" % self.name)
         digest = hashlib.sha256()
         with tempfile.TemporaryDirectory(dir=self.directory) as scratch:
             raw = Path(scratch) / "disk.raw"
-            run_checked(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(self.disk_path), str(raw)])
+            run_checked(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(disk or self.disk_path), str(raw)])
             with open(raw, "rb") as image:
                 while chunk := image.read(1 << 20):
                     digest.update(chunk)
         return digest.hexdigest()
 
-    def _create_prefilled_disk(self) -> None:
+    def _create_prefilled_disk(self, path: Path, size: str) -> None:
         """A disk that looks used: a GPT with one ext4 partition holding a file of random data."""
         with tempfile.TemporaryDirectory(dir=self.directory) as scratch:
             raw = Path(scratch) / "disk.raw"
             content = Path(scratch) / "content"
             content.mkdir()
             (content / "NIXIELAB-DATA").write_bytes(("machine %s\n" % self.name).encode() + os.urandom(1 << 20))
-            run_checked(["qemu-img", "create", "-q", "-f", "raw", str(raw), self.disk_size])
+            run_checked(["qemu-img", "create", "-q", "-f", "raw", str(raw), size])
             run_checked(["sfdisk", "--quiet", str(raw)],
                         input="label: gpt\nstart=2048, size=%dMiB, type=linux, name=%s\n" % (PREFILL_SIZE_MIB, PREFILL_LABEL))
             # The partition starts at sector 2048 (1 MiB); mke2fs writes straight into the image there.
             run_checked(["mke2fs", "-q", "-F", "-t", "ext4", "-L", PREFILL_LABEL, "-d", str(content),
                          "-E", "offset=%d" % (2048 * 512), str(raw), "%dM" % PREFILL_SIZE_MIB])
-            run_checked(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(self.disk_path)])
+            run_checked(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(path)])
 
 
 def _read_until_prompt(connection: socket.socket) -> str:

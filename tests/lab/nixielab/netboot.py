@@ -83,11 +83,23 @@ class NetbootRun:
     def flake(self) -> str:
         return next(line.split(": ", 1)[1] for line in self.inventory.read_text().splitlines() if line.startswith("flake: "))
 
-    def toplevel(self, attribute: str) -> str:
-        """The store path of nixosConfigurations.<attribute>'s toplevel in the run's flake, as the real nix evaluates it."""
+    def toplevel(self, attribute: str, build: str = "toplevel") -> str:
+        """The store path of nixosConfigurations.<attribute>'s toplevel (or other config.system.build attribute, such as
+        diskoScript) in the run's flake, as the real nix evaluates it."""
         return subprocess.run(["nix", "--extra-experimental-features", "nix-command flakes", "eval", "--raw",
-                               "%s#nixosConfigurations.%s.config.system.build.toplevel.outPath" % (self.flake, attribute)],
+                               "%s#nixosConfigurations.%s.config.system.build.%s.outPath" % (self.flake, attribute, build)],
                               env=dict(self.environment, PATH="/usr/bin:/bin"), capture_output=True, text=True, check=True).stdout
+
+    def stand_in_hosts(self) -> list[str]:
+        """The host of each stand-in call, from its --target-host root@<host alias>, in call order."""
+        return [record["argv"][record["argv"].index("--target-host") + 1].split("@", 1)[1] for record in self.stand_in_records()]
+
+    def stand_in_command(self, host: str, address: str, attribute: str | None = None) -> list[str]:
+        """The arguments Nixie must hand nixos-anywhere for `host` at `address`: the run's build, the host alias."""
+        attribute = attribute or host
+        return ["--store-paths", self.toplevel(attribute, "diskoScript"), self.toplevel(attribute), "--target-host", "root@%s" % host,
+                "--ssh-option", "HostName=%s" % address, "-i", str(self.key), "--phases", "disko,install,reboot",
+                "--extra-files", str(self.run_dir / host / "extra-files"), "--no-substitute-on-destination"]
 
     def events(self) -> list[dict]:
         """The boot server's events so far: none before it wrote any, and no line it is still writing."""

@@ -96,6 +96,8 @@ _FILE_MAC = re.compile(r"^%s$" % _HYPHEN_MAC)
 _SIGNATURE = re.compile(r"^[0-9a-f]{32}$")
 _BEARER = re.compile(r"^Bearer ([A-Za-z0-9_-]{16,256})$")
 _DISK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
+# udev's /dev/disk/by-id and by-path names: no "/", and nothing a shell or a path would read specially.
+_DISK_LINK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+@,=-]{0,254}$")
 _OS_RELEASE_KEY = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # A suffix range of zero bytes asks for nothing: RFC 9110 14.1.1 makes it unsatisfiable (aiohttp sends the whole file).
@@ -149,7 +151,16 @@ def _disk(field, disk):
             raise ReportError("%s.%s: must be true or false" % (field, flag))
         flags[flag] = disk[flag]
     model = _text("%s.model" % field, disk.get("model", ""), 256)
-    return dict(name=name, size_bytes=size, model=model.strip(), **flags)
+    links = {}
+    for links_field in ("by_id", "by_path"):
+        # Optional: an agent of an earlier release reports none, and a disk layout naming a link then finds no disk.
+        names = _list("%s.%s" % (field, links_field), disk.get(links_field, []), 64)
+        for index, link in enumerate(names):
+            if not isinstance(link, str) or not _DISK_LINK.match(link):
+                raise ReportError("%s.%s[%d]: must be a /dev/disk/%s link name such as ata-QEMU_HARDDISK_QM00001"
+                                  % (field, links_field, index, links_field.replace("_", "-")))
+        links[links_field] = list(names)
+    return dict(name=name, size_bytes=size, model=model.strip(), **flags, **links)
 
 
 def parse_json(raw: bytes) -> Any:
