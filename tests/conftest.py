@@ -13,3 +13,9 @@ for _path in (COLLECTIONS, os.path.join(REPO, "tests", "lab")):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 os.environ.setdefault("ANSIBLE_COLLECTIONS_PATH", COLLECTIONS)
+
+# Ansible's collection finder, which the inventory plugin's tests need, cannot take over a collection package that was
+# imported before it was installed: install it before any test module imports the collection.
+from ansible.plugins.loader import init_plugin_loader  # noqa: E402  (needs ANSIBLE_COLLECTIONS_PATH set above)
+
+init_plugin_loader()
