@@ -74,7 +74,8 @@ STEP_INSTALL = "install"
 # ... and what the controller did to its power ("action", and "power_state" when a BMC said it); one of POWER_ON_ACTIONS
 # means the host is on its way to the network boot.
 STEP_POWER = "power"
-POWER_ON_ACTIONS = ("on", "boot", "cycle", "reset", "wake")
+POWER_ON_ACTIONS = ("on", "boot", "cycle")
+POWER_ACTIONS = POWER_ON_ACTIONS + ("off", "status")
 CONTROLLER_STEPS = (STEP_INSTALL, STEP_POWER)
 STEPS = (
     STEP_DHCP_OFFER, STEP_DHCP_ACK, STEP_DHCP_IGNORED, STEP_TFTP_START, STEP_TFTP_DONE, STEP_AUTOEXEC, STEP_SCRIPT,

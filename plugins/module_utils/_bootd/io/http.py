@@ -234,8 +234,8 @@ def parse_progress(body: Any) -> Dict[str, Any]:
                 raise ReportError("error: must be text of at most %d characters" % PROGRESS_TEXT_LIMIT)
             fields["error"] = error
         return dict(fields, step=step)
-    if body.get("action") not in contract.POWER_ON_ACTIONS + ("off", "status"):
-        raise ReportError("action: must be one of %s" % ", ".join(contract.POWER_ON_ACTIONS + ("off", "status")))
+    if body.get("action") not in contract.POWER_ACTIONS:
+        raise ReportError("action: must be one of %s" % ", ".join(contract.POWER_ACTIONS))
     return {"step": step, "action": body["action"],
             "power_state": _text("power_state", body.get("power_state") or "", 32) or None,
             "driver": _text("driver", body.get("driver") or "", 32) or None}
