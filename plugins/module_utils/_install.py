@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import threading
 import time
@@ -32,6 +33,7 @@ PHASE_MARKERS = (("### Formatting hard drive with disko", "disko"), ("### Instal
                  ("### Waiting for the machine to become unreachable due to reboot", "reboot"))
 # How often the log is read for a new phase while nixos-anywhere runs.
 PHASE_POLL_SECONDS = 0.5
+_NOT_TEXT = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
 
 
 class InstallError(NixieError):
@@ -240,7 +242,8 @@ class PhaseReporter:
     def __call__(self, phase: str, error: Optional[str] = None) -> None:
         if self.client is None:
             return
-        fields = {"phase": phase} if error is None else {"phase": phase, "error": error[-2000:]}
+        # nixos-anywhere's output may hold colour codes and tabs: the server takes lines of plain text.
+        fields = {"phase": phase} if error is None else {"phase": phase, "error": _NOT_TEXT.sub(" ", error)[-contract.INSTALL_ERROR_LIMIT:]}
         try:
             self.client.progress(self.mac, contract.STEP_INSTALL, **fields)
         except NixieError:

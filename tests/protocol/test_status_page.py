@@ -207,3 +207,20 @@ def test_the_initrd_download_is_counted_from_the_socket_while_it_runs(served):
     row = served.state.status_rows(time.time())[0]
     assert row["state"] == "initrd" and row["transfer"]["bytes"] == size and row["transfer"]["complete"]
     assert not served.state.sending()
+
+
+def test_progress_reports_are_validated_and_named(served):
+    url = served.base + contract.host_route(MAC, contract.HOST_PROGRESS_ROUTE)
+    admin = "%s: %s" % (contract.CONTROLLER_SECRET_HEADER, SECRET)
+    for body, message in (('{"step": "reboot"}', "step: must be one of install, power"),
+                          ('{"step": "install", "phase": "kexec"}', "phase: must be one of started, disko"),
+                          ('{"step": "install", "phase": "failed", "error": "a\\u001b[31mred"}', "error: must be text"),
+                          ('{"step": "power", "action": "explode"}', "action: must be one of on, boot"),
+                          ('[1]', "body: must be a JSON object")):
+        status, dummy, answer = curl("-H", admin, "-H", "Content-Type: application/json", "-d", body, url)
+        assert status == 400 and message in answer, (body, answer)
+    status, dummy, answer = curl("-H", admin, "-d", '{"step": "install", "phase": "failed", "error": "exit 1\\nlast lines"}', url)
+    assert status == 200, answer
+    assert curl("-d", '{"step": "install", "phase": "done"}', url)[0] == 403, "the controller's only"
+    row = served.state.status_rows(time.time())[0]
+    assert row["state"] == "failed" and row["last_error"] == "exit 1\nlast lines"

@@ -87,6 +87,8 @@ INSTALL_STARTED = "started"
 INSTALL_DONE = "done"
 INSTALL_FAILED = "failed"
 INSTALL_PHASES = (INSTALL_STARTED, "disko", "install", "reboot", INSTALL_DONE, INSTALL_FAILED)
+# The longest failure message an install report may carry (the end of nixos-anywhere's output).
+INSTALL_ERROR_LIMIT = 2000
 # The installer's files, as served under FILE_ROUTE; a download is recorded as the step of its name.
 FILE_KINDS = (STEP_KERNEL, STEP_INITRD)
 

@@ -107,8 +107,6 @@ STATUS_STREAMS = 4
 STATUS_STREAM_INTERVAL = 0.5
 STATUS_TRANSFER_TICK = 1.0
 STATUS_IDLE_REFRESH = 5.0
-# What a controller's progress report may say beside its step.
-PROGRESS_TEXT_LIMIT = 2000
 # The key under which status streams wait for any host's next event.
 _ANY_HOST = "*"
 _LOG = logging.getLogger(__name__)
@@ -230,8 +228,8 @@ def parse_progress(body: Any) -> Dict[str, Any]:
         if body.get("error") is not None:
             # A failure's message is several lines (the log's tail): kept whole, control characters but newlines refused.
             error = body["error"]
-            if not isinstance(error, str) or len(error) > PROGRESS_TEXT_LIMIT or _CONTROL.search(error.replace("\n", " ")):
-                raise ReportError("error: must be text of at most %d characters" % PROGRESS_TEXT_LIMIT)
+            if not isinstance(error, str) or len(error) > contract.INSTALL_ERROR_LIMIT or _CONTROL.search(error.replace("\n", " ")):
+                raise ReportError("error: must be text of at most %d characters" % contract.INSTALL_ERROR_LIMIT)
             fields["error"] = error
         return dict(fields, step=step)
     if body.get("action") not in contract.POWER_ACTIONS:

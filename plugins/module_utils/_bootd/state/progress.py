@@ -38,7 +38,7 @@ MEANINGS = {
     DHCP: "its firmware or iPXE got a ProxyDHCP answer",
     IPXE: "iPXE is loading (TFTP) or fetched its script",
     KERNEL: "downloading the installer's kernel",
-    INITRD: "downloading the installer's initrd",
+    INITRD: "downloading the installer's initrd (its bar), then booting the installer until its agent reports in",
     PHONE_HOME: "the installer booted and its agent reported in",
     INSTALLING: "nixos-anywhere runs (the phase it is in beside it)",
     REBOOTING: "nixos-anywhere rebooted it into the new system",
@@ -53,6 +53,7 @@ _STEP_STATES = {
     contract.STEP_KERNEL: KERNEL, contract.STEP_INITRD: INITRD, contract.STEP_PHONE_HOME: PHONE_HOME,
     contract.STEP_MARKED_INSTALLED: INSTALLING, contract.STEP_MARKED_NOT_INSTALLED: FAILED,
 }
+_DHCP_STEPS = (contract.STEP_DHCP_OFFER, contract.STEP_DHCP_ACK)
 _PHASE_STATES = {contract.INSTALL_FAILED: FAILED, contract.INSTALL_DONE: INSTALLED, "reboot": REBOOTING}
 # The steps whose "ip" is the host's own address (DHCP events carry the server's view of a lease that may not exist yet).
 _ADDRESS_STEPS = (contract.STEP_SCRIPT, contract.STEP_KERNEL, contract.STEP_INITRD, contract.STEP_PHONE_HOME)
@@ -116,11 +117,16 @@ class HostProgress:
                 self.transfer = {"size": event.get("size"), "bytes": 0, "started": ts, "seconds": None, "complete": False}
             if step == contract.STEP_MARKED_INSTALLED and self.state in (INSTALLING, REBOOTING):
                 return
+            # iPXE loaded over TFTP asks for DHCP itself: that is its own start, not the firmware's again.
+            if step in _DHCP_STEPS and self.state == IPXE:
+                return
             self._enter(_STEP_STATES[step], ts, step)
 
     def _power(self, event, ts):
         self.power = event.get("power_state")
-        if event.get("action") in contract.POWER_ON_ACTIONS and self.state not in (SKIPPED, INSTALLING, REBOOTING):
+        # The controller reports once the BMC says the machine is on, which may be after its firmware's first DHCP
+        # request: a power-on starts a boot only for a host that is not booting already.
+        if event.get("action") in contract.POWER_ON_ACTIONS and self.state in (WAITING, FAILED, INSTALLED):
             self._enter(POWERING_ON, ts, contract.STEP_POWER)
 
     def _install(self, event, ts):

@@ -50,6 +50,24 @@ def test_the_current_state_accrues_until_now_and_a_live_count_replaces_the_bytes
     assert (row["transfer"]["bytes"], row["transfer"]["seconds"], row["transfer"]["rate"]) == (1000, 4.0, 250.0)
 
 
+def test_a_power_report_that_comes_after_the_first_dhcp_request_does_not_go_back():
+    row = replay(HOSTS, [event(100.0, "dhcp_offer"), event(103.0, "power", action="boot", power_state="on")]).rows(now=110.0)[0]
+    assert row["state"] == "dhcp" and row["power"] == "on" and row["durations"] == {"dhcp": 10.0}
+
+
+def test_a_second_attempt_after_a_failure_powers_on_again():
+    events = HEALTHY[:4] + [event(200.0, "released"), event(300.0, "power", action="cycle", power_state="on"), event(305.0, "dhcp_offer")]
+    row = replay(HOSTS, events).rows(now=310.0)[0]
+    assert [entry["state"] for entry in row["timeline"]][-3:] == ["failed", "powering_on", "dhcp"] and row["durations"]["powering_on"] == 4.0 + 5.0
+
+
+def test_the_dhcp_of_ipxe_loaded_over_tftp_stays_ipxe_and_a_reboot_starts_over():
+    events = HEALTHY[:5] + [event(107.5, "dhcp_offer"), event(107.6, "dhcp_ack")] + HEALTHY[5:7] + [event(120.0, "dhcp_offer")]
+    row = replay(HOSTS, events).rows(now=121.0)[0]
+    assert [entry["state"] for entry in row["timeline"]] == ["powering_on", "dhcp", "ipxe", "kernel", "dhcp"]
+    assert row["durations"]["ipxe"] == 3.0 and row["durations"]["dhcp"] == 2.0 + 1.0
+
+
 def test_a_host_installed_before_the_run_is_skipped_whatever_it_boots():
     fleet = replay(HOSTS, [event(100.0, "dhcp_offer", mac=OTHER), event(101.0, "boot_local", mac=OTHER), event(102.0, "released", mac=OTHER)])
     row = {row["mac"]: row for row in fleet.rows(now=200.0)}[OTHER]
@@ -92,7 +110,7 @@ def test_since_leaves_out_an_earlier_runs_events():
 def test_a_machine_that_loops_keeps_a_bounded_timeline():
     fleet = FleetProgress(HOSTS)
     for index in range(3 * progress.TIMELINE_LIMIT):
-        fleet.apply(event(float(index), "dhcp_offer" if index % 2 else "script"))
+        fleet.apply(event(float(index), "dhcp_offer" if index % 2 else "kernel"))
     assert len(fleet.rows(now=10000.0)[0]["timeline"]) == progress.TIMELINE_LIMIT
 
 
