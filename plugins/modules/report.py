@@ -10,9 +10,9 @@ short_description: Write the run's report (the status page frozen) into the run 
 version_added: 0.2.0
 author: Nixie developers (@nixie-provision)
 description:
-  - Writes C(report.json) and C(report.html) into O(run_dir) from the boot server's C(events.jsonl): each host's final
-    state, the time it spent in each state, its timeline, address, power, last error and install log, and the run's
-    totals. The states are the status page's, from the same state machine.
+  - Writes C(report.json) and C(report.html) into O(run_dir) from the boot server's C(events.jsonl), with each host's
+    final state, the time it spent in each state, its timeline, address, power, last error and install log, and the
+    run's totals. The states are the status page's, from the same state machine.
   - Needs no running boot server, so it runs at the end of a run and from C(always:) after a failure. The HTML file is
     whole in itself and opens from disk.
 extends_documentation_fragment:

@@ -67,9 +67,9 @@ def _transfer(transfer: Optional[Mapping[str, Any]]) -> str:
         return ""
     size, sent = transfer.get("size"), transfer.get("bytes") or 0
     rate = transfer.get("rate")
-    bar = '<progress value="%d" max="%d"></progress> ' % (sent, size) if size else ""
+    progress_bar = '<progress value="%d" max="%d"></progress> ' % (sent, size) if size else ""
     text = "%s of %s" % (_bytes(sent), _bytes(size)) + (", %s/s" % _bytes(rate) if rate else "")
-    return bar + '<span class="small">%s%s</span>' % (html.escape(text), "" if not transfer.get("complete") else ", done")
+    return progress_bar + '<span class="small">%s%s</span>' % (html.escape(text), "" if not transfer.get("complete") else ", done")
 
 
 def _durations(durations: Mapping[str, float]) -> str:

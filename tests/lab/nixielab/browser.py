@@ -80,7 +80,7 @@ class Browser:
             left = deadline - time.monotonic()
             if left <= 0 or self._process.poll() is not None:
                 raise BrowserError("chromium gave no answer (exit %s)" % self._process.poll())
-            ready, _, _ = select.select([self._answers], [], [], left)
+            ready = select.select([self._answers], [], [], left)[0]
             if ready:
                 chunk = os.read(self._answers, 1 << 20)
                 if not chunk:
