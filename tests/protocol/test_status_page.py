@@ -224,3 +224,4 @@ def test_progress_reports_are_validated_and_named(served):
     assert curl("-d", '{"step": "install", "phase": "done"}', url)[0] == 403, "the controller's only"
     row = served.state.status_rows(time.time())[0]
     assert row["state"] == "failed" and row["last_error"] == "exit 1\nlast lines"
+    assert served.state.table.entry(MAC)["last_event"] is None, "a host's last event is its own, never the controller's report"
