@@ -16,6 +16,7 @@ apt_packages=(
   iproute2 iptables nftables tcpdump                       # namespaces, bridges, captures, packet loss
   tftp-hpa curl udhcpc openssh-client dropbear-bin         # real clients for protocol tests
   ipmitool                                                 # an independent IPMI client for the power tests
+  chromium                                                 # a real browser for the status page tests (DevTools pipe)
   nginx-light                                              # bench/'s HTTP reference (bench starts its own; no service)
   nix-bin                                                  # builds the fixture installer flake
   shellcheck                                               # ansible-test sanity's shellcheck test (agent/nixie-agent)

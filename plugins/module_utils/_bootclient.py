@@ -83,6 +83,10 @@ class BootServerClient:
         """The controller is done with the host; the answer's ``remaining`` names the hosts the server still serves."""
         return self._call("POST", self._host_route(mac, contract.HOST_RELEASED_ROUTE), body={}, mac=mac)
 
+    def progress(self, mac: str, step: str, **fields: Any) -> Dict[str, Any]:
+        """Tell the server what the controller is doing to the host (``contract.CONTROLLER_STEPS``), for its status page."""
+        return self._call("POST", self._host_route(mac, contract.HOST_PROGRESS_ROUTE), body=dict(fields, step=step), mac=mac)
+
     @staticmethod
     def _host_route(mac: str, route: str = contract.HOST_ROUTE) -> str:
         return contract.host_route(normalize_mac(mac), route)

@@ -14,17 +14,26 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
+import threading
 import time
-from typing import Iterable, Iterator, List, Optional, Sequence
+from typing import Callable, Iterable, Iterator, List, Optional, Sequence
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootclient import BootServerClient
+from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import SSH_KEY_TYPES, key_identity
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
 from ansible_collections.nixie.provision.plugins.module_utils._process import CommandNotStarted, CommandTimeout, run_with_deadline
 
 LOG_TAIL_LINES = 20
 HOST_KEY_PATH = "etc/ssh/ssh_host_ed25519_key"
+# nixos-anywhere announces each step as "### <step> ###" (its step()); the ones that start a phase of ours.
+PHASE_MARKERS = (("### Formatting hard drive with disko", "disko"), ("### Installing NixOS", "install"), ("### Rebooting", "reboot"),
+                 ("### Waiting for the machine to become unreachable due to reboot", "reboot"))
+# How often the log is read for a new phase while nixos-anywhere runs.
+PHASE_POLL_SECONDS = 0.5
+_NOT_TEXT = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
 
 
 class InstallError(NixieError):
@@ -115,10 +124,56 @@ def _tail(path, lines=LOG_TAIL_LINES):
         return "".join(handle.readlines()[-lines:])
 
 
-def run_logged(command: Sequence[str], log_path: str, timeout: int) -> float:
+def install_phase(line: str) -> Optional[str]:
+    """The phase (one of ``contract.INSTALL_PHASES``) a line of nixos-anywhere's output starts, or None."""
+    for marker, phase in PHASE_MARKERS:
+        if line.startswith(marker):
+            return phase
+    return None
+
+
+@contextlib.contextmanager
+def watching_phases(log_path: str, on_phase: Optional[Callable[[str], None]]) -> Iterator[None]:
+    """Call ``on_phase`` with each new phase nixos-anywhere's output in ``log_path`` starts, from its current end on."""
+    if on_phase is None:
+        yield
+        return
+    stop = threading.Event()
+    start = os.path.getsize(log_path)
+
+    def watch():
+        last = None
+        with open(log_path, encoding="utf-8", errors="replace") as log:
+            log.seek(start)
+            pending = ""
+            while True:
+                finished = stop.is_set()
+                pending += log.read()
+                lines = pending.split("\n")
+                pending = lines.pop()
+                for line in lines:
+                    phase = install_phase(line)
+                    if phase is not None and phase != last:
+                        last = phase
+                        on_phase(phase)
+                if finished:
+                    return
+                stop.wait(PHASE_POLL_SECONDS)
+
+    watcher = threading.Thread(target=watch, name="nixos-anywhere phases", daemon=True)
+    watcher.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        watcher.join()
+
+
+def run_logged(command: Sequence[str], log_path: str, timeout: int, on_phase: Optional[Callable[[str], None]] = None) -> float:
     """Run ``command`` with its output appended to ``log_path``; kill its whole process group at the deadline.
 
     nixos-anywhere waits in unbounded loops (for SSH, for the reboot), so only a deadline ends a stuck install.
+    ``on_phase`` hears of each phase the output starts (``install_phase``) while it runs.
     """
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     started = time.monotonic()
@@ -126,7 +181,8 @@ def run_logged(command: Sequence[str], log_path: str, timeout: int) -> float:
         log.write("\n=== %s: %s\n" % (time.strftime("%Y-%m-%d %H:%M:%S"), " ".join(command)))
         log.flush()
         try:
-            returncode = run_with_deadline(command, timeout, stdout=log, stderr=subprocess.STDOUT).returncode
+            with watching_phases(log_path, on_phase):
+                returncode = run_with_deadline(command, timeout, stdout=log, stderr=subprocess.STDOUT).returncode
         except CommandNotStarted as exc:
             raise InstallError(str(exc), log=log_path) from None
         except CommandTimeout:
@@ -145,6 +201,38 @@ def tell_boot_server(client: BootServerClient, mac: str, installed: bool) -> Non
     except NixieError as exc:
         raise InstallError("cannot tell the boot server that %s is %s: %s"
                            % (mac, "installed" if installed else "not installed", exc)) from None
+
+
+class PhaseReporter:
+    """Tells the boot server, if there is one, which phase the install of ``mac`` is in, for its status page.
+
+    Best effort: the page is for people watching, so a server that does not answer never fails the install.
+    """
+
+    def __init__(self, client: Optional[BootServerClient], mac: Optional[str]) -> None:
+        self.client = client if mac is not None else None
+        self.mac = mac
+
+    def __call__(self, phase: str, error: Optional[str] = None) -> None:
+        if self.client is None:
+            return
+        # nixos-anywhere's output may hold colour codes and tabs: the server takes lines of plain text.
+        fields = {"phase": phase} if error is None else {"phase": phase, "error": _NOT_TEXT.sub(" ", error)[-contract.INSTALL_ERROR_LIMIT:]}
+        try:
+            self.client.progress(self.mac, contract.STEP_INSTALL, **fields)
+        except NixieError:
+            pass
+
+    @contextlib.contextmanager
+    def reporting(self) -> Iterator[None]:
+        """Report the start, then the end: done, or failed with the error's message."""
+        self(contract.INSTALL_STARTED)
+        try:
+            yield
+        except InstallError as exc:
+            self(contract.INSTALL_FAILED, str(exc))
+            raise
+        self(contract.INSTALL_DONE)
 
 
 @contextlib.contextmanager

@@ -27,6 +27,9 @@ description:
   - With O(mac), tells the run's boot server (O(server_url), or the one running on this machine for O(run_dir))
     the host is installed right before nixos-anywhere starts, so that the host's network boot then boots its disk,
     and tells it the opposite if nixos-anywhere fails, so that the next try netboots the installer again.
+  - Tells that boot server, for its status page, when nixos-anywhere starts, each phase its output enters (disko,
+    install, reboot) and how it ended (done, or failed with the error); a server that does not answer these reports
+    does not fail the install.
   - Runs under a deadline (nixos-anywhere waits in unbounded loops) and stops nixos-anywhere's whole process group
     when it expires. Its output goes to C(<run_dir>/<name>/install.log); a failure reports the log's path and last lines.
 requirements:
@@ -251,8 +254,9 @@ def main():
                                             params["name"], host_key)
         _install.verify_host_key(params["target"], report.get("ssh_host_keys") or [])
         client = connect(params["server_url"], params["run_dir"], params["server_secret"]) if mac else None
-        with _install.known_installed(client, mac) as told:
-            seconds = _install.run_logged(command, log, params["timeout"])
+        phases = _install.PhaseReporter(client, mac)
+        with _install.known_installed(client, mac) as told, phases.reporting():
+            seconds = _install.run_logged(command, log, params["timeout"], on_phase=phases)
     except NixieError as exc:
         module.fail_json(msg=str(exc), **dict({"log": log}, **exc.details))
     module.exit_json(changed=True, command=command, log=log, host_key=host_key, known_hosts=known_hosts, boot_server_told=told,

@@ -36,6 +36,7 @@ requirements:
   - wakeonlan (for O(driver=wol))
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
+  - nixie.provision.boot_server.secret
 attributes:
   check_mode:
     support: full
@@ -144,6 +145,15 @@ options:
   interface:
     description: For O(driver=wol), the interface or local address the magic packets leave from.
     type: str
+  server_url:
+    description:
+      - The run's boot server (M(nixie.provision.server)'s C(http_url)), told for its status page what was done to the
+        power of the host with O(mac) and the power state after. Best effort, never a failure; not in check mode.
+      - Without it, the boot server running on this machine for O(run_dir), if any; without either, none is told.
+    type: str
+  run_dir:
+    description: Without O(server_url), the run directory of the boot server running on the controller.
+    type: path
 seealso:
   - module: nixie.provision.wake
 """
@@ -225,6 +235,11 @@ power_state_after:
   returned: always
   type: str
   sample: "on"
+boot_server_told:
+  description: Whether a boot server took the report of what was done (for its status page).
+  returned: always
+  type: bool
+  sample: true
 boot_override:
   description:
     - The pending boot override as the BMC reports it at the end (in check mode, the one that would be
@@ -261,6 +276,8 @@ actions:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nixie.provision.plugins.module_utils import _wol
+from ansible_collections.nixie.provision.plugins.module_utils._bootclient import connect as connect_boot_server
+from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError, require_library
 from ansible_collections.nixie.provision.plugins.module_utils._power import base, connect, control, ipmi, redfish, settings
 
@@ -302,6 +319,9 @@ def main():
             broadcast=dict(type="str", default="255.255.255.255"),
             wol_port=dict(type="int", default=9),
             interface=dict(type="str"),
+            server_url=dict(type="str"),
+            run_dir=dict(type="path"),
+            server_secret=dict(type="str", no_log=True),
         ),
         required_if=[
             ("driver", "redfish", BMC_FIELDS),
@@ -331,7 +351,22 @@ def main():
         module.warn(warning)
     if params["driver"] == "redfish":
         result["system"] = driver.system
+    result["boot_server_told"] = not module.check_mode and tell_boot_server(params, result["power_state_after"])
     module.exit_json(**result)
+
+
+def tell_boot_server(params, power_state):
+    """Tell the run's boot server, if any, what was done to the host's power, for its status page; best effort."""
+    if not params["mac"] or not (params["server_url"] or params["run_dir"]):
+        return False
+    try:
+        client = connect_boot_server(params["server_url"], params["run_dir"], params["server_secret"])
+        if client is None:
+            return False
+        client.progress(params["mac"], contract.STEP_POWER, action=params["state"], power_state=power_state, driver=params["driver"])
+    except (NixieError, ValueError):
+        return False
+    return True
 
 
 if __name__ == "__main__":

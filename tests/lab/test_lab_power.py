@@ -11,15 +11,27 @@ for nixos-anywhere, and real disk boots afterwards.
   the password fails alone; neither that password nor the right one appears in the output or under the run directory.
 
 Each test prints power-on to installed per host (from the power request to the boot server's marked_installed).
+
+While the Redfish machine first goes from off to installed, headless Chromium in the controller's namespace watches the
+boot server's status page: the host's row moves through its states live, without a reload, and ends installed; its
+screenshot is left in the run directory (docs/status-page.png is one). The run's report then holds the same states and
+durations as the events.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import secrets
+import subprocess
+import time
 
 import pytest
 from nixielab import netboot
+from nixielab.browser import Browser
+from nixielab.processes import in_netns
+
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.progress import STATES
 
 pytestmark = pytest.mark.lab
 
@@ -46,16 +58,54 @@ def _redfish_system(lab, machine) -> dict:
     return json.loads(body)
 
 
+def _watch_status_page(lab, run, playbook, host) -> tuple[list[str], dict]:
+    """Open the status page in headless Chromium in the controller's namespace while `playbook` runs; return the states
+    the row of `host` showed, in order, and what the page said of itself once the host was installed."""
+    url = run.status_url(playbook)
+    assert url is not None, "the playbook ended before its boot server started"
+    with Browser(run.directory / "chromium", prefix=tuple(in_netns(lab.ctl_ns, []))) as browser:
+        browser.open(url)
+        browser.evaluate("window.openedOnce = true")
+        seen = []
+        while playbook.poll() is None:
+            state = browser.evaluate("(document.querySelector('tr[data-host=\"%s\"]') || {dataset: {}}).dataset.state" % host)
+            if state and (not seen or seen[-1] != state):
+                seen.append(state)
+            if state == "installed":
+                page = {"reloaded": browser.evaluate("window.openedOnce") is not True,
+                        "updates": browser.evaluate("Number(document.body.dataset.updates)"),
+                        "text": browser.evaluate("document.querySelector('tr[data-host=\"%s\"]').innerText" % host),
+                        "screenshot": browser.screenshot(run.run_dir / "status-page.png")}
+                return seen, page
+            time.sleep(0.3)
+    return seen, {}
+
+
 def test_redfish_uefi_network_first_installs_then_reinstalls(lab, installer, tmp_path):
     machine = lab.add_machine("nixie-02", "52:54:00:5e:02:02", firmware="uefi", nic="virtio-native", boot_order="network-first", bmc="redfish")
     wol = lab.start_power_daemon()  # for no machine: it logs every magic packet that arrives
     bmcs = lab.start_bmcs()
     run = netboot.with_stand_in(netboot.prepare(lab, installer, [machine], tmp_path), installer)
 
-    # (a) From off to installed, with no magic packet.
-    first = netboot.provision(lab, run)
-    print(first.stdout[-6000:])
-    assert first.returncode == 0 and "failed=0" in netboot.recap(first.stdout)["nixie-02"], first.stdout[-6000:] + first.stderr[-3000:]
+    # (a) From off to installed, with no magic packet, watched on the status page.
+    argv, environment = netboot.provision_command(lab, run)
+    with subprocess.Popen(argv, env=environment, cwd=lab.run_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as playbook:
+        try:
+            seen, page = _watch_status_page(lab, run, playbook, "nixie-02")
+            output = playbook.communicate(timeout=1500)[0]
+        finally:
+            playbook.kill()
+    print(output[-6000:])
+    assert playbook.returncode == 0 and "failed=0" in netboot.recap(output)["nixie-02"], output[-6000:]
+    print("status page: %s, %s updates" % (" -> ".join(seen), page.get("updates")))
+    # Live, in the order of the flow (a state shorter than the browser's polling may pass unseen), with no reload.
+    assert seen[-1] == "installed" and seen == sorted(seen, key=STATES.index), seen
+    assert {"powering_on", "initrd", "phone_home", "installing"} <= set(seen), seen
+    assert not page["reloaded"] and page["updates"] >= len(seen)
+    assert re.search(r"(^|\t)on(\t|$)", page["text"]) and "install log" in page["text"], page["text"]
+    assert page["screenshot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "report: %s" % (run.run_dir / "report.html") in output
+    _report_matches_events(run, "nixie-02")
     installed = run.toplevel("nixie-02")
     machine.wait_for_serial(r"NIXIELAB: installed " + installed, timeout=5)
     # The network boot the override asked for, then the install's reboot, which the one-time disk boot sends to the disk
@@ -65,7 +115,7 @@ def test_redfish_uefi_network_first_installs_then_reinstalls(lab, installer, tmp
     assert _redfish_system(lab, machine)["Boot"]["BootSourceOverrideTarget"] != "Pxe", "the override is still pending"
     requested = next(entry["time"] for entry in bmcs.events(machine) if entry["event"] == "request")
     print("Redfish (OVMF, network first): power-on to installed %.1f s, reboot to SSH %s s"
-          % (_power_to_installed(run, machine, requested), netboot.host_recap(first.stdout, "nixie-02")["seconds"]["reboot"]))
+          % (_power_to_installed(run, machine, requested), netboot.host_recap(output, "nixie-02")["seconds"]["reboot"]))
 
     # (b) Another configuration for the same host: reinstalled through a one-time network boot and a power cycle. Its
     # disk holds the installed system, so the user lets Nixie wipe it.
@@ -89,6 +139,23 @@ def test_redfish_uefi_network_first_installs_then_reinstalls(lab, installer, tmp
     assert _redfish_system(lab, machine)["Boot"]["BootSourceOverrideTarget"] != "Pxe", "the override is still pending"
     requested = next(entry["time"] for entry in bmcs.events(machine)[seen:] if entry["event"] == "request")
     print("Redfish (OVMF, network first): power cycle to reinstalled %.1f s" % _power_to_installed(run, machine, requested))
+
+
+def _report_matches_events(run, host):
+    """The report's states and durations for `host` are those its events in events.jsonl give."""
+    report = json.loads((run.run_dir / "report.json").read_text())
+    (row,) = [row for row in report["hosts"] if row["host"] == host]
+    assert row["state"] == "installed" and row["install_log"] == str(run.run_dir / host / "install.log")
+    events = [event for event in run.events() if event["host"] == host and event["ts"] >= report["since"]]
+    stamps = {(event["ts"], event["step"]) for event in events}
+    timeline = row["timeline"]
+    assert all((entry["ts"], entry["step"]) in stamps for entry in timeline), (timeline, events)
+    # Each state lasts from the event that entered it to the one that entered the next.
+    expected = {}
+    for entry, following in zip(timeline, timeline[1:]):
+        expected[entry["state"]] = round(expected.get(entry["state"], 0.0) + following["ts"] - entry["ts"], 3)
+    assert row["durations"] == pytest.approx(expected, abs=0.002), (row["durations"], expected)
+    assert timeline[-1]["ts"] == next(event["ts"] for event in events if event.get("phase") == "done")
 
 
 def test_ipmi_and_wol_install_while_a_refused_bmc_fails_alone(lab, installer, tmp_path):

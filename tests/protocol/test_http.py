@@ -133,8 +133,12 @@ def test_script_kernel_initrd_and_phone_home_in_process(files, tmp_path):
     assert entry["report"]["disks"] == [dict(report(key)["disks"][0], by_id=[], by_path=[])]
     assert host == entry
     with open(state.events.path, encoding="utf-8") as handle:
-        steps = [json.loads(line)["step"] for line in handle]
-    assert steps == ["script", "kernel", "initrd", "phone_home"]
+        events = [json.loads(line) for line in handle]
+    assert [event["step"] for event in events] == ["script", "kernel", "file_sent", "initrd", "file_sent", "phone_home"]
+    kernel_sent, initrd_sent = events[2], events[4]
+    assert (kernel_sent["kind"], kernel_sent["bytes"], kernel_sent["complete"]) == ("kernel", files["kernel"].stat().st_size, True)
+    assert (initrd_sent["kind"], initrd_sent["bytes"]) == ("initrd", 0), "a HEAD sends no body"
+    assert events[3]["size"] == files["initrd"].stat().st_size
 
 
 def test_a_client_past_its_request_budget_gets_429_and_the_controller_none(files):

@@ -22,10 +22,16 @@ BLANK_DISK = {"name": "vda", "size_bytes": 2 * 2 ** 30, "model": "QEMU HARDDISK"
 STAND_IN = """#!/bin/sh
 printf '%s\\n' "$@" > "$NIXIE_TEST_RECORD"
 echo "stand-in: installing"
+echo "### Formatting hard drive with disko ###"
 case "$NIXIE_TEST_MODE" in
   fail) echo "stand-in: disko failed: no space left" >&2; exit 3 ;;
   hang) sleep 300 & echo $! > "$NIXIE_TEST_RECORD.child"; wait ;;
 esac
+# Apart in time, as nixos-anywhere's phases are: the module reads the log while the install runs.
+sleep 1
+echo "### Installing NixOS ###"
+sleep 1
+echo "### Rebooting ###"
 echo "stand-in: done"
 """
 
@@ -240,8 +246,13 @@ def test_the_running_boot_server_boots_the_host_from_disk_unless_the_install_fai
     finally:
         run_module("nixie.provision.server", {"run_dir": run_dir, "state": "stopped"}, netns=net.ctl_ns)
     with open(os.path.join(run_dir, "events.jsonl"), encoding="utf-8") as handle:
-        steps = [event["step"] for event in map(json.loads, handle) if event["step"].startswith("marked")]
-    assert steps == ["marked_installed", "marked_installed", "marked_not_installed"]
+        events = [event for event in map(json.loads, handle) if event["step"].startswith("marked") or event["step"] == "install"]
+    # The status page's view of both installs: each phase nixos-anywhere announced, then how it ended.
+    assert [(event["step"], event.get("phase")) for event in events] == [
+        ("marked_installed", None), ("install", "started"), ("install", "disko"), ("install", "install"), ("install", "reboot"),
+        ("install", "done"), ("marked_installed", None), ("install", "started"), ("install", "disko"), ("install", "failed"),
+        ("marked_not_installed", None)]
+    assert "nixos-anywhere failed (exit 3)" in events[-2]["error"] and "no space left" in events[-2]["error"]
 
     without_server = run_module("nixie.provision.install", install_args(tmp_path, [target], mac=MAC), netns=net.ctl_ns)
     assert without_server["failed"] and "boot server" not in without_server["msg"], without_server

@@ -13,7 +13,7 @@ The agent (``agent/nixie-agent``, in the installer) relies on this, and a test r
 - a 200 answer is ``{"authorized_keys": "<the deployer's public key lines>"}`` (ANSWER_FIELD); any other status
   means "try again later" (the server may be restarting), 403 included.
 
-The controller's routes (state, events, awaiting-phone-home, hosts) answer only requests that carry the run's
+The controller's routes (state, events, awaiting-phone-home, hosts, the status page) answer only requests that carry the run's
 controller secret (CONTROLLER_SECRET_HEADER; the server writes it to CONTROLLER_SECRET_FILE at start);
 ``_bootclient`` is their one caller.
 """
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+from urllib.parse import urlencode
 
 # Ports: ProxyDHCP beside the site's DHCP server, the PXE boot service, TFTP and the HTTP default.
 DHCP_SERVER_PORT = 67
@@ -67,11 +68,29 @@ STEP_BOOT_LOCAL = "boot_local"
 STEP_LOCAL_BOOT_FAILED = "local_boot_failed"
 # Past its budget a sender's events are counted: one such event per sender and interval says how many ("of", "count").
 STEP_SUPPRESSED = "suppressed"
+# The end of a kernel or initrd download: "kind", "bytes" the server sent, "seconds", "complete".
+STEP_FILE_SENT = "file_sent"
+# The controller's own reports (HOST_PROGRESS_ROUTE, CONTROLLER_STEPS): nixos-anywhere's phase ("phase", one of
+# INSTALL_PHASES, and on failure "error")...
+STEP_INSTALL = "install"
+# ... and what the controller did to its power ("action", and "power_state" when a BMC said it); one of POWER_ON_ACTIONS
+# means the host is on its way to the network boot.
+STEP_POWER = "power"
+POWER_ON_ACTIONS = ("on", "boot", "cycle")
+POWER_ACTIONS = POWER_ON_ACTIONS + ("off", "status")
+CONTROLLER_STEPS = (STEP_INSTALL, STEP_POWER)
 STEPS = (
     STEP_DHCP_OFFER, STEP_DHCP_ACK, STEP_DHCP_IGNORED, STEP_TFTP_START, STEP_TFTP_DONE, STEP_AUTOEXEC, STEP_SCRIPT,
     STEP_KERNEL, STEP_INITRD, STEP_PHONE_HOME, STEP_MARKED_INSTALLED, STEP_MARKED_NOT_INSTALLED, STEP_RELEASED,
-    STEP_REFUSED, STEP_BOOT_LOCAL, STEP_LOCAL_BOOT_FAILED, STEP_SUPPRESSED,
+    STEP_REFUSED, STEP_BOOT_LOCAL, STEP_LOCAL_BOOT_FAILED, STEP_SUPPRESSED, STEP_FILE_SENT, STEP_INSTALL, STEP_POWER,
 )
+# nixos-anywhere's phases as the install module reports them: started, then the phase its output names, then the end.
+INSTALL_STARTED = "started"
+INSTALL_DONE = "done"
+INSTALL_FAILED = "failed"
+INSTALL_PHASES = (INSTALL_STARTED, "disko", "install", "reboot", INSTALL_DONE, INSTALL_FAILED)
+# The longest failure message an install report may carry (the end of nixos-anywhere's output).
+INSTALL_ERROR_LIMIT = 2000
 # The installer's files, as served under FILE_ROUTE; a download is recorded as the step of its name.
 FILE_KINDS = (STEP_KERNEL, STEP_INITRD)
 
@@ -89,6 +108,15 @@ AWAITING_PHONE_HOME_ROUTE = API_ROOT + "/awaiting-phone-home"
 HOST_ROUTE = API_ROOT + "/hosts/{mac}"
 HOST_INSTALLED_ROUTE = HOST_ROUTE + "/installed"
 HOST_RELEASED_ROUTE = HOST_ROUTE + "/released"
+HOST_PROGRESS_ROUTE = HOST_ROUTE + "/progress"
+HOST_INSTALL_LOG_ROUTE = HOST_ROUTE + "/install-log"
+# The status page, for a browser on the controller: the table at STATUS_ROUTE, live updates from STATUS_STREAM_ROUTE
+# (server-sent events). A browser cannot send the secret header: it opens STATUS_ROUTE?STATUS_SECRET_PARAM=<secret> once
+# and holds the secret in the STATUS_COOKIE cookie from then on, for the status routes only.
+STATUS_ROUTE = "/"
+STATUS_STREAM_ROUTE = API_ROOT + "/status-stream"
+STATUS_SECRET_PARAM = "secret"
+STATUS_COOKIE = "nixie_status"
 # GET HOST_ROUTE?wait=<s>&since=<ts of the last event seen> is held until the host's next event, this long at most.
 HOST_WAIT_LIMIT = 30.0
 # The header in which the controller presents the run's secret to the routes above other than the agent's.
@@ -115,6 +143,9 @@ SYSTEMS_LOG_FILE = "systems-build.log"
 HOST_INSTALL_LOG = "install.log"
 HOST_EXTRA_FILES = "extra-files"
 HOST_KNOWN_HOSTS = "known_hosts"
+# What the provision role leaves in the run directory at the end of a run: the status table frozen, per host timeline.
+REPORT_JSON = "report.json"
+REPORT_HTML = "report.html"
 
 
 def key_identity(line: str) -> tuple[str, str] | None:
@@ -188,3 +219,8 @@ def api_url(base: str) -> str:
 def host_route(mac: str, route: str = HOST_ROUTE) -> str:
     """``HOST_ROUTE`` (or one of the routes under it) for the host with normalised ``mac``."""
     return route.format(mac=mac)
+
+
+def status_url(base: str, secret: str) -> str:
+    """The status page's address with the controller secret, as a browser opens it once: ``http://10.0.0.2:8080/?secret=...``."""
+    return "%s%s?%s" % (base, STATUS_ROUTE, urlencode({STATUS_SECRET_PARAM: secret}))

@@ -3,7 +3,8 @@
 demo             builds the test installer, creates a lab with a SeaBIOS machine woken by Wake-on-LAN and an OVMF
                  machine with a Redfish BMC, runs the collection's provision playbook in the controller namespace
                  (status, installer built by nix, boot server, power-on, netboot, phone-home, nixos-anywhere
-                 stand-in, reboot, status), shows the recap, the power actions and boot steps, tears down.
+                 stand-in, reboot, status), prints the status page's URL while it runs, shows the recap, the power
+                 actions and boot steps, keeps the run's report, tears down.
 teardown [--all] stops every process recorded under .lab/ by labs whose test run has died, deletes their
                  nxl-* namespaces and run directories: the way back to a clean machine after a killed
                  run. Labs of runs still going on are left alone unless --all is given.
@@ -14,18 +15,21 @@ from __future__ import annotations
 
 import argparse
 import shutil
+from pathlib import Path
 import subprocess
 import sys
 import time
 
 from .installer import build_installer
-from .processes import NAMESPACE_PREFIX, STATE_ROOT, LabError, ProcessTracker, stop_namespace_processes
+from .processes import NAMESPACE_PREFIX, REPO_ROOT, STATE_ROOT, LabError, ProcessTracker, stop_namespace_processes
 
 # Named after the fixture flake's nixosConfigurations, as hosts.json names are after the user's flake.
 # The OVMF machine has its disk first, as a UEFI machine has once its OS registered a boot entry: only its BMC's
 # one-time network boot takes it to the boot server.
 DEMO_MACHINES = (("nixie-01", "52:54:00:21:30:01", "bios", "e1000", "network-first", None),
                  ("nixie-02", "52:54:00:21:30:02", "uefi", "virtio-native", "disk-first", "redfish"))
+# Where the demo keeps each run's report, outside the lab's own directory (removed with the lab).
+DEMO_REPORTS = REPO_ROOT / ".cache" / "demo-reports"
 FIRMWARE_NAMES = {("bios", "e1000"): "SeaBIOS + QEMU's iPXE ROM", ("uefi", "virtio-native"): "OVMF, EDK2's own PXE client"}
 
 
@@ -57,9 +61,15 @@ def demo() -> None:
         print("   nixos-anywhere is the lab's recording stand-in (tests/lab/nixielab/files/nixos-anywhere): no real NixOS")
         print("   can be built here, so it writes a bootable disk whose system answers as the flake's NixOS host would.")
         started = time.monotonic()
-        result = netboot.provision(lab, run)
-        print(result.stdout.strip())
-        print("(%.1f s, exit %d)" % (time.monotonic() - started, result.returncode))
+        argv, environment = netboot.provision_command(lab, run)
+        with subprocess.Popen(argv, env=environment, cwd=lab.run_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as playbook:
+            status_url = run.status_url(playbook)
+            if status_url is not None:
+                # The lab's own run: its secret is shown here, as the controller's browser would be handed it.
+                print("   status page (live, from the controller namespace %s): %s" % (lab.ctl_ns, status_url), flush=True)
+            output = playbook.communicate(timeout=1500)[0]
+        print(output.strip())
+        print("(%.1f s, exit %d)" % (time.monotonic() - started, playbook.returncode))
         print("\n== power")
         names = {machine.mac: machine.name for machine in lab.machines}
         for entry in power_daemon.packets():
@@ -78,10 +88,25 @@ def demo() -> None:
         print("\n== nixos-anywhere calls")
         for record in run.stand_in_records():
             print("  " + " ".join(record["argv"][1:]))
+        if (run.run_dir / "report.html").exists():
+            kept = keep_report(run.run_dir, DEMO_REPORTS / lab.tag)
+            print("\n== report: %s (and report.json beside it)" % kept)
         print("\n== tearing down lab %s" % lab.tag)
     print("done: no namespace or process of the demo is left")
-    if result.returncode != 0:
-        raise LabError("the provision playbook failed (exit %d)" % result.returncode)
+    if playbook.returncode != 0:
+        raise LabError("the provision playbook failed (exit %d)" % playbook.returncode)
+
+
+def keep_report(run_dir: Path, directory: Path) -> Path:
+    """Copy the run's report and the install logs it links to into `directory` (the lab's run directory goes with
+    the lab); return the HTML report's new path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in ("report.html", "report.json"):
+        shutil.copy2(run_dir / name, directory / name)
+    for log in run_dir.glob("*/install.log"):
+        (directory / log.parent.name).mkdir(exist_ok=True)
+        shutil.copy2(log, directory / log.parent.name / log.name)
+    return directory / "report.html"
 
 
 def teardown(everything: bool = False) -> None:

@@ -8,8 +8,11 @@ import importlib.util
 import json
 import os
 import subprocess
+import time
 from pathlib import Path
 
+from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract, daemon
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.runfiles import read_controller_secret
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.events import read_events
 
 from .bmcd import PASSWORD_ENV
@@ -100,6 +103,17 @@ class NetbootRun:
         return ["--store-paths", self.toplevel(attribute, "diskoScript"), self.toplevel(attribute), "--target-host", "root@%s" % host,
                 "--ssh-option", "HostName=%s" % address, "-i", str(self.key), "--phases", "disko,install,reboot",
                 "--extra-files", str(self.run_dir / host / "extra-files"), "--no-substitute-on-destination"]
+
+    def status_url(self, playbook: subprocess.Popen, timeout: float = 600) -> str | None:
+        """The status page's URL with the run's secret, once the playbook `playbook` started the boot server; None if it
+        ended first."""
+        deadline = time.monotonic() + timeout
+        while playbook.poll() is None and time.monotonic() < deadline:
+            published, secret = daemon.read_state(str(self.run_dir)), read_controller_secret(str(self.run_dir))
+            if published is not None and secret is not None:
+                return contract.status_url(published["http_url"], secret)
+            time.sleep(0.5)
+        return None
 
     def events(self) -> list[dict]:
         """The boot server's events so far: none before it wrote any, and no line it is still writing."""

@@ -10,7 +10,11 @@ Routes (``contract``: the agent, iPXE and ``_bootclient`` rely on them)::
     GET  /ipxe/<name>                      allow-listed iPXE binary, for UEFI HTTP boot
     GET  /ipxe/autoexec.ipxe               what that iPXE runs first: chain the script of its MAC
     POST /api/v1/phone-home                agent report; Bearer token; answers the deployer's key
-  controller only (the run's controller secret in the X-Nixie-Controller-Secret header):
+  controller only (the run's controller secret in the X-Nixie-Controller-Secret header, or for GET in the
+  status page's cookie):
+    GET  /?secret=<secret>                 the status page: sets the cookie and sends the browser to /
+    GET  /                                 the status page (HTML; a reload shows what the live updates show)
+    GET  /api/v1/status-stream             the page's table at each change (server-sent events)
     GET  /api/v1/state                     what the server serves (address, URL, interface, iPXE binaries)
     GET  /api/v1/events                    every host's entry of the host table
     GET  /api/v1/awaiting-phone-home       MACs holding a token no phone-home has claimed yet
@@ -18,6 +22,8 @@ Routes (``contract``: the agent, iPXE and ``_bootclient`` rely on them)::
                                            seen> the answer waits (up to 30 s) until its next event
     POST /api/v1/hosts/<mac>/installed     {"installed": true|false}: boot its disk, or the installer
     POST /api/v1/hosts/<mac>/released      the controller is done with it
+    POST /api/v1/hosts/<mac>/progress      {"step": "install", "phase": ...} or {"step": "power", "action": ...}
+    GET  /api/v1/hosts/<mac>/install-log   the host's nixos-anywhere output
 
 Kernel and initrd URLs are signed per host (HMAC of the MAC under a key made for this run), as
 Pixiecore signs its URLs, rather than hidden behind one per-run secret path: a URL works only for a
@@ -44,8 +50,11 @@ import ipaddress
 import json
 import logging
 import math
+import os
 import re
 import secrets
+import threading
+import time
 import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence
@@ -63,6 +72,9 @@ from ansible_collections.nixie.provision.plugins.module_utils._errors import req
 from ansible_collections.nixie.provision.plugins.module_utils._mac import normalize_mac
 from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import AUTOEXEC_NAME, SSH_KEY_TYPES, api_url, script_path
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.tcpinfo import bytes_acked
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.page import clock, render_document, render_fleet
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.progress import FleetProgress, totals
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.ipxe import autoexec_script, installer_script, local_boot_script
 from ansible_collections.nixie.provision.plugins.module_utils._ipxe_dir import find_ipxe_binaries
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.events import EventLog
@@ -88,6 +100,15 @@ HTTP_REQUESTS_PER_CLIENT = 600
 HTTP_REQUEST_INTERVAL = 10.0
 # Each connection may hold two files: its socket, and the kernel or initrd it sends.
 HTTP_FILES = 2 * HTTP_CONNECTIONS
+# Status streams open at once (a few browser tabs on the controller); each renders the table at each change, at most
+# every STATUS_STREAM_INTERVAL seconds however many events a burst brings, once a second while a file is sent, and
+# every STATUS_IDLE_REFRESH seconds without events (the time in each state goes on; a browser gone away is found).
+STATUS_STREAMS = 4
+STATUS_STREAM_INTERVAL = 0.5
+STATUS_TRANSFER_TICK = 1.0
+STATUS_IDLE_REFRESH = 5.0
+# The key under which status streams wait for any host's next event.
+_ANY_HOST = "*"
 _LOG = logging.getLogger(__name__)
 
 _HYPHEN_MAC = r"[0-9A-Fa-f]{2}(?:-[0-9A-Fa-f]{2}){5}"
@@ -204,6 +225,31 @@ def parse_report(body: Any) -> Dict[str, Any]:
     return {"macs": macs, "ip": ip, "ssh_host_keys": keys, "disks": disks, "os_release": dict(os_release)}
 
 
+def parse_progress(body: Any) -> Dict[str, Any]:
+    """Validate a controller's progress report (``HOST_PROGRESS_ROUTE``); return the step and its fields, or raise ReportError."""
+    if not isinstance(body, dict):
+        raise ReportError("body: must be a JSON object")
+    step = body.get("step")
+    if step not in contract.CONTROLLER_STEPS:
+        raise ReportError("step: must be one of %s" % ", ".join(contract.CONTROLLER_STEPS))
+    if step == contract.STEP_INSTALL:
+        if body.get("phase") not in contract.INSTALL_PHASES:
+            raise ReportError("phase: must be one of %s" % ", ".join(contract.INSTALL_PHASES))
+        fields = {"phase": body["phase"]}
+        if body.get("error") is not None:
+            # A failure's message is several lines (the log's tail): kept whole, control characters but newlines refused.
+            error = body["error"]
+            if not isinstance(error, str) or len(error) > contract.INSTALL_ERROR_LIMIT or _CONTROL.search(error.replace("\n", " ")):
+                raise ReportError("error: must be text of at most %d characters" % contract.INSTALL_ERROR_LIMIT)
+            fields["error"] = error
+        return dict(fields, step=step)
+    if body.get("action") not in contract.POWER_ACTIONS:
+        raise ReportError("action: must be one of %s" % ", ".join(contract.POWER_ACTIONS))
+    return {"step": step, "action": body["action"],
+            "power_state": _text("power_state", body.get("power_state") or "", 32) or None,
+            "driver": _text("driver", body.get("driver") or "", 32) or None}
+
+
 @dataclass(frozen=True)
 class Installer:
     """The installer every host of the run boots: its kernel and initrd files and its kernel command line."""
@@ -242,18 +288,33 @@ class BootState:
         # Set once the app runs: TFTP records events from its own thread, and their waiters live in the loop.
         self.loop = None
         self._waiters = {}
+        # The status page's view, fed by every event from every thread; downloads in flight by MAC: (kind, socket, the
+        # socket's byte count when the file's response began).
+        self._progress_lock = threading.Lock()
+        self.progress = FleetProgress((host.name, host.mac, host.installed) for host in map(table.get, table.macs()))
+        self._sending: Dict[str, Any] = {}
+        self.status_streams = 0
         events.subscribe(self._event_recorded)
 
-    def _event_recorded(self, mac):
+    def _event_recorded(self, event):
+        mac = event["mac"]
+        with self._progress_lock:
+            ours = self.progress.apply(event)
         # Only for a host someone waits on: a DHCP burst must not pay a loop wake-up per packet. A TFTP event that
         # lands between a waiter's read and its registration wakes nobody; the wait's timeout bounds that.
         if mac in self._waiters:
             self.loop.call_soon_threadsafe(self._wake, mac)
+        if ours and _ANY_HOST in self._waiters:
+            self.loop.call_soon_threadsafe(self._wake, _ANY_HOST)
 
     def _wake(self, mac):
         for waiter in self._waiters.pop(mac, ()):
             if not waiter.done():
                 waiter.set_result(None)
+
+    async def next_change(self, timeout: float) -> None:
+        """Return once any host of the run has another event, or after ``timeout`` seconds."""
+        await self.next_event(_ANY_HOST, timeout)
 
     async def next_event(self, mac: str, timeout: float) -> None:
         """Return once ``mac`` has another event, or after ``timeout`` seconds."""
@@ -269,6 +330,34 @@ class BootState:
                 waiting.discard(waiter)
                 if not waiting:
                     del self._waiters[mac]
+
+    def start_sending(self, mac: str, kind: str, sock: Any) -> object:
+        """Note that ``kind`` is being sent to ``mac`` on ``sock``; return the handle ``finish_sending`` takes."""
+        handle = (kind, sock, bytes_acked(sock) or 0)
+        self._sending[mac] = handle
+        return handle
+
+    def finish_sending(self, mac: str, handle: object) -> Optional[int]:
+        """The bytes of the download of ``handle`` the peer acknowledged (None where unknown); it is no longer in flight."""
+        if self._sending.get(mac) is handle:
+            del self._sending[mac]
+        kind, sock, baseline = handle
+        acked = bytes_acked(sock)
+        return None if acked is None else acked - baseline
+
+    def status_rows(self, now: float) -> list:
+        """Each host's row for the status page, an initrd in flight counted from its socket."""
+        sent = {}
+        for mac, (kind, sock, baseline) in list(self._sending.items()):
+            acked = bytes_acked(sock)
+            if kind == contract.STEP_INITRD and acked is not None:
+                sent[mac] = acked - baseline
+        with self._progress_lock:
+            return self.progress.rows(now, sent)
+
+    def sending(self) -> bool:
+        """Whether a kernel or initrd is being sent."""
+        return bool(self._sending)
 
     def file_signature(self, mac: str) -> str:
         return hmac.new(self.url_key, mac.encode("ascii"), hashlib.sha256).hexdigest()[:32]
@@ -353,8 +442,12 @@ class _Handlers:
         if path is None or mac not in self.state.table or not _SIGNATURE.match(signature) \
                 or not hmac.compare_digest(signature, self.state.file_signature(mac)):
             return self.refuse(request, 404, "unsigned or unknown file URL")
-        self.state.events.record(mac, kind, ip=self.client(request), range=request.headers.get("Range"))
-        return web.FileResponse(path)
+        try:
+            size = os.path.getsize(path)
+        except OSError:
+            return self.refuse(request, 404, "the installer's %s is gone" % kind)
+        self.state.events.record(mac, kind, ip=self.client(request), range=request.headers.get("Range"), size=size)
+        return _MeteredFile(path, self.state, mac, kind)
 
     async def ipxe_binary(self, request: "web.Request") -> "web.StreamResponse":
         if request.match_info["name"] == AUTOEXEC_NAME:
@@ -416,9 +509,15 @@ class _Handlers:
         return web.Response(text=body, content_type="application/json")
 
     def from_controller(self, request: "web.Request") -> bool:
-        """Whether ``request`` carries this run's controller secret."""
-        presented = request.headers.get(contract.CONTROLLER_SECRET_HEADER, "").encode("utf-8", "surrogateescape")
-        return hmac.compare_digest(presented, self.state.controller_secret)
+        """Whether ``request`` carries this run's controller secret: in its header, or for a GET in the status page's cookie.
+
+        The cookie only reads: a page elsewhere cannot make the browser change anything (SameSite=Strict keeps it off
+        other sites' requests anyway).
+        """
+        presented = request.headers.get(contract.CONTROLLER_SECRET_HEADER)
+        if presented is None and request.method == "GET":
+            presented = request.cookies.get(contract.STATUS_COOKIE)
+        return hmac.compare_digest((presented or "").encode("utf-8", "surrogateescape"), self.state.controller_secret)
 
     def _controller_only(self, request):
         """None for the controller's request, else the refusal to answer (a response, never falsy by accident)."""
@@ -502,6 +601,82 @@ class _Handlers:
             self.state.on_all_released()
         return web.json_response({"host": self.state.table.name(mac), "remaining": remaining})
 
+    async def progress(self, request: "web.Request") -> "web.Response":
+        """``POST {"step": "install" | "power", ...}``: what the controller is doing to the host, for its progress."""
+        mac, refusal = self._controller_host(request)
+        if refusal is not None:
+            return refusal
+        try:
+            fields = parse_progress(parse_json((await request.read()) or b"{}"))
+        except ReportError as err:
+            return web.json_response({"error": str(err)}, status=400)
+        except ValueError:
+            return web.json_response({"error": "body: not valid JSON"}, status=400)
+        step = fields.pop("step")
+        self.state.events.record(mac, step, ip=self.client(request), **fields)
+        return web.json_response({"host": self.state.table.name(mac), "step": step})
+
+    async def install_log(self, request: "web.Request") -> "web.StreamResponse":
+        mac, refusal = self._controller_host(request)
+        if refusal is not None:
+            return refusal
+        path = contract.host_file(self.state.events.run_dir, self.state.table.name(mac), contract.HOST_INSTALL_LOG)
+        if not os.path.isfile(path):
+            return _empty(404)
+        return web.FileResponse(path, headers={"Content-Type": "text/plain; charset=utf-8", "Cache-Control": "no-store"})
+
+    def _fleet(self):
+        rows = self.state.status_rows(time.time())
+
+        def log_href(row):
+            return contract.host_route(row["mac"], contract.HOST_INSTALL_LOG_ROUTE) if row["phase"] else None
+        return rows, totals(rows), log_href
+
+    async def status_page(self, request: "web.Request") -> "web.Response":
+        """The status page; ``?secret=`` once, from the URL the playbook printed, becomes the page's cookie."""
+        presented = request.query.get(contract.STATUS_SECRET_PARAM)
+        if presented is not None:
+            if not hmac.compare_digest(presented.encode("utf-8", "surrogateescape"), self.state.controller_secret):
+                return self.refuse(request, 403, "a wrong controller secret for the status page")
+            # Off the address bar and out of the history at once: the cookie holds it from now on.
+            answer = web.Response(status=303, headers={"Location": contract.STATUS_ROUTE, "Cache-Control": "no-store"})
+            answer.set_cookie(contract.STATUS_COOKIE, presented, httponly=True, samesite="Strict", path="/")
+            return answer
+        refusal = self._controller_only(request)
+        if refusal is not None:
+            return refusal
+        rows, summary, log_href = self._fleet()
+        nonce = secrets.token_urlsafe(16)
+        document = render_document(rows, summary, title="Nixie: %d hosts" % len(rows), generated=time.time(),
+                                   stream_url=contract.STATUS_STREAM_ROUTE, script_nonce=nonce, log_href=log_href)
+        return web.Response(text=document, content_type="text/html", headers={
+            "Cache-Control": "no-store", "Referrer-Policy": "no-referrer", "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; connect-src 'self'; "
+                                       "script-src 'nonce-%s'; frame-ancestors 'none'" % nonce})
+
+    async def status_stream(self, request: "web.Request") -> "web.StreamResponse":
+        """Server-sent events: the page's table now, then at each change."""
+        refusal = self._controller_only(request)
+        if refusal is not None:
+            return refusal
+        if self.state.status_streams >= STATUS_STREAMS:
+            return self.refuse(request, 503, "%d status streams open already" % STATUS_STREAMS)
+        self.state.status_streams += 1
+        try:
+            stream = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
+            await stream.prepare(request)
+            while True:
+                rows, summary, log_href = self._fleet()
+                update = {"html": render_fleet(rows, summary, log_href), "updated": clock(time.time())}
+                await stream.write(b"data: " + json.dumps(update).encode("utf-8") + b"\n\n")
+                await self.state.next_change(STATUS_TRANSFER_TICK if self.state.sending() else STATUS_IDLE_REFRESH)
+                await asyncio.sleep(STATUS_STREAM_INTERVAL)
+        except (ConnectionError, RuntimeError):
+            # The browser went away (aiohttp says so with ConnectionResetError, or RuntimeError once the transport is gone).
+            return stream
+        finally:
+            self.state.status_streams -= 1
+
 
 def make_app(state: BootState, requests: Optional[Budget] = None) -> "web.Application":
     """Return the aiohttp application serving ``state`` (a BootState).
@@ -552,8 +727,39 @@ def make_app(state: BootState, requests: Optional[Budget] = None) -> "web.Applic
         web.get(contract.HOST_ROUTE, handlers.host),
         web.post(contract.HOST_INSTALLED_ROUTE, handlers.mark_installed),
         web.post(contract.HOST_RELEASED_ROUTE, handlers.release),
+        web.post(contract.HOST_PROGRESS_ROUTE, handlers.progress),
+        web.get(contract.HOST_INSTALL_LOG_ROUTE, handlers.install_log),
+        web.get(contract.STATUS_ROUTE, handlers.status_page),
+        web.get(contract.STATUS_STREAM_ROUTE, handlers.status_stream),
     ])
     return app
+
+
+class _MeteredFile(web.FileResponse if AIOHTTP_IMPORT_ERROR is None else object):
+    """A kernel or initrd response whose bytes the status page counts while sendfile sends them; its end is an event."""
+
+    def __init__(self, path: str, state: BootState, mac: str, kind: str) -> None:
+        super().__init__(path)
+        self._state = state
+        self._mac = mac
+        self._kind = kind
+
+    async def prepare(self, request: "web.BaseRequest") -> Any:
+        transport = request.transport
+        handle = self._state.start_sending(self._mac, self._kind, transport.get_extra_info("socket") if transport else None)
+        started = time.monotonic()
+        complete = False
+        try:
+            writer = await super().prepare(request)
+            complete = True
+            return writer
+        finally:
+            acked = self._state.finish_sending(self._mac, handle)
+            # Whole, everything went to the kernel: the body's length (none for HEAD). Cut off, what the peer acknowledged
+            # (headers included).
+            sent = (0 if request.method == "HEAD" else self.content_length) if complete else acked
+            self._state.events.record(self._mac, contract.STEP_FILE_SENT, kind=self._kind, bytes=sent or 0,
+                                      seconds=round(time.monotonic() - started, 3), complete=complete)
 
 
 class _RequestErrors(logging.Filter):

@@ -4,7 +4,7 @@
 
 Every part of the boot server (ProxyDHCP, TFTP in its own thread, HTTP) records here, so one file
 tells how far each machine got (offer, TFTP, script, kernel, initrd, phone-home) when a boot stalls;
-``subscribe()`` wakes the controller's long poll on a host's next event.
+``subscribe()`` wakes the controller's long poll on a host's next event, and feeds the status page.
 
 Anyone on the boot network can make the server record an event (a DISCOVER from a made-up MAC, a request for
 a path that does not exist), so events are budgeted per sender and step: past EVENT_BURST in EVENT_INTERVAL
@@ -49,12 +49,13 @@ class EventLog:
 
     def __init__(self, run_dir: str, table: HostTable, clock: Callable[[], float] = time.time,
                  budget: Optional[Budget] = None) -> None:
+        self.run_dir = run_dir
         self.path = contract.run_file(run_dir, contract.EVENTS_FILE)
         self._table = table
         self._clock = clock
         self._budget = budget or Budget(EVENT_BURST, EVENT_INTERVAL)
         self._lock = threading.Lock()
-        self._listeners: List[Callable[[Optional[str]], None]] = []
+        self._listeners: List[Callable[[Dict[str, Any]], None]] = []
         # Line-buffered append: each event reaches the file as a whole line even if the server dies
         # right after, and a restarted server adds to the same history instead of truncating it.
         self._file = open(self.path, "a", buffering=1, encoding="utf-8")
@@ -94,11 +95,11 @@ class EventLog:
             self._table.note_event(event)
             listeners = list(self._listeners)
         for listener in listeners:
-            listener(mac)
+            listener(event)
         return event
 
-    def subscribe(self, listener: Callable[[Optional[str]], None]) -> None:
-        """Call ``listener(mac)`` after each event is recorded, in the thread that records it."""
+    def subscribe(self, listener: Callable[[Dict[str, Any]], None]) -> None:
+        """Call ``listener(event)`` after each event is recorded, in the thread that records it (not for counts)."""
         with self._lock:
             self._listeners.append(listener)
 

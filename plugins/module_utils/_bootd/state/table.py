@@ -133,8 +133,13 @@ class HostTable:
             return sorted(self._rows[other].host.name for other in self._awaiting_release)
 
     def note_event(self, event: Mapping[str, Any]) -> None:
-        """Keep ``event`` as its host's last one (and a phone-home's report as the host's report)."""
+        """Keep ``event`` as its host's last one (and a phone-home's report as the host's report).
+
+        The last event is the machine's: what the controller reported doing to it (``contract.CONTROLLER_STEPS``) is not.
+        """
         mac = event.get("mac")
+        if event.get("step") in contract.CONTROLLER_STEPS:
+            return
         with self._lock:
             row = self._rows.get(mac)
             if row is None:

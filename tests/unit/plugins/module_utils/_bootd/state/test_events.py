@@ -119,10 +119,10 @@ def test_concurrent_writers_never_interleave_lines(tmp_path):
 def test_subscribers_hear_of_each_event_after_it_is_recorded(tmp_path):
     log, table = event_log(tmp_path, Host("nixie-01", "52:54:00:aa:00:01"))
     heard = []
-    log.subscribe(lambda mac: heard.append((mac, table.entry(mac)["last_event"]["step"] if mac else None)))
+    log.subscribe(lambda event: heard.append((event["step"], table.entry(event["mac"])["last_event"]["step"] if event["mac"] else None)))
     log.record("52:54:00:aa:00:01", "dhcp_offer")
     log.record(None, "tftp_start")
-    assert heard == [("52:54:00:aa:00:01", "dhcp_offer"), (None, None)]
+    assert heard == [("dhcp_offer", "dhcp_offer"), ("tftp_start", None)]
     log.close()
 
 
