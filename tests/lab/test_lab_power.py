@@ -126,7 +126,10 @@ def test_redfish_uefi_network_first_installs_then_reinstalls(lab, installer, tmp
     second = netboot.provision(lab, run, extra_vars={"nixie_reinstall": True})
     print(second.stdout[-6000:])
     assert second.returncode == 0 and "failed=0" in netboot.recap(second.stdout)["nixie-02"], second.stdout[-6000:] + second.stderr[-3000:]
-    assert [record["argv"][2] for record in run.stand_in_records()] == ["%s#nixie-02" % run.flake, "%s#nixie-03" % run.flake]
+    # Each install from its own configuration's build.
+    address = lab.site_dhcp.leases()[machine.mac]
+    assert [record["argv"][1:] for record in run.stand_in_records()] == [
+        run.stand_in_command("nixie-02", str(address), attribute) for attribute in ("nixie-02", "nixie-03")]
     # The fake driver's ForceRestart reads Off at once and On again 1-11 s later: on a loaded host the glue may see that Off
     # and start the machine once more, still with the override's order. Every start before the install's reboot boots the
     # network, and that reboot boots the disk.
