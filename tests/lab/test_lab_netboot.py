@@ -13,6 +13,8 @@ from __future__ import annotations
 import time
 
 import pytest
+from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract, daemon
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.runfiles import read_controller_secret
 from nixielab import magic_packet, netboot
 from nixielab.capture import Capture
 from nixielab.playbook import run_playbook
@@ -25,9 +27,10 @@ STOP_PLAYBOOK = REPO_ROOT / "tests" / "lab" / "nixielab" / "playbooks" / "server
 
 
 def _boot_installed_uefi_machine_whose_ipxe_cannot_boot_its_disk(lab, run, uefi):
-    secret = (run.run_dir / "controller-secret").read_text().strip()
-    status, body = lab.curl_ctl("-X", "POST", "-H", "X-Nixie-Controller-Secret: " + secret, "-H", "Content-Type: application/json",
-                                "-d", '{"installed": true}', "http://%s:8080/api/v1/hosts/%s/installed" % (SERVER_IP, uefi.mac))
+    # As the install module tells the server, through the contract's route and the run's controller secret.
+    secret, base = read_controller_secret(str(run.run_dir)), daemon.read_state(str(run.run_dir))["http_url"]
+    status, body = lab.curl_ctl("-X", "POST", "-H", "%s: %s" % (contract.CONTROLLER_SECRET_HEADER, secret), "-H", "Content-Type: application/json",
+                                "-d", '{"installed": true}', base + contract.host_route(uefi.mac, contract.HOST_INSTALLED_ROUTE))
     assert status == 200, body
     seen = len(run.events())
     uefi.start()
