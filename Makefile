@@ -16,7 +16,7 @@ demo: bootstrap
 
 test: bootstrap
 	$(MAKE) --no-print-directory sanity lint bench-smoke
-	$(PYTEST) tests/unit tests/protocol tests/lab
+	$(PYTEST) --durations=30 tests/unit tests/protocol tests/lab
 
 bootstrap:
 	bash scripts/bootstrap.sh

@@ -168,6 +168,14 @@ http_url:
   returned: when running
   type: str
   sample: http://[fd5e:213::1]:8080
+status_url:
+  description:
+    - The live status page, with the run's status secret, for a browser on the controller. That secret opens the page,
+      its event stream and the install logs only, never the controller's routes, so this URL may be printed in a job's
+      output. The server's controller secret stays in O(run_dir)'s C(controller-secret).
+  returned: when running
+  type: str
+  sample: http://10.0.0.2:8080/?secret=3Mq8Ww0q0B1vO5cWmCkT2F8b5uDk7k2m4dF1yzRmS8c
 ipxe_binaries:
   description: The iPXE binaries found in O(ipxe_dir) and served.
   returned: when running
@@ -203,6 +211,7 @@ from ansible_collections.nixie.provision.plugins.module_utils._errors import Nix
 from ansible_collections.nixie.provision.plugins.module_utils._netif import interface_address
 from ansible_collections.nixie.provision.plugins.module_utils._bootclient import connect
 from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract, daemon
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.runfiles import read_controller_secret, status_secret
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.tokens import read_outstanding
 
 
@@ -245,6 +254,9 @@ class ServerManager:
         result = {"changed": changed, "running": state is not None, "log_file": contract.run_file(self.run_dir, contract.LOG_FILE)}
         if state:
             result.update({key: state[key] for key in ("pid", "address", "http_port", "http_url", "ipxe_binaries", "events_file")})
+            controller_secret = read_controller_secret(self.run_dir)
+            if controller_secret:
+                result["status_url"] = contract.status_url(state["http_url"], status_secret(controller_secret))
         return result
 
     def started(self):

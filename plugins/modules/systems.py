@@ -95,8 +95,10 @@ systems:
       drvs: [/nix/store/1m8w...-nixos-system-nixie-01.drv, /nix/store/2g94...-disko-format.drv]
       disk_devices: {main: /dev/disk/by-id/nvme-Samsung_SSD_980_1TB_S64ANS0T}
       error: null
-failed:
-  description: C({host -> error}) for every host that did not evaluate or build.
+errors:
+  description:
+    - C({host -> error}) for every host that did not evaluate or build. Such hosts fail alone (the role fails each with
+      its error); the task itself succeeds, so the others go on.
   returned: always
   type: dict
   sample: {nixie-02: "nixie-02: evaluating ./fleet#nixosConfigurations.nixie-02 failed: error: ..."}
@@ -156,8 +158,9 @@ def main():
     for host, error in built.items():
         if error:
             systems[host] = dict(systems[host], error=error)
-    failed = dict((host, system["error"]) for host, system in systems.items() if system["error"])
-    module.exit_json(changed=bool(built), systems=systems, failed=failed, built=sorted(host for host, error in built.items() if not error),
+    # Not "failed": Ansible reads that key of any result as the whole task's failure, every host's at once.
+    errors = dict((host, system["error"]) for host, system in systems.items() if system["error"])
+    module.exit_json(changed=bool(built), systems=systems, errors=errors, built=sorted(host for host, error in built.items() if not error),
                      log=log)
 
 

@@ -58,6 +58,29 @@ def test_one_host_never_phones_home_and_another_fails_to_install(lab, installer,
     failing.wait_for_serial(r"NIXIELAB: installed /nix/store/\S+-nixos-system-nixie-02", timeout=5)
 
 
+def test_when_every_host_fails_the_report_is_still_written(lab, installer, tmp_path):
+    # A machine that is never powered (no VM runs, and its wait for a phone-home fails), and one that the flake lacks.
+    silent = lab.add_machine("nixie-03", "52:54:00:fa:00:04", firmware="bios", nic="e1000")
+    absent = lab.add_machine("nixie-09", "52:54:00:fa:00:09", firmware="bios", nic="e1000")
+    run = netboot.with_stand_in(netboot.prepare(lab, installer, [silent, absent], tmp_path), installer)
+    alone = netboot.provision(lab, run, extra_vars={"nixie_agent_timeout": 15})
+    recap = netboot.recap(alone.stdout)
+    assert alone.returncode != 0 and "failed=1" in recap["nixie-03"] and "failed=1" in recap["nixie-09"], alone.stdout[-4000:]
+    # The host the flake lacks fails alone, at its evaluation; the other goes on to be woken and waited for.
+    assert "has no nixosConfigurations.nixie-09" in alone.stdout, alone.stdout[-4000:]
+    assert "no phone-home from %s within 15 s" % silent.mac in alone.stdout, alone.stdout[-4000:]
+    # ansible-playbook runs no later play once every host of a play has failed: the report is not the last play's.
+    assert "report: %s" % (run.run_dir / "report.html") in alone.stdout, alone.stdout[-4000:]
+    rows = json.loads((run.run_dir / "report.json").read_text())["hosts"]
+    assert [(row["host"], row["state"]) for row in rows] == [("nixie-03", "failed")], rows
+    # Woken by Wake-on-LAN, it never asked for DHCP.
+    assert rows[0]["last_error"] == "released by the controller while at powering_on", rows
+    deadline = time.monotonic() + 30
+    while (run.run_dir / "server.pid").exists():
+        assert time.monotonic() < deadline, "the boot server must end with its last host's release"
+        time.sleep(0.5)
+
+
 def _bridge_drop(lab, table, priority, match):
     """Drop and count the frames `match` selects, forwarded between the bridge's ports or delivered to it."""
     lab.run_lab(["nft", "add", "table", "bridge", table], check=True)

@@ -31,6 +31,7 @@ from nixielab import netboot
 from nixielab.browser import Browser
 from nixielab.processes import in_netns
 
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.runfiles import read_controller_secret
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.progress import STATES
 
 pytestmark = pytest.mark.lab
@@ -58,11 +59,12 @@ def _redfish_system(lab, machine) -> dict:
     return json.loads(body)
 
 
-def _watch_status_page(lab, run, playbook, host) -> tuple[list[str], dict]:
-    """Open the status page in headless Chromium in the controller's namespace while `playbook` runs; return the states
-    the row of `host` showed, in order, and what the page said of itself once the host was installed."""
-    url = run.status_url(playbook)
-    assert url is not None, "the playbook ended before its boot server started"
+def _watch_status_page(lab, run, playbook, host) -> tuple[list[str], dict, str]:
+    """Open the status page the playbook `playbook` prints in headless Chromium in the controller's namespace while it
+    runs; return the states the row of `host` showed, in order, what the page said of itself once the host was
+    installed, and the playbook's output read until it printed the page."""
+    url, head = netboot.printed_status_url(playbook)
+    assert url is not None, "the playbook printed no status page before it ended: " + head[-3000:]
     with Browser(run.directory / "chromium", prefix=tuple(in_netns(lab.ctl_ns, []))) as browser:
         browser.open(url)
         browser.evaluate("window.openedOnce = true")
@@ -76,9 +78,9 @@ def _watch_status_page(lab, run, playbook, host) -> tuple[list[str], dict]:
                         "updates": browser.evaluate("Number(document.body.dataset.updates)"),
                         "text": browser.evaluate("document.querySelector('tr[data-host=\"%s\"]').innerText" % host),
                         "screenshot": browser.screenshot(run.run_dir / "status-page.png")}
-                return seen, page
+                return seen, page, head
             time.sleep(0.3)
-    return seen, {}
+    return seen, {}, head
 
 
 def test_redfish_uefi_network_first_installs_then_reinstalls(lab, installer, tmp_path):
@@ -91,8 +93,8 @@ def test_redfish_uefi_network_first_installs_then_reinstalls(lab, installer, tmp
     argv, environment = netboot.provision_command(lab, run)
     with subprocess.Popen(argv, env=environment, cwd=lab.run_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as playbook:
         try:
-            seen, page = _watch_status_page(lab, run, playbook, "nixie-02")
-            output = playbook.communicate(timeout=1500)[0]
+            seen, page, head = _watch_status_page(lab, run, playbook, "nixie-02")
+            output = head + playbook.communicate(timeout=1500)[0]
         finally:
             playbook.kill()
     print(output[-6000:])
@@ -105,6 +107,8 @@ def test_redfish_uefi_network_first_installs_then_reinstalls(lab, installer, tmp
     assert re.search(r"(^|\t)on(\t|$)", page["text"]) and "install log" in page["text"], page["text"]
     assert page["screenshot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "report: %s" % (run.run_dir / "report.html") in output
+    # The URL's secret opens the page alone; the controller's stays out of the output.
+    assert read_controller_secret(str(run.run_dir)) not in output
     _report_matches_events(run, "nixie-02")
     installed = run.toplevel("nixie-02")
     machine.wait_for_serial(r"NIXIELAB: installed " + installed, timeout=5)

@@ -15,6 +15,7 @@ from nixielab.net import LabNetwork
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootd import daemon
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import CONTROLLER_SECRET_FILE, TOKENS_FILE
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.runfiles import read_controller_secret
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces and ports below 1024")
 
@@ -63,6 +64,10 @@ def test_start_is_idempotent_restarts_on_change_and_stops_cleanly(net, boot_file
     assert started["changed"] is True and started["running"] is True
     assert started["address"] == "10.213.0.1" and started["http_url"] == "http://10.213.0.1:8080"
     assert {"ipxe.efi", "undionly.kpxe"} <= set(started["ipxe_binaries"])
+    # The status URL the playbook prints opens the page, and its secret is not the controller's.
+    assert started["status_url"].startswith("http://10.213.0.1:8080/?secret=")
+    assert read_controller_secret(boot_files["run_dir"]) not in started["status_url"]
+    assert net.curl_ctl(started["status_url"])[0] == 303
     pid = started["pid"]
     assert alive(pid)
     assert {67, 69, 4011} <= listening(net, "udp") and 8080 in listening(net, "tcp")

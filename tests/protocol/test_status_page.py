@@ -21,6 +21,7 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd import cont
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.io import http as http_module
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.http import BootState, Installer, make_app, start_http
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.runfiles import status_secret
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.events import EventLog
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.table import HostTable
 from nixielab.browser import Browser
@@ -114,6 +115,31 @@ def test_without_or_with_a_wrong_secret_the_page_stream_and_log_are_refused(serv
     assert status == 403 and "set-cookie" not in headers.lower()
     refusals = [line for line in open(served.state.events.path, encoding="utf-8") if '"refused"' in line]
     assert len(refusals) == 7 and all(SECRET[:-1] not in line for line in refusals)
+
+
+def test_the_status_secret_the_playbook_prints_opens_the_page_and_nothing_of_the_controller(served, tmp_path):
+    viewer = status_secret(SECRET)
+    assert viewer != SECRET and SECRET not in viewer
+    served.record(contract.STEP_INSTALL, phase="disko")
+    log = tmp_path / "run" / "nixie-01" / contract.HOST_INSTALL_LOG
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.write_text("### Formatting hard drive with disko ###\n")
+    jar = tmp_path / "cookies"
+    status, headers, dummy = curl("-c", str(jar), contract.status_url(served.base, viewer))
+    assert status == 303 and "%s=%s;" % (contract.STATUS_COOKIE, viewer) in headers, headers
+    assert curl("-b", str(jar), served.base + "/")[0] == 200
+    assert curl("-b", str(jar), served.base + contract.host_route(MAC, contract.HOST_INSTALL_LOG_ROUTE))[2].startswith("### Formatting")
+    with subprocess.Popen(["curl", "-sSN", "-b", str(jar), served.base + contract.STATUS_STREAM_ROUTE], stdout=subprocess.PIPE, text=True) as stream:
+        try:
+            assert stream.stdout.readline().startswith("data: ")
+        finally:
+            stream.kill()
+    # Neither as the cookie nor as the controller's header does it open a controller route, to read or to change.
+    for presented in (("-b", str(jar)), ("-H", "%s: %s" % (contract.CONTROLLER_SECRET_HEADER, viewer))):
+        for route in (contract.EVENTS_ROUTE, contract.STATE_ROUTE, contract.host_route(MAC)):
+            assert curl(*presented, served.base + route)[0] == 403, (presented, route)
+        assert curl(*presented, "-X", "POST", "-d", "{}", served.base + contract.host_route(MAC, contract.HOST_RELEASED_ROUTE))[0] == 403
+    assert not served.state.table.entry(MAC)["released"]
 
 
 def test_a_machine_on_the_boot_network_gets_nothing_from_the_page(netns_pair, tmp_path):

@@ -222,5 +222,5 @@ def host_route(mac: str, route: str = HOST_ROUTE) -> str:
 
 
 def status_url(base: str, secret: str) -> str:
-    """The status page's address with the controller secret, as a browser opens it once: ``http://10.0.0.2:8080/?secret=...``."""
+    """The status page's address with ``secret``, as a browser opens it once: ``http://10.0.0.2:8080/?secret=...``."""
     return "%s%s?%s" % (base, STATUS_ROUTE, urlencode({STATUS_SECRET_PARAM: secret}))

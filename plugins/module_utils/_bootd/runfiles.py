@@ -5,10 +5,17 @@
 The controller secret authenticates the controller to the boot server's controller routes. A server writes
 a fresh one at every start; the controller on the same machine reads it from here (``read_controller_secret``,
 through ``_bootclient.connect``), and one on another host is given it as the modules' ``server_secret``.
+
+The status page's secret is derived from it (``status_secret``): it opens the page, its event stream and the install
+logs, and nothing else. The playbook prints it in the page's URL, so whoever reads the job's output (an AWX job log)
+can watch the run but cannot drive it.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import os
 import secrets
 from typing import Optional
@@ -17,6 +24,13 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd import cont
 
 # 256 random bits, as 43 URL-safe characters: a header value without quoting.
 CONTROLLER_SECRET_BYTES = 32
+
+
+def status_secret(controller_secret: str) -> str:
+    """The status page's secret for a run whose controller secret is ``controller_secret``: one-way, so the page's
+    URL in a job log gives no way to the controller's routes."""
+    digest = hmac.new(controller_secret.encode("ascii"), b"nixie status page", hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")
 
 
 def write_private(path: str, text: str) -> None:

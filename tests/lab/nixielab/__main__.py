@@ -63,11 +63,10 @@ def demo() -> None:
         started = time.monotonic()
         argv, environment = netboot.provision_command(lab, run)
         with subprocess.Popen(argv, env=environment, cwd=lab.run_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as playbook:
-            status_url = run.status_url(playbook)
+            status_url, head = netboot.printed_status_url(playbook)
             if status_url is not None:
-                # The lab's own run: its secret is shown here, as the controller's browser would be handed it.
                 print("   status page (live, from the controller namespace %s): %s" % (lab.ctl_ns, status_url), flush=True)
-            output = playbook.communicate(timeout=1500)[0]
+            output = head + playbook.communicate(timeout=1500)[0]
         print(output.strip())
         print("(%.1f s, exit %d)" % (time.monotonic() - started, playbook.returncode))
         print("\n== power")

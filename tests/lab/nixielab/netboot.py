@@ -7,12 +7,12 @@ import dataclasses
 import importlib.util
 import json
 import os
+import re
+import selectors
 import subprocess
 import time
 from pathlib import Path
 
-from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract, daemon
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.runfiles import read_controller_secret
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.events import read_events
 
 from .bmcd import PASSWORD_ENV
@@ -104,20 +104,33 @@ class NetbootRun:
                 "--ssh-option", "HostName=%s" % address, "-i", str(self.key), "--phases", "disko,install,reboot",
                 "--extra-files", str(self.run_dir / host / "extra-files"), "--no-substitute-on-destination"]
 
-    def status_url(self, playbook: subprocess.Popen, timeout: float = 600) -> str | None:
-        """The status page's URL with the run's secret, once the playbook `playbook` started the boot server; None if it
-        ended first."""
-        deadline = time.monotonic() + timeout
-        while playbook.poll() is None and time.monotonic() < deadline:
-            published, secret = daemon.read_state(str(self.run_dir)), read_controller_secret(str(self.run_dir))
-            if published is not None and secret is not None:
-                return contract.status_url(published["http_url"], secret)
-            time.sleep(0.5)
-        return None
-
     def events(self) -> list[dict]:
         """The boot server's events so far: none before it wrote any, and no line it is still writing."""
         return read_events(str(self.run_dir))
+
+
+PRINTED_STATUS_URL = re.compile(r"status page: (http://\S+/\?secret=[\w-]+)")
+
+
+def printed_status_url(playbook: subprocess.Popen, timeout: float = 600) -> tuple[str | None, str]:
+    """The status page's URL as the running playbook `playbook` prints it (its stdout a pipe), and its output so far;
+    None for the URL if the playbook ended, or `timeout` passed, first. The rest of the output is still the pipe's."""
+    head = b""
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(playbook.stdout.fileno(), selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if not selector.select(min(1.0, deadline - time.monotonic())):
+                continue
+            # Below the pipe's text buffer, which then holds nothing of what was read here.
+            chunk = os.read(playbook.stdout.fileno(), 65536)
+            if not chunk:
+                break
+            head += chunk
+            found = PRINTED_STATUS_URL.search(head.decode("utf-8", "replace"))
+            if found:
+                return found.group(1), head.decode("utf-8", "replace")
+    return None, head.decode("utf-8", "replace")
 
 
 def prepare(lab: LabNetwork, installer: Installer, machines: list[Machine], directory: Path, keep_server: bool = False) -> NetbootRun:

@@ -10,11 +10,13 @@ Routes (``contract``: the agent, iPXE and ``_bootclient`` rely on them)::
     GET  /ipxe/<name>                      allow-listed iPXE binary, for UEFI HTTP boot
     GET  /ipxe/autoexec.ipxe               what that iPXE runs first: chain the script of its MAC
     POST /api/v1/phone-home                agent report; Bearer token; answers the deployer's key
-  controller only (the run's controller secret in the X-Nixie-Controller-Secret header, or for GET in the
-  status page's cookie):
+  for a viewer (the controller secret's header, or the status page's cookie holding it or the status secret,
+  ``runfiles.status_secret``):
     GET  /?secret=<secret>                 the status page: sets the cookie and sends the browser to /
     GET  /                                 the status page (HTML; a reload shows what the live updates show)
     GET  /api/v1/status-stream             the page's table at each change (server-sent events)
+    GET  /api/v1/hosts/<mac>/install-log   the host's nixos-anywhere output
+  controller only (the run's controller secret in the X-Nixie-Controller-Secret header):
     GET  /api/v1/state                     what the server serves (address, URL, interface, iPXE binaries)
     GET  /api/v1/events                    every host's entry of the host table
     GET  /api/v1/awaiting-phone-home       MACs holding a token no phone-home has claimed yet
@@ -23,7 +25,6 @@ Routes (``contract``: the agent, iPXE and ``_bootclient`` rely on them)::
     POST /api/v1/hosts/<mac>/installed     {"installed": true|false}: boot its disk, or the installer
     POST /api/v1/hosts/<mac>/released      the controller is done with it
     POST /api/v1/hosts/<mac>/progress      {"step": "install", "phase": ...} or {"step": "power", "action": ...}
-    GET  /api/v1/hosts/<mac>/install-log   the host's nixos-anywhere output
 
 Kernel and initrd URLs are signed per host (HMAC of the MAC under a key made for this run), as
 Pixiecore signs its URLs, rather than hidden behind one per-run secret path: a URL works only for a
@@ -77,6 +78,7 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd.page import
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.progress import FleetProgress, totals
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.ipxe import autoexec_script, installer_script, local_boot_script
 from ansible_collections.nixie.provision.plugins.module_utils._ipxe_dir import find_ipxe_binaries
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.runfiles import status_secret
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.events import EventLog
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.limits import Budget, LogBudget
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.table import HostConflict, HostTable, NotItsMachine
@@ -284,6 +286,7 @@ class BootState:
         self.base_urls = list(base_urls)
         self.published = dict(published or {})
         self.controller_secret = controller_secret.encode("ascii")
+        self.status_secret = status_secret(controller_secret).encode("ascii")
         self.url_key = url_key or secrets.token_bytes(32)
         # Set once the app runs: TFTP records events from its own thread, and their waiters live in the loop.
         self.loop = None
@@ -372,6 +375,12 @@ def _canonical_ip(address):
     if parsed.version == 6 and parsed.ipv4_mapped is not None:
         parsed = parsed.ipv4_mapped
     return str(parsed)
+
+
+def _presents(presented: Optional[str], *secrets_accepted: bytes) -> bool:
+    """Whether ``presented`` is one of ``secrets_accepted``, compared in constant time, each of them compared."""
+    given = (presented or "").encode("utf-8", "surrogateescape")
+    return bool(presented) and sum(hmac.compare_digest(given, secret) for secret in secrets_accepted) > 0
 
 
 def _empty(status):
@@ -509,21 +518,31 @@ class _Handlers:
         return web.Response(text=body, content_type="application/json")
 
     def from_controller(self, request: "web.Request") -> bool:
-        """Whether ``request`` carries this run's controller secret: in its header, or for a GET in the status page's cookie.
+        """Whether ``request`` carries this run's controller secret in its header."""
+        return _presents(request.headers.get(contract.CONTROLLER_SECRET_HEADER), self.state.controller_secret)
+
+    def from_viewer(self, request: "web.Request") -> bool:
+        """Whether ``request`` may see the status page: the controller, or a GET with the page's cookie.
 
         The cookie only reads: a page elsewhere cannot make the browser change anything (SameSite=Strict keeps it off
-        other sites' requests anyway).
+        other sites' requests anyway), and the status secret it may hold opens no controller route.
         """
-        presented = request.headers.get(contract.CONTROLLER_SECRET_HEADER)
-        if presented is None and request.method == "GET":
-            presented = request.cookies.get(contract.STATUS_COOKIE)
-        return hmac.compare_digest((presented or "").encode("utf-8", "surrogateescape"), self.state.controller_secret)
+        if self.from_controller(request):
+            return True
+        return request.method == "GET" and _presents(request.cookies.get(contract.STATUS_COOKIE),
+                                                     self.state.controller_secret, self.state.status_secret)
 
     def _controller_only(self, request):
         """None for the controller's request, else the refusal to answer (a response, never falsy by accident)."""
         if self.from_controller(request):
             return None
         return self.refuse(request, 403, "%s is for the controller only: no or a wrong controller secret" % request.path[:64])
+
+    def _viewers_only(self, request):
+        """None for a request that may see the status page, else the refusal to answer."""
+        if self.from_viewer(request):
+            return None
+        return self.refuse(request, 403, "%s is for the controller only: no or a wrong secret" % request.path[:64])
 
     async def _answer_controller(self, request, answer):
         refusal = self._controller_only(request)
@@ -556,9 +575,12 @@ class _Handlers:
             entry = self.state.table.entry(mac)
         return web.json_response(entry)
 
-    def _controller_host(self, request):
-        """``(mac, None)`` for a controller's request naming a host of the run, else ``(None, the answer to give)``."""
-        refusal = self._controller_only(request)
+    def _controller_host(self, request, allowed=None):
+        """``(mac, None)`` for a controller's request naming a host of the run, else ``(None, the answer to give)``.
+
+        ``allowed`` is the check of who may ask (default: the controller alone).
+        """
+        refusal = (allowed or self._controller_only)(request)
         if refusal is not None:
             return None, refusal
         try:
@@ -617,7 +639,7 @@ class _Handlers:
         return web.json_response({"host": self.state.table.name(mac), "step": step})
 
     async def install_log(self, request: "web.Request") -> "web.StreamResponse":
-        mac, refusal = self._controller_host(request)
+        mac, refusal = self._controller_host(request, self._viewers_only)
         if refusal is not None:
             return refusal
         path = contract.host_file(self.state.events.run_dir, self.state.table.name(mac), contract.HOST_INSTALL_LOG)
@@ -636,13 +658,13 @@ class _Handlers:
         """The status page; ``?secret=`` once, from the URL the playbook printed, becomes the page's cookie."""
         presented = request.query.get(contract.STATUS_SECRET_PARAM)
         if presented is not None:
-            if not hmac.compare_digest(presented.encode("utf-8", "surrogateescape"), self.state.controller_secret):
-                return self.refuse(request, 403, "a wrong controller secret for the status page")
+            if not _presents(presented, self.state.controller_secret, self.state.status_secret):
+                return self.refuse(request, 403, "a wrong secret for the status page")
             # Off the address bar and out of the history at once: the cookie holds it from now on.
             answer = web.Response(status=303, headers={"Location": contract.STATUS_ROUTE, "Cache-Control": "no-store"})
             answer.set_cookie(contract.STATUS_COOKIE, presented, httponly=True, samesite="Strict", path="/")
             return answer
-        refusal = self._controller_only(request)
+        refusal = self._viewers_only(request)
         if refusal is not None:
             return refusal
         rows, summary, log_href = self._fleet()
@@ -656,7 +678,7 @@ class _Handlers:
 
     async def status_stream(self, request: "web.Request") -> "web.StreamResponse":
         """Server-sent events: the page's table now, then at each change."""
-        refusal = self._controller_only(request)
+        refusal = self._viewers_only(request)
         if refusal is not None:
             return refusal
         if self.state.status_streams >= STATUS_STREAMS:
@@ -689,7 +711,7 @@ def make_app(state: BootState, requests: Optional[Budget] = None) -> "web.Applic
 
     @web.middleware
     async def record_unrouted(request, handler):
-        if not handlers.from_controller(request) and not requests.allow(handlers.client(request)):
+        if not handlers.from_viewer(request) and not requests.allow(handlers.client(request)):
             return handlers.refuse(request, 429, "more than %d requests in %.0f s" % (requests.burst, requests.interval))
         if _EMPTY_SUFFIX_RANGE.match(request.headers.get("Range", "")):
             return handlers.refuse(request, 416, "range of zero bytes")
