@@ -21,7 +21,9 @@ from tftpy.TftpPacketFactory import TftpPacketFactory
 from tftpy.TftpShared import TftpException
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.io import tftp
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.tftp import TFTP_FIRST_ACK_RETRIES, TFTP_TRANSFERS_PER_CLIENT, TftpServer
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.tftp import (
+    FIRST_RETRANSMIT, TFTP_FIRST_ACK_RETRIES, TFTP_TRANSFERS_PER_CLIENT, TftpServer,
+)
 from ansible_collections.nixie.provision.plugins.module_utils._ipxe_dir import find_ipxe_binaries
 from datagrams import received_within
 
@@ -369,7 +371,7 @@ def _receive_data(sock, wait):
 def test_lost_block_is_sent_again_when_the_client_acknowledges_the_previous_one_again(tftp_dir):
     """A re-ACK after the client's own timeout brings the lost block back at once, not after the server's timeout;
     a repeated ACK right behind the first (it crossed our block on the wire) is not answered."""
-    slow = TftpServer(find_ipxe_binaries(str(tftp_dir)), host="127.0.0.1", port=0, timeout=10)
+    slow = TftpServer(find_ipxe_binaries(str(tftp_dir)), host="127.0.0.1", port=0, timeout=10, first_timeout=10)
     slow.start()
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -389,6 +391,25 @@ def test_lost_block_is_sent_again_when_the_client_acknowledges_the_previous_one_
             sock.send(struct.pack("!HH", ERROR, 0) + b"done\0")
     finally:
         slow.stop()
+
+
+def test_unacknowledged_block_comes_again_soon_then_less_often(server):
+    """A lost block costs FIRST_RETRANSMIT, not the client's own timeout (EDK2's is 4 s): on a lossy link most
+    blocks are lost once. Each further copy waits twice as long, up to the server's timeout (1 s here)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.sendto(rrq("ipxe.efi"), server.address)
+        sock.settimeout(2)
+        packet, transfer = sock.recvfrom(70000)
+        sock.connect(transfer)
+        sent = time.monotonic()
+        sock.send(struct.pack("!HH", ACK, 1))
+        copies = received_within(sock, 3.2)
+        sock.send(struct.pack("!HH", ERROR, 0) + b"done\0")
+    assert {struct.unpack_from("!HH", packet) for packet, _when in copies} == {(DATA, 2)}
+    gaps = [later - earlier for (_p, earlier), (_q, later) in zip(copies, copies[1:])]
+    assert copies[0][1] - sent < 0.1 and FIRST_RETRANSMIT - 0.01 < gaps[0] < FIRST_RETRANSMIT + 0.15, gaps
+    assert 2 * FIRST_RETRANSMIT - 0.01 < gaps[1] < 2 * FIRST_RETRANSMIT + 0.15, gaps
+    assert all(0.99 < gap < 1.15 for gap in gaps[3:]) and len(gaps) >= 4, gaps
 
 
 def test_transfer_answers_from_the_address_the_client_asked(tftp_dir):
