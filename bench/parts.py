@@ -226,9 +226,9 @@ def p8_lossy_boot(profile, workdir, log):
                     for label, server in (("lossy", lossy), ("clean", clean)):
                         homes = [event["ts"] for event in server.events(contract.STEP_PHONE_HOME) if event["ts"] > started]
                         times[label].append(homes[0] - started if homes else None)
-                    log("P8 %s boot %d: lossy %s s, clean %s s (dropped frames so far %d)%s" % (
-                        firmware, boot + 1, times["lossy"][-1], times["clean"][-1], lossy_side.lab.dropped_frames("lossy"),
-                        "; not in the installer: %s" % late if late else ""))
+                    log("P8 %s boot %d: lossy %s, clean %s (frames dropped so far: %d)%s" % (
+                        firmware, boot + 1, *("no phone-home" if t is None else "%.1f s" % t for t in (times["lossy"][-1], times["clean"][-1])),
+                        lossy_side.lab.dropped_frames("lossy"), "; not in the installer: %s" % late if late else ""))
                     for machine in machines.values():
                         machine.stop()
             # A failed boot counts as the timeout in the p90: a boot that never arrives is as slow as any can be.
