@@ -14,7 +14,7 @@ import threading
 import time
 from pathlib import Path
 
-from nixielab import append_cpio, build_installer
+from nixielab import LabError, append_cpio, build_installer
 from nixielab.netboot import AGENT
 from nixielab.playbook import run_playbook
 from nixielab.processes import in_netns
@@ -63,14 +63,15 @@ class Profile:
     orchestration_runs: int
     vm_boots: int
     nix_fleet_sizes: tuple
+    lossy_boots: int
 
 
 FULL = Profile(repetitions=3, http_size=512 * MIB, http_clients=(1, 20), tftp_size=MIB, tftp_clients=(1, 50), dhcp_burst=500,
                fleet_sizes=(25, 50, 100), fleet_initrd=64 * MIB, orchestration_runs=3, vm_boots=3,
-               nix_fleet_sizes=(1, 5, 20))
+               nix_fleet_sizes=(1, 5, 20), lossy_boots=10)
 SMOKE = Profile(repetitions=1, http_size=4 * MIB, http_clients=(1, 4), tftp_size=MIB, tftp_clients=(1, 4), dhcp_burst=50,
                 fleet_sizes=(2, 4), fleet_initrd=MIB, orchestration_runs=1, vm_boots=0,
-                nix_fleet_sizes=(1, 2))
+                nix_fleet_sizes=(1, 2), lossy_boots=0)
 
 
 def alternate(repetitions, nixie, reference):
@@ -137,15 +138,42 @@ def _transfer_rows(part, what, nixie_runs, reference_runs, served, target, floor
             Row(part, "%s server CPU" % what, cpu_n, cpu_r, "CPU s/GiB")]
 
 
-def p1_boot(profile, workdir, log):
-    """Lab VM power-on -> phone-home through each side, SeaBIOS and OVMF, the two sides' VMs booting at the same time."""
+def _boot_files(workdir):
+    """The test installer with the real agent hook, as Files both sides serve."""
     installer = build_installer()
     initrd = append_cpio(installer.initrd, {"/etc/nixie/hooks.d/50-nixie-agent": AGENT}, Path(workdir) / "installer-initrd.gz")
-    boot_files = files.Files(kernel=installer.kernel, initrd=initrd, cmdline=installer.cmdline, ipxe_dir=files.IPXE_DIR)
+    return files.Files(kernel=installer.kernel, initrd=initrd, cmdline=installer.cmdline, ipxe_dir=files.IPXE_DIR)
+
+
+# SeaBIOS boots QEMU's iPXE ROM (no TFTP); OVMF without the ROM runs EDK2's PXE, which fetches ipxe.efi over TFTP.
+FIRMWARES = (("bios", "e1000", "SeaBIOS"), ("uefi", "virtio-native", "OVMF"))
+
+
+def _power_on_together(machines, timeout):
+    """Start ``machines`` at once; the wall-clock start, once each has reached its installer (or ``timeout`` passed).
+
+    Returns (started, names of the machines that did not get there)."""
+    started = time.time()
+    for machine in machines:
+        # QEMU truncates the console log only once it is up: the last boot's "ready" must not count.
+        machine.serial_path.unlink(missing_ok=True)
+        machine.start()
+    late = []
+    deadline = time.monotonic() + timeout
+    for machine in machines:
+        try:
+            machine.wait_for_serial(r"NIXIELAB: ready", timeout=max(deadline - time.monotonic(), 1))
+        except LabError:
+            late.append(machine.name)
+    return started, late
+
+
+def p1_boot(profile, workdir, log):
+    """Lab VM power-on -> phone-home through each side, SeaBIOS and OVMF, the two sides' VMs booting at the same time."""
+    boot_files = _boot_files(workdir)
     rows = []
     mac = "52:54:00:be:00:01"
-    # SeaBIOS boots QEMU's iPXE ROM (no TFTP); OVMF without the ROM runs EDK2's PXE, which fetches ipxe.efi over TFTP.
-    for firmware, nic in (("bios", "e1000"), ("uefi", "virtio-native")):
+    for firmware, nic, name in FIRMWARES:
         # IPv6 on: the site server's router advertisements spare iPXE its ~13 s IPv6 wait on both sides.
         with sides(ipv6=True) as (nixie_side, reference_side):
             machines = {side.name: side.lab.add_machine("vm", mac, firmware=firmware, nic=nic) for side in (nixie_side, reference_side)}
@@ -154,13 +182,9 @@ def p1_boot(profile, workdir, log):
                 times = {"nixie": [], "reference": []}
                 initrd_times = {"nixie": [], "reference": []}
                 for boot in range(profile.vm_boots):
-                    started = time.time()
-                    for machine in machines.values():
-                        # QEMU truncates the console log only once it is up: the last boot's "ready" must not count.
-                        machine.serial_path.unlink(missing_ok=True)
-                        machine.start()
-                    for machine in machines.values():
-                        machine.wait_for_serial(r"NIXIELAB: ready", timeout=300)
+                    started, late = _power_on_together(machines.values(), 300)
+                    if late:
+                        raise LabError("P1 %s boot %d: %s did not reach the installer in 300 s" % (firmware, boot + 1, late))
                     homes = [event["ts"] for event in nixie.events(contract.STEP_PHONE_HOME) if event["ts"] > started]
                     fetched = [event["ts"] for event in nixie.events(contract.STEP_INITRD) if event["ts"] > started]
                     posts = [entry[0] for entry in reference.access_log() if entry[0] > started and entry[3] == contract.PHONE_HOME_ROUTE]
@@ -172,11 +196,52 @@ def p1_boot(profile, workdir, log):
                     log("P1 %s boot %d: nixie %.1f s, reference %.1f s" % (firmware, boot + 1, times["nixie"][-1], times["reference"][-1]))
                     for machine in machines.values():
                         machine.stop()
-            name = "SeaBIOS" if firmware == "bios" else "OVMF"
             n, r = statistics.median(times["nixie"]), statistics.median(times["reference"])
             rows.append(Row("P1", "%s power-on -> phone-home" % name, n, r, "s", "lower", "ratio <= 1.05", n / r <= 1.05))
             rows.append(Row("P1", "%s power-on -> initrd request" % name, statistics.median(initrd_times["nixie"]),
                             statistics.median(initrd_times["reference"]), "s"))
+    return rows
+
+
+# A lossy boot that has not phoned home by then counts as failed (a firmware that fell through its boot entries
+# takes minutes to come back to the network, if it does).
+LOSSY_BOOT_TIMEOUT = 600
+
+
+def p8_lossy_boot(profile, workdir, log):
+    """Lab VM power-on -> phone-home through Nixie with one frame in ten dropped on the bridge, against the same boot
+    through Nixie without loss (the "reference" column), SeaBIOS and OVMF, both VMs booting at the same time."""
+    boot_files = _boot_files(workdir)
+    rows = []
+    mac = "52:54:00:be:00:08"
+    for firmware, nic, name in FIRMWARES:
+        with sides(ipv6=True) as (lossy_side, clean_side):
+            lossy_side.lab.drop_one_frame_in(10)
+            machines = {side.name: side.lab.add_machine("vm", mac, firmware=firmware, nic=nic) for side in (lossy_side, clean_side)}
+            with NixieServer(lossy_side, Path(workdir) / "p8l", [mac], boot_files) as lossy, \
+                    NixieServer(clean_side, Path(workdir) / "p8c", [mac], boot_files) as clean:
+                times = {"lossy": [], "clean": []}
+                for boot in range(profile.lossy_boots):
+                    started, late = _power_on_together(machines.values(), LOSSY_BOOT_TIMEOUT)
+                    for label, server in (("lossy", lossy), ("clean", clean)):
+                        homes = [event["ts"] for event in server.events(contract.STEP_PHONE_HOME) if event["ts"] > started]
+                        times[label].append(homes[0] - started if homes else None)
+                    log("P8 %s boot %d: lossy %s, clean %s (frames dropped so far: %d)%s" % (
+                        firmware, boot + 1, *("no phone-home" if t is None else "%.1f s" % t for t in (times["lossy"][-1], times["clean"][-1])),
+                        lossy_side.lab.dropped_frames("lossy"), "; not in the installer: %s" % late if late else ""))
+                    for machine in machines.values():
+                        machine.stop()
+            # A failed boot counts as the timeout in the p90: a boot that never arrives is as slow as any can be.
+            lossy_p90, clean_p90 = (_percentile([t if t is not None else LOSSY_BOOT_TIMEOUT for t in times[label]], 0.9)
+                                    for label in ("lossy", "clean"))
+            home = sum(t is not None for t in times["lossy"])
+            rows.append(Row("P8", "%s, 10 %% frame loss: boots that phoned home" % name, home, profile.lossy_boots, "boots", "higher",
+                            "all", home == profile.lossy_boots))
+            rows.append(Row("P8", "%s, 10 %% frame loss: p90 power-on -> phone-home (reference: no loss)" % name, lossy_p90, clean_p90,
+                            "s", "lower", "ratio <= 2", lossy_p90 <= 2 * clean_p90))
+            rows.append(Row("P8", "%s, 10 %% frame loss: median power-on -> phone-home (reference: no loss)" % name,
+                            statistics.median(t if t is not None else LOSSY_BOOT_TIMEOUT for t in times["lossy"]),
+                            statistics.median(t if t is not None else LOSSY_BOOT_TIMEOUT for t in times["clean"]), "s"))
     return rows
 
 
@@ -441,4 +506,5 @@ def p7_nix_cost(profile, workdir, log):
     return nixcost.measure(profile.nix_fleet_sizes, profile.repetitions, workdir, log, Row, alternate)
 
 
-PARTS = {"P1": p1_boot, "P2": p2_http, "P3": p3_tftp, "P4": p4_proxydhcp, "P5": p5_fleet, "P6": p6_orchestration, "P7": p7_nix_cost}
+PARTS = {"P1": p1_boot, "P2": p2_http, "P3": p3_tftp, "P4": p4_proxydhcp, "P5": p5_fleet, "P6": p6_orchestration, "P7": p7_nix_cost,
+         "P8": p8_lossy_boot}

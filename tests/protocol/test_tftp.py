@@ -21,7 +21,9 @@ from tftpy.TftpPacketFactory import TftpPacketFactory
 from tftpy.TftpShared import TftpException
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.io import tftp
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.tftp import TFTP_FIRST_ACK_RETRIES, TFTP_TRANSFERS_PER_CLIENT, TftpServer
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.tftp import (
+    FIRST_RETRANSMIT, MIN_RETRANSMIT, TFTP_FIRST_ACK_RETRIES, TFTP_TRANSFERS_PER_CLIENT, TftpServer,
+)
 from ansible_collections.nixie.provision.plugins.module_utils._ipxe_dir import find_ipxe_binaries
 from datagrams import received_within
 
@@ -149,6 +151,11 @@ def download(address, packet, family=socket.AF_INET):
         blksize = int(oack.get(b"blksize", 512)) if oack else 512
         while True:
             opcode, block = struct.unpack_from("!HH", answer)
+            if (opcode, block) == (DATA, len(sizes)):
+                # A copy the server sent while our ACK was on its way (a loaded machine's round trip can outlast its
+                # retransmission time): a client takes it for nothing, as RFC 1350 clients do.
+                answer = sock.recv(70000)
+                continue
             assert (opcode, block) == (DATA, len(sizes) + 1), answer[:64]
             data += answer[4:]
             sizes.append(len(answer) - 4)
@@ -369,7 +376,7 @@ def _receive_data(sock, wait):
 def test_lost_block_is_sent_again_when_the_client_acknowledges_the_previous_one_again(tftp_dir):
     """A re-ACK after the client's own timeout brings the lost block back at once, not after the server's timeout;
     a repeated ACK right behind the first (it crossed our block on the wire) is not answered."""
-    slow = TftpServer(find_ipxe_binaries(str(tftp_dir)), host="127.0.0.1", port=0, timeout=10)
+    slow = TftpServer(find_ipxe_binaries(str(tftp_dir)), host="127.0.0.1", port=0, timeout=10, first_timeout=10, min_timeout=10)
     slow.start()
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -389,6 +396,38 @@ def test_lost_block_is_sent_again_when_the_client_acknowledges_the_previous_one_
             sock.send(struct.pack("!HH", ERROR, 0) + b"done\0")
     finally:
         slow.stop()
+
+
+def _gaps(copies):
+    return [later - earlier for (_p, earlier), (_q, later) in zip(copies, copies[1:])]
+
+
+def test_unacknowledged_block_comes_again_after_the_measured_round_trip_then_less_often(server):
+    """A lost block costs the transfer's retransmission time, not the client's own timeout (EDK2's is 4 s): on a lossy
+    link most blocks are lost once. Until a block sent once is acknowledged, that time is FIRST_RETRANSMIT; then it
+    follows the round trips measured (on loopback, well under MIN_RETRANSMIT, so MIN_RETRANSMIT). Each further copy
+    of one block waits twice as long, up to the server's timeout (1 s here)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.settimeout(2)
+        sock.sendto(rrq("ipxe.efi"), server.address)
+        packet, transfer = sock.recvfrom(70000)
+        first_sent = time.monotonic()
+        sock.connect(transfer)
+        again = received_within(sock, 0.3)
+        assert [packet] + [copy for copy, _when in again] == [packet] * 2
+        assert FIRST_RETRANSMIT - 0.01 < again[0][1] - first_sent < FIRST_RETRANSMIT + 0.05, again
+        sock.send(struct.pack("!HH", ACK, 1))
+        assert struct.unpack_from("!HH", sock.recv(70000)) == (DATA, 2)
+        sent = time.monotonic()
+        sock.send(struct.pack("!HH", ACK, 2))  # a round trip of block 2, sent once, measured
+        copies = received_within(sock, 3.2)
+        sock.send(struct.pack("!HH", ERROR, 0) + b"done\0")
+    assert {struct.unpack_from("!HH", copy) for copy, _when in copies} == {(DATA, 3)}
+    gaps = [later - earlier for (_p, earlier), (_q, later) in zip(copies, copies[1:])]
+    assert copies[0][1] - sent < 0.1 and len(gaps) >= 6, gaps
+    for index, gap in enumerate(gaps):
+        expected = min(MIN_RETRANSMIT * 2 ** index, 1.0)
+        assert expected - 0.01 < gap < expected + 0.05, (index, gaps)
 
 
 def test_transfer_answers_from_the_address_the_client_asked(tftp_dir):

@@ -230,6 +230,25 @@ class LabNetwork:  # pylint: disable=too-many-instance-attributes  # the lab's a
         """subprocess.Popen inside the lab namespace, recorded so stop() ends it."""
         return self.tracker.spawn(Path(argv[0]).name, in_netns(self.lab_ns, argv), **kwargs)
 
+    def drop_frames(self, table: str, match: list[str], priority: int = 0) -> None:
+        """Drop and count the frames nftables' ``match`` selects, forwarded between the bridge's ports or delivered to it.
+
+        The kernel here has no netem; nftables on the bridge drops frames between its ports just as well.
+        """
+        self.run_lab(["nft", "add", "table", "bridge", table], check=True)
+        for hook in ("forward", "input"):
+            self.run_lab(["nft", "add", "chain", "bridge", table, hook, "{ type filter hook %s priority %d; }" % (hook, priority)], check=True)
+            self.run_lab(["nft", "add", "rule", "bridge", table, hook, *match, "counter", "drop"], check=True)
+
+    def drop_one_frame_in(self, every: int, table: str = "lossy") -> None:
+        """Drop a frame at random, one in ``every`` on average, whoever it is from or to (drop_frames)."""
+        self.drop_frames(table, ["numgen", "random", "mod", str(every), "0"])
+
+    def dropped_frames(self, table: str) -> int:
+        """How many frames the rules of ``table`` (drop_frames) have dropped so far."""
+        counters = self.run_lab(["nft", "list", "table", "bridge", table], capture_output=True, text=True, check=True).stdout
+        return sum(int(count) for count in re.findall(r"counter packets (\d+)", counters))
+
     # Things on the bridge
     def add_tap(self, name: str) -> str:
         """Create tap interface `name` in the lab namespace, on the bridge, for a QEMU NIC."""

@@ -54,17 +54,26 @@ TFTP_TRANSFERS = 64
 TFTP_TRANSFERS_PER_CLIENT = 4
 # Timeouts a transfer may stay unanswered through before its client has acknowledged anything (the OACK or
 # DATA 1), instead of the full retries. The request's source may be spoofed, making every copy of the first packet
-# traffic towards a victim: three copies (two resends, ~3 s) ride out a loss or two for a real client, which
-# answers in one round trip, while a spoofed request draws three packets and holds its slot ~3 s, not ~12.
+# traffic towards a victim: three copies (two resends, ~1.4 s) ride out a loss or two for a real client, which
+# answers in one round trip, while a spoofed request draws three packets and holds its slot ~1.4 s, not ~12.
 TFTP_FIRST_ACK_RETRIES = 3
+
+# When an unacknowledged packet goes again: a client retransmits only after seconds (EDK2's MTFTP 4 s, iPXE 1 s), so
+# with 10 % of frames lost the server's timer sets the pace. A fixed 1 s cost EDK2 ~150 s for ipxe.efi (some 110 of
+# its 580 blocks lost one way or the other), a fixed 0.2 s 50 s. So, as TCP does (RFC 6298), the wait is the
+# transfer's smoothed round trip plus four times its variation, measured on blocks sent once (Karn), kept within
+# MIN_RETRANSMIT..FIRST_RETRANSMIT; FIRST_RETRANSMIT until the first sample; doubled at each resend of one block, up
+# to the server's ``timeout``. A copy sent too soon costs a datagram, and draws a repeated ACK that _REACK_GUARD ignores.
+FIRST_RETRANSMIT = 0.2
+MIN_RETRANSMIT = 0.04
 
 # Larger than any UDP datagram: read whole packets, never truncate.
 _MAX_DATAGRAM = 65536
 # Clients retransmit their ACK after a second or more; one sooner crossed our block on the wire.
 _REACK_GUARD = 0.5
 
-# How often the loop looks at transfer timeouts, whether packets arrive or not.
-_TICK = 0.25
+# How often the loop looks at transfer timeouts, whether packets arrive or not: a fraction of MIN_RETRANSMIT.
+_TICK = 0.02
 # RFC 1350 opcodes of the data phase, and its header.
 _DATA, _ACK, _ERROR = 3, 4, 5
 _OPCODE_BLOCK = struct.Struct("!HH")
@@ -77,22 +86,26 @@ class TftpServer:
 
     ``on_event(step, client_ip, **fields)`` is called from the server thread with step ``tftp_start``
     (file, options), ``tftp_done`` (file, ok, bytes, seconds, error) or ``refused`` (file, reason).
-    A block unacknowledged for ``timeout`` seconds is sent again; a client silent through ``retries``
-    of those is dropped, or through ``first_ack_retries`` while it has acknowledged nothing yet. Firmware
-    waits seconds before it retries (EDK2 4 s), so on a lossy link the server's short timeout, not the
-    client's, sets the pace.
+    A packet unacknowledged for the transfer's retransmission time (``first_timeout`` seconds before a round trip has
+    been measured, then from the measured round trips, never below ``min_timeout``) is sent again, then after twice
+    that, and so on up to ``timeout`` seconds; a client silent through ``retries`` of those resends is dropped, or through
+    ``first_ack_retries`` while it has acknowledged nothing yet. Firmware waits seconds before it retries
+    (EDK2 4 s), so on a lossy link the server's short timer, not the client's, sets the pace.
     At most ``max_transfers`` run at once, ``per_client`` of them for one client address; a request over
     a cap is dropped unanswered (the client asks again) and counted in ``dropped_requests`` by cap.
     """
 
     def __init__(self, binaries: Mapping[str, str], host: str = "0.0.0.0", port: int = contract.TFTP_PORT, on_event: Optional[Callable[..., None]] = None,
-                 timeout: float = 1.0, retries: int = 12, max_transfers: int = TFTP_TRANSFERS, per_client: int = TFTP_TRANSFERS_PER_CLIENT,
-                 first_ack_retries: int = TFTP_FIRST_ACK_RETRIES) -> None:
+                 timeout: float = 1.0, retries: int = 14, max_transfers: int = TFTP_TRANSFERS, per_client: int = TFTP_TRANSFERS_PER_CLIENT,
+                 first_ack_retries: int = TFTP_FIRST_ACK_RETRIES, first_timeout: float = FIRST_RETRANSMIT,
+                 min_timeout: float = MIN_RETRANSMIT) -> None:
         require_library("tftpy", TFTPY_IMPORT_ERROR)
         self._binaries = dict(binaries)
         self._bind = (host, port)
         self._on_event = on_event
         self._timeout = timeout
+        self._first_timeout = first_timeout
+        self._min_timeout = min_timeout
         self._retries = retries
         self._first_ack_retries = first_ack_retries
         self._max_transfers = max_transfers
@@ -307,7 +320,7 @@ class TftpServer:
 
     def _check_timeouts(self, now):
         for key, transfer in list(self._transfers.items()):
-            if now - transfer.last_sent <= self._timeout:
+            if now - transfer.last_sent <= min(transfer.retransmit_after(self._first_timeout, self._min_timeout) * 2 ** transfer.retries, self._timeout):
                 continue
             transfer.retries += 1
             if transfer.retries >= (self._retries if transfer.answered else self._first_ack_retries):
@@ -339,7 +352,7 @@ class _Transfer:
     """
 
     __slots__ = ("key", "name", "sock", "data", "agreement", "blksize", "block", "last_block", "last_packet",
-                 "last_sent", "started", "retries", "answered")
+                 "last_sent", "started", "retries", "answered", "srtt", "rttvar")
 
     def __init__(self, key: Tuple[str, int], name: str, sock: socket.socket, data: bytes, agreement: Agreement) -> None:
         self.key = key
@@ -359,6 +372,7 @@ class _Transfer:
         self.retries = 0
         # Whether the client has acknowledged a packet: until then its address may be spoofed.
         self.answered = False
+        self.srtt = self.rttvar = None
 
     @property
     def bytes_sent(self) -> int:
@@ -372,6 +386,8 @@ class _Transfer:
                 self.send(now)
             return False
         self.answered = True
+        if not self.retries:
+            self._measured(now - self.last_sent)
         if self.block == self.last_block:
             return True
         self.block += 1
@@ -379,6 +395,19 @@ class _Transfer:
         self.retries = 0
         self.send(now)
         return False
+
+    def retransmit_after(self, first: float, least: float) -> float:
+        """Seconds a packet sent once waits for its ACK: ``first`` before any round trip was measured."""
+        if self.srtt is None:
+            return first
+        return min(max(self.srtt + 4 * self.rttvar, least), first)
+
+    def _measured(self, sample):
+        if self.srtt is None:
+            self.srtt, self.rttvar = sample, sample / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - sample)
+            self.srtt = 0.875 * self.srtt + 0.125 * sample
 
     def send(self, now: float) -> None:
         """Send the newest packet (again)."""

@@ -83,6 +83,8 @@ def test_proxy_offer_for_captured_discover(capture, number, boot_file, vendor_cl
     assert bootp.xid == request.xid
     assert bootp.chaddr == request.chaddr
     assert bootp.flags == request.flags
+    # Sent again twice, within the 2 s iPXE waits for a proxy offer after its first DISCOVER.
+    assert outcome.reply.send_again_after == (0.05, 0.4)
     # A proxy never hands out addresses: that is the site DHCP server's job.
     assert (bootp.yiaddr, bootp.ciaddr, bootp.giaddr) == ("0.0.0.0", "0.0.0.0", "0.0.0.0")
     assert bootp.siaddr == SERVER.ip
