@@ -10,6 +10,7 @@ root=$PWD
 apt_packages=(
   qemu-system-x86 qemu-utils ipxe-qemu ipxe ovmf seabios  # lab machines and their firmware
   dnsmasq-base                                             # the lab's site DHCP server (no system service)
+  isc-dhcp-relay                                           # the routed lab's relay (its service is kept from starting, below)
   busybox-static cpio kmod xz-utils zstd                   # the lab's test installer initramfs
   fdisk                                                    # partition tables on the lab's prefilled disks
   dosfstools mtools syslinux syslinux-common systemd-boot-efi  # the lab's installed-disk image, built unmounted
@@ -29,7 +30,17 @@ done
 if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" = 0 ] || { echo "bootstrap: installing ${missing[*]} needs root" >&2; exit 1; }
   apt-get update -q
+  # isc-dhcp-relay's service would start a relay on the host's own interfaces: no service may start while installing,
+  # and its own stays disabled. The lab runs dhcrelay itself, in its router namespace.
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy"
+    trap 'rm -f "$policy"' EXIT
+  fi
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+if command -v systemctl >/dev/null && systemctl is-enabled --quiet isc-dhcp-relay 2>/dev/null; then
+  systemctl disable --now isc-dhcp-relay
 fi
 
 python=${PYTHON:-python3}

@@ -14,6 +14,8 @@ from ansible.utils.display import Display
 from ansible_collections.nixie.provision.plugins.module_utils._bootclient import HostNotServed, connect
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
 from ansible_collections.nixie.provision.plugins.module_utils._mac import normalize_mac
+from ansible_collections.nixie.provision.plugins.module_utils._netif import on_link_networks
+from ansible_collections.nixie.provision.plugins.module_utils._relay import relay_message, routed_addresses
 
 display = Display()
 
@@ -85,8 +87,9 @@ class ActionModule(ActionBase):
             if report:
                 break
             if time.monotonic() >= deadline:
+                message = None if last else self._relay_message(client, mac, args["timeout"], task_vars)
                 result.update(failed=True, elapsed=round(time.monotonic() - started, 1), last_event=last,
-                              msg="no phone-home from %s within %d s; last event: %s" % (mac, args["timeout"], _describe(last)))
+                              msg=message or "no phone-home from %s within %d s; last event: %s" % (mac, args["timeout"], _describe(last)))
                 return result
         address = report["ip"]
         result.update(
@@ -100,3 +103,15 @@ class ActionModule(ActionBase):
             },
         )
         return result
+
+    @staticmethod
+    def _relay_message(client, mac, timeout, task_vars):
+        """The relay's likely fault, for a host that sits behind a router and none of whose DHCP reached the server; else None."""
+        # The server runs here, on the controller: its interface's routes tell which of the host's addresses are routed.
+        try:
+            state = client.state()
+            routed = routed_addresses((task_vars.get("nixie_ip"), task_vars.get("nixie_wol_broadcast")), on_link_networks(state["interface"]))
+        except (NixieError, OSError, KeyError) as exc:
+            display.warning("cannot tell whether %s sits behind a router: %s" % (mac, exc))
+            return None
+        return relay_message(mac, state["address"], timeout, routed) if routed else None

@@ -1,12 +1,15 @@
 # Copyright: Nixie developers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
-"""This machine's network interfaces, by name: does one exist, and what are its IPv4 and global IPv6 addresses."""
+"""This machine's network interfaces, by name: does one exist, what are its IPv4 and global IPv6 addresses, and which
+IPv4 networks are on its link."""
 
 from __future__ import annotations
 
 import fcntl
+import ipaddress
 import socket
 import struct
+from typing import List
 
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
 
@@ -88,3 +91,20 @@ def interface_mac(name: str) -> str:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
         answer = fcntl.ioctl(probe.fileno(), _SIOCGIFHWADDR, struct.pack("256s", name.encode()[:15]))
     return answer[18:24].hex(":")
+
+
+def on_link_networks(interface: str, routes: str = "/proc/thread-self/net/route") -> List[ipaddress.IPv4Network]:
+    """The IPv4 networks routed straight out of ``interface`` (no gateway): whoever has such an address is on the link.
+
+    thread-self, not self: a thread may have entered a network namespace of its own (the tests' servers do).
+    """
+    networks = []
+    with open(routes, encoding="ascii") as handle:
+        next(handle)
+        for line in handle:
+            fields = line.split()
+            if fields[0] != interface or int(fields[2], 16) != 0:
+                continue
+            address, mask = (socket.inet_ntoa(struct.pack("<I", int(field, 16))) for field in (fields[1], fields[7]))
+            networks.append(ipaddress.IPv4Network("%s/%s" % (address, mask), strict=False))
+    return networks

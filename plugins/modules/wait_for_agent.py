@@ -17,6 +17,10 @@ description:
     C(ansible_host) from any module's facts, so follow this task with C(ansible.builtin.set_fact) of
     C(ansible_host) to C(nixie_ip) (as the examples and the collection's playbooks do) to reach the installer over SSH.
   - A host that does not phone home within O(timeout) fails alone, with its last boot step.
+  - A host none of whose DHCP reached the boot server, and that sits behind a router (its C(nixie_ip) or its
+    Wake-on-LAN C(nixie_wol_broadcast) is on none of the networks of the boot server's interface), fails with
+    C(no DHCP request from <mac> reached the boot server; is the relay forwarding to <address>?), since the site's
+    relay most likely forwards its DHCP to the site's DHCP server only.
   - A host that two machines answered for (two phone-homes as its MAC from different addresses) fails alone at once,
     with a message that two machines answered as its MAC, refusing both; the boot server answers neither machine again.
   - Runs on the controller (it is an action plugin); it does not connect to the host.

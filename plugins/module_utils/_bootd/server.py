@@ -208,7 +208,7 @@ async def _serve(config, ready):
 
     def on_tftp_event(step, client_ip, **fields):
         # Called from the TFTP thread; the event log is thread-safe.
-        mac = memo.mac(client_ip) if ":" in client_ip else _tftp_client_mac(client_ip)
+        mac = memo.mac(client_ip) if ":" in client_ip else _tftp_client_mac(client_ip) or table.mac_at(client_ip)
         events.record(mac, step, ip=client_ip, **fields)
 
     published = {

@@ -52,11 +52,13 @@ def boot_file(packet: Packet) -> bytes:
 
 
 class Capture:
-    """tcpdump on the lab bridge, writing `<run dir>/<name>.pcap`. Use as a context manager or start()/stop()."""
+    """tcpdump on the lab bridge (or `interface` in namespace `netns`, such as a routed lab's machines' segment), writing
+    `<run dir>/<name>.pcap`. Use as a context manager or start()/stop()."""
 
-    def __init__(self, lab: LabNetwork, name: str = "boot", bpf: str = BOOT_FILTER):
+    def __init__(self, lab: LabNetwork, name: str = "boot", bpf: str = BOOT_FILTER, *, netns: str | None = None, interface: str | None = None):
         self.lab = lab
         self.bpf = bpf
+        self.netns, self.interface = netns or lab.lab_ns, interface or lab.bridge
         self.path = lab.run_dir / ("%s.pcap" % name)
         self.log_path = lab.run_dir / ("%s.tcpdump.log" % name)
         self._process: subprocess.Popen | None = None
@@ -72,9 +74,9 @@ class Capture:
         """Start tcpdump and wait until it captures."""
         # -U writes every packet at once, so the pcap can be read while tcpdump runs;
         # -Z root keeps tcpdump from dropping to a user that cannot write into the run directory.
-        argv = ["tcpdump", "-i", self.lab.bridge, "-n", "-U", "-Z", "root", "-w", str(self.path), self.bpf]
+        argv = ["tcpdump", "-i", self.interface, "-n", "-U", "-Z", "root", "-w", str(self.path), self.bpf]
         with open(self.log_path, "wb") as log:
-            self._process = self.lab.tracker.spawn("tcpdump", in_netns(self.lab.lab_ns, argv), stdout=log, stderr=subprocess.STDOUT)
+            self._process = self.lab.tracker.spawn("tcpdump", in_netns(self.netns, argv), stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout
         while b"listening on" not in self.log_path.read_bytes():
             if self._process.poll() is not None or time.monotonic() > deadline:

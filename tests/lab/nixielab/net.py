@@ -6,8 +6,9 @@
                                                  |
                                                  +-- c-<name> ---- veth ---- eth0 in nxl-<tag>-c-<name> (clients)
 
-Only the namespaces the lab creates carry traffic: no default routes, no forwarding, no NAT, so
-nothing a test sends can leave them. Each lab has its own tag, so several labs can run side by side.
+With `routed=True` the machines sit on a second segment behind a router namespace running a DHCP relay instead
+(nixielab.routed). Only the namespaces the lab creates carry traffic: no default routes out, no forwarding but the
+lab router's between its two subnets, no NAT, so nothing a test sends can leave them. Each lab has its own tag, so several labs can run side by side.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from .bmcd import DRIVERS, BmcGlue
 from .machine import Machine
 from .powerd import PowerDaemon
+from .routed import MACHINE_RANGE4, RoutedSegment
 from .processes import (NAMESPACE_PREFIX, STATE_ROOT, LabError, ProcessTracker, in_netns, python_environment, raise_on_termination_signals,
                         run_checked, stop_namespace_processes)
 from .sitedhcp import SiteDhcp
@@ -104,10 +106,14 @@ class LabNetwork:  # pylint: disable=too-many-instance-attributes  # the lab's a
     subnet4 = SUBNET4
     subnet6 = SUBNET6
 
-    def __init__(self, tag: str | None = None, *, ipv4: bool = True, ipv6: bool = False, site_dhcp: bool = True,
+    def __init__(self, tag: str | None = None, *, ipv4: bool = True, ipv6: bool = False, site_dhcp: bool = True, routed: bool = False,
                  state_root: Path = STATE_ROOT):
+        """`routed`: the machines sit behind the lab's router and DHCP relay (IPv4 only), which relays to the site
+        DHCP server and to the controller's address, as a site admin would configure it for Nixie."""
         if not ipv4 and not ipv6:
             raise LabError("a lab needs IPv4, IPv6 or both")
+        if routed and (ipv6 or not ipv4):
+            raise LabError("the routed lab is IPv4 only: DHCPv6 relaying is not built")
         self.tag = tag or secrets.token_hex(3)
         if not TAG_PATTERN.match(self.tag):
             raise LabError("lab tag %r: use lower-case letters, digits and '-', at most 24 characters" % self.tag)
@@ -120,8 +126,11 @@ class LabNetwork:  # pylint: disable=too-many-instance-attributes  # the lab's a
         self.bridge_ip6 = BRIDGE_IP6 if ipv6 else None
         self.run_dir = Path(state_root) / self.tag
         self.tracker = ProcessTracker(self.run_dir / "pids")
-        self.site_dhcp = SiteDhcp(self.lab_ns, self.bridge, self.run_dir, self.tracker,
-                                  range4=SITE_RANGE4 if ipv4 else None, range6=SITE_RANGE6 if ipv6 else None) if site_dhcp else None
+        self.routed = RoutedSegment(self.lab_ns, self.bridge, "%s%s-rtr" % (NAMESPACE_PREFIX, self.tag), "%s%s-seg" % (NAMESPACE_PREFIX, self.tag),
+                                    self.run_dir, self.tracker) if routed else None
+        relayed = {"range4": MACHINE_RANGE4, "netmask4": str(self.routed.subnet4.netmask), "router4": str(self.routed.gateway4)} if routed else None
+        self.site_dhcp = SiteDhcp(self.lab_ns, self.bridge, self.run_dir, self.tracker, range4=SITE_RANGE4 if ipv4 else None,
+                                  range6=SITE_RANGE6 if ipv6 else None, relayed=relayed) if site_dhcp else None
         self.machines: list[Machine] = []
         self.clients: list[LabClient] = []
         self.power_daemon: PowerDaemon | None = None
@@ -133,6 +142,15 @@ class LabNetwork:  # pylint: disable=too-many-instance-attributes  # the lab's a
     def broadcast4(self) -> str:
         return str(self.subnet4.broadcast_address)
 
+    @property
+    def machine_ns(self) -> str:
+        """The namespace whose bridge the machines' taps are on: the lab's own, or the routed machines' segment's."""
+        return self.routed.segment_ns if self.routed else self.lab_ns
+
+    @property
+    def machine_bridge(self) -> str:
+        return self.routed.bridge if self.routed else self.bridge
+
     # Lifecycle
     def __enter__(self) -> "LabNetwork":
         self.start()
@@ -143,7 +161,7 @@ class LabNetwork:  # pylint: disable=too-many-instance-attributes  # the lab's a
 
     def start(self) -> "LabNetwork":
         """Create the namespaces and links, and start the site DHCP server."""
-        for name in (self.lab_ns, self.ctl_ns):
+        for name in (self.lab_ns, self.ctl_ns, *((self.routed.router_ns, self.routed.segment_ns) if self.routed else ())):
             if namespace_exists(name):
                 raise LabError("namespace %s exists already: another lab uses tag %r (or run `python -m nixielab teardown`)" % (name, self.tag))
         raise_on_termination_signals()
@@ -154,6 +172,8 @@ class LabNetwork:  # pylint: disable=too-many-instance-attributes  # the lab's a
             self._build_network()
             if self.site_dhcp:
                 self.site_dhcp.start()
+            if self.routed:
+                self.routed.start_relay([str(self.bridge_ip4), str(self.ctl_ip4)])
         except BaseException:
             self.stop()
             raise
@@ -167,7 +187,7 @@ class LabNetwork:  # pylint: disable=too-many-instance-attributes  # the lab's a
         atexit.unregister(self.stop)
         problems = []
         # The power daemon and the BMC glue first (they power off what they powered on), then machines a test started itself.
-        for service in (self.power_daemon, self.bmcs, *self.machines, self.site_dhcp):
+        for service in (self.power_daemon, self.bmcs, *self.machines, self.site_dhcp, self.routed):
             if service is not None:
                 try:
                     service.stop()
@@ -208,6 +228,11 @@ class LabNetwork:  # pylint: disable=too-many-instance-attributes  # the lab's a
                 run_checked(["ip", "-n", netns, "addr", "add", "%s/%d" % (address, prefix), "dev", interface])
         run_checked(lab + ["link", "set", self.bridge, "up"])
         run_checked(["ip", "-n", self.ctl_ns, "link", "set", self.ctl_if, "up"])
+        if self.routed:
+            self._add_namespace(self.routed.router_ns)
+            self._add_namespace(self.routed.segment_ns)
+            self.routed.build()
+            self.routed.route_from(self.ctl_ns)
 
     # Running things
     def run_ctl(self, argv: list[str], **kwargs) -> subprocess.CompletedProcess:
@@ -251,23 +276,23 @@ class LabNetwork:  # pylint: disable=too-many-instance-attributes  # the lab's a
 
     # Things on the bridge
     def add_tap(self, name: str) -> str:
-        """Create tap interface `name` in the lab namespace, on the bridge, for a QEMU NIC."""
+        """Create tap interface `name` on the machines' bridge (the lab's, or the routed segment's), for a QEMU NIC."""
         if len(name) > IFNAMSIZ:
             raise LabError("tap name %r is longer than %d characters" % (name, IFNAMSIZ))
-        run_checked(["ip", "-n", self.lab_ns, "tuntap", "add", "dev", name, "mode", "tap"])
-        run_checked(["ip", "-n", self.lab_ns, "link", "set", name, "master", self.bridge, "up"])
+        run_checked(["ip", "-n", self.machine_ns, "tuntap", "add", "dev", name, "mode", "tap"])
+        run_checked(["ip", "-n", self.machine_ns, "link", "set", name, "master", self.machine_bridge, "up"])
         return name
 
     def add_client(self, name: str, mac: str) -> LabClient:
-        """Create a client namespace whose `eth0` (with MAC `mac`) is plugged into the bridge."""
+        """Create a client namespace whose `eth0` (with MAC `mac`) is plugged into the machines' bridge."""
         port = "c-%s" % name
         if len(port) > IFNAMSIZ:
             raise LabError("client name %r is too long: at most %d characters" % (name, IFNAMSIZ - 2))
         client = LabClient(name=name, netns="%s%s-c-%s" % (NAMESPACE_PREFIX, self.tag, name), mac=mac.lower(), tracker=self.tracker)
         self._add_namespace(client.netns)
-        run_checked(["ip", "-n", self.lab_ns, "link", "add", port, "type", "veth",
+        run_checked(["ip", "-n", self.machine_ns, "link", "add", port, "type", "veth",
                      "peer", "name", client.iface, "address", client.mac, "netns", client.netns])
-        run_checked(["ip", "-n", self.lab_ns, "link", "set", port, "master", self.bridge, "up"])
+        run_checked(["ip", "-n", self.machine_ns, "link", "set", port, "master", self.machine_bridge, "up"])
         run_checked(["ip", "-n", client.netns, "link", "set", client.iface, "up"])
         self.clients.append(client)
         return client
@@ -280,7 +305,7 @@ class LabNetwork:  # pylint: disable=too-many-instance-attributes  # the lab's a
         """
         if bmc not in (None, *DRIVERS):
             raise LabError("machine %s: bmc %r is not one of %s" % (name, bmc, ", ".join(DRIVERS)))
-        machine = Machine(name=name, mac=mac, tap="tap%d" % len(self.machines), netns=self.lab_ns,
+        machine = Machine(name=name, mac=mac, tap="tap%d" % len(self.machines), netns=self.machine_ns,
                           directory=self.run_dir / "machines" / name, tracker_dir=self.tracker.directory, **options)
         self.add_tap(machine.tap)
         self.machines.append(machine)
@@ -295,7 +320,7 @@ class LabNetwork:  # pylint: disable=too-many-instance-attributes  # the lab's a
         """
         if self.power_daemon is not None:
             raise LabError("the power daemon runs already")
-        self.power_daemon = PowerDaemon(self.lab_ns, self.bridge, self.run_dir, self.tracker,
+        self.power_daemon = PowerDaemon(self.machine_ns, self.machine_bridge, self.run_dir, self.tracker,
                                         [machine for machine in self.machines if machine.name not in self.bmc_drivers] if machines is None else machines)
         self.power_daemon.start()
         return self.power_daemon

@@ -133,11 +133,13 @@ def printed_status_url(playbook: subprocess.Popen, timeout: float = 600) -> tupl
     return None, head.decode("utf-8", "replace")
 
 
-def prepare(lab: LabNetwork, installer: Installer, machines: list[Machine], directory: Path, keep_server: bool = False) -> NetbootRun:
+def prepare(lab: LabNetwork, installer: Installer, machines: list[Machine], directory: Path, keep_server: bool = False,
+            hosts: dict[str, dict] | None = None) -> NetbootRun:
     """Write the installer flake, key and inventory for `machines` into `directory`.
 
     A machine with a BMC gets its `power` object in hosts.json, and ansible-playbook the BMC password in the
-    environment variable that object names, as an operator would keep it out of the file.
+    environment variable that object names, as an operator would keep it out of the file. `hosts` adds hosts.json
+    fields per machine name, or whole hosts that are no lab machine (a client namespace's MAC, say).
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -148,7 +150,10 @@ def prepare(lab: LabNetwork, installer: Installer, machines: list[Machine], dire
     if not key.exists():
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "deployer@nixie-lab", "-f", str(key)], check=True)
     bmcs = [machine for machine in machines if machine.name in lab.bmc_drivers]
-    inventory = write_inventory(directory, machines, {machine.name: {"power": lab.bmcs.power(machine)} for machine in bmcs})
+    settings = {machine.name: {"power": lab.bmcs.power(machine)} for machine in bmcs}
+    for name, fields in (hosts or {}).items():
+        settings.setdefault(name, {}).update(fields)
+    inventory = write_inventory(directory, machines, settings)
     with inventory.open("a", encoding="utf-8") as handle:
         handle.write("flake: %s\n" % flake)
     environment = dict(flake_helper.offline_nix_env(directory / "nix-conf"),

@@ -18,10 +18,12 @@ COLLECTIONS_PATH = REPO_ROOT / ".cache" / "collections"
 
 
 def write_inventory(directory: Path, machines: list[Machine], settings: dict[str, dict] | None = None) -> Path:
-    """Write `hosts.json` (the user's file Nixie reads; `settings` adds fields per host name, such as `power`) and
-    `nixie.yml` (its inventory plugin's config) into `directory`; returns the path of nixie.yml, the inventory to pass
-    to ansible-playbook."""
-    hosts = {machine.name: dict({"mac_address": machine.mac}, **(settings or {}).get(machine.name, {})) for machine in machines}
+    """Write `hosts.json` (the user's file Nixie reads; `settings` adds fields per host name, such as `power`, or whole
+    hosts that are no machine) and `nixie.yml` (its inventory plugin's config) into `directory`; returns the path of
+    nixie.yml, the inventory to pass to ansible-playbook."""
+    hosts = {machine.name: {"mac_address": machine.mac} for machine in machines}
+    for name, fields in (settings or {}).items():
+        hosts.setdefault(name, {}).update(fields)
     (Path(directory) / "hosts.json").write_text(json.dumps(hosts, indent=2) + "\n", encoding="utf-8")
     inventory = Path(directory) / "nixie.yml"
     inventory.write_text("plugin: nixie.provision.hosts\npath: hosts.json\n", encoding="utf-8")

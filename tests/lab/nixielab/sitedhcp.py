@@ -26,13 +26,15 @@ class SiteDhcp:
     """dnsmasq as the site DHCP server on `interface` in namespace `netns`; files go to `run_dir`."""
 
     def __init__(self, netns: str, interface: str, run_dir: Path, tracker: ProcessTracker, *,
-                 range4: tuple[str, str] | None, range6: tuple[str, str] | None):
+                 range4: tuple[str, str] | None, range6: tuple[str, str] | None, relayed: dict | None = None):
+        """`relayed`: {"range4": (first, last), "netmask4", "router4"} of a subnet behind a DHCP relay, served through it."""
         if range4 is None and range6 is None:
             raise LabError("site DHCP needs an IPv4 or an IPv6 address range")
         self.netns = netns
         self.interface = interface
         self.range4 = range4
         self.range6 = range6
+        self.relayed = relayed
         self.log_path = Path(run_dir) / "site-dhcp.log"
         self.lease_path = Path(run_dir) / "site-dhcp.leases"
         self.pid_path = Path(run_dir) / "site-dhcp.pid"
@@ -55,6 +57,11 @@ class SiteDhcp:
         if self.range4:
             # An empty router option sends none: the lab has no way out, and says so.
             argv += ["--dhcp-range=%s,%s,%s" % (*self.range4, LEASE_TIME), "--dhcp-option=option:router"]
+        if self.relayed:
+            # dnsmasq serves a relayed request from the range holding its giaddr, and cannot guess that subnet's mask.
+            # Machines there need the router to reach the boot server's segment, as on any routed provisioning network.
+            argv += ["--dhcp-range=set:relayed,%s,%s,%s,%s" % (*self.relayed["range4"], self.relayed["netmask4"], LEASE_TIME),
+                     "--dhcp-option=tag:relayed,option:router,%s" % self.relayed["router4"]]
         if self.range6:
             # Stateful DHCPv6 (the RA's M flag) with SLAAC beside it (the A flag), as many IPv6 sites run: firmware
             # and iPXE lease an address, and the test installer, which has no DHCPv6 client, takes one from the RA.

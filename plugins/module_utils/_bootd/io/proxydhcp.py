@@ -17,7 +17,6 @@ from __future__ import annotations
 import ipaddress
 import socket
 import struct
-from typing import List
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import DHCP_SERVER_PORT, PXE_PORT
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.udp import (
@@ -28,6 +27,7 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.boot
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.proxy import Dhcp4Proxy
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire import dhcp4
 from ansible_collections.nixie.provision.plugins.module_utils._errors import require_library
+from ansible_collections.nixie.provision.plugins.module_utils._netif import on_link_networks
 
 
 def _allow_broadcast(sock: socket.socket) -> None:
@@ -61,23 +61,6 @@ def ip_udp_packet(source: str, source_port: int, destination: str, destination_p
     header = _IP_HEADER.pack(0x45, 0, _IP_HEADER.size + length, 0, 0x4000, 64, socket.IPPROTO_UDP, 0, src, dst)
     header = header[:10] + struct.pack("!H", _checksum(header)) + header[12:]
     return header + _UDP_HEADER.pack(source_port, destination_port, length, udp_sum) + payload
-
-
-def on_link_networks(interface: str, routes: str = "/proc/thread-self/net/route") -> List[ipaddress.IPv4Network]:
-    """The IPv4 networks routed straight out of ``interface`` (no gateway): whoever has such an address is on the link.
-
-    thread-self, not self: a thread may have entered a network namespace of its own (the tests' servers do).
-    """
-    networks = []
-    with open(routes, encoding="ascii") as handle:
-        next(handle)
-        for line in handle:
-            fields = line.split()
-            if fields[0] != interface or int(fields[2], 16) != 0:
-                continue
-            address, mask = (socket.inet_ntoa(struct.pack("<I", int(field, 16))) for field in (fields[1], fields[7]))
-            networks.append(ipaddress.IPv4Network("%s/%s" % (address, mask), strict=False))
-    return networks
 
 
 class LinkSender(Sender):

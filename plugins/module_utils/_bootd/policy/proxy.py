@@ -147,7 +147,14 @@ class Dhcp4Proxy(_Proxy):
         return dhcp4.classify(request)
 
     def _fields(self, request: dhcp4.Request) -> Dict[str, object]:
-        return {"xid": "%08x" % request.xid, "port": request.local_port}
+        fields: Dict[str, object] = {"xid": "%08x" % request.xid, "port": request.local_port}
+        if request.giaddr != dhcp4.ANY_ADDRESS:
+            # Which relay, and which of its ports: where to look when a machine behind a router does not boot.
+            fields["relay"] = request.giaddr
+            circuit = dhcp4.circuit_id(request)
+            if circuit is not None:
+                fields["circuit_id"] = circuit
+        return fields
 
     def _client_addresses(self, request: dhcp4.Request) -> List[str]:
         return dhcp4.client_addresses(request)

@@ -161,6 +161,16 @@ class HostTable:
             kept.append(address)
             del kept[:-BOOT_ADDRESSES_PER_HOST]
 
+    def mac_at(self, address: str) -> Optional[str]:
+        """The one MAC whose DHCP exchange used ``address``, or None (none did, or several claim it).
+
+        How TFTP names a client behind a DHCP relay: the kernel's ARP cache only knows the router's MAC.
+        """
+        address = _plain(address)
+        with self._lock:
+            macs = [mac for mac, row in self._rows.items() if address in row.boot_addresses]
+        return macs[0] if len(macs) == 1 else None
+
     @staticmethod
     def _ties(row, address):
         address = _plain(address)

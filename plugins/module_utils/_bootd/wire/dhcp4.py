@@ -48,6 +48,7 @@ OPT_TFTP_SERVER_NAME = 66
 OPT_BOOT_FILE = 67
 OPT_VENDOR_SPECIFIC = 43
 OPT_USER_CLASS = 77
+OPT_RELAY_AGENT_INFO = 82
 OPT_CLIENT_ARCH = 93
 OPT_CLIENT_UUID = 97
 OPT_IPXE_ENCAPSULATED = 175
@@ -189,6 +190,26 @@ def client_addresses(request: Request) -> List[str]:
     return [address for address in dict.fromkeys(found) if address not in (ANY_ADDRESS, LIMITED_BROADCAST)]
 
 
+def relay_agent_info(request: Request) -> Optional[bytes]:
+    """Option 82 as the relay of a relayed ``request`` added it, or None (not relayed, none added, or too long to echo)."""
+    value = request.options.get(OPT_RELAY_AGENT_INFO)
+    if request.giaddr == ANY_ADDRESS or value is None or len(value) > 255:
+        return None
+    return value
+
+
+def circuit_id(request: Request) -> Optional[str]:
+    """Sub-option 1 of a relayed request's option 82, the relay's name for the port the request came in on, printable."""
+    value = relay_agent_info(request) or b""
+    position = 0
+    while position + 2 <= len(value):
+        code, length = value[position], value[position + 1]
+        if code == 1:
+            return value[position + 2:position + 2 + length].decode("ascii", "backslashreplace")
+        position += 2 + length
+    return None
+
+
 def expects_answer(request: Request, server_ip: str) -> bool:
     """Whether a ProxyDHCP server at ``server_ip`` answers ``request`` at all (given a PXE client)."""
     if request.local_port == PXE_PORT:
@@ -254,6 +275,11 @@ def build_reply(request: Request, spec: BootSpec, server: ServerAddress) -> Repl
         options.append((OPT_CLIENT_UUID, uuid))
     if _is_ipxe(request.options):
         options.append((OPT_IPXE_ENCAPSULATED, _IPXE_NO_PXEDHCP))
+    agent_info = relay_agent_info(request)
+    if agent_info is not None:
+        # RFC 3046 2.2: a server echoes the relay's option 82 in every reply; relays that check it (ISC dhcrelay -a,
+        # switches with "information check") drop a reply whose option 82 is not what they sent.
+        options.append((OPT_RELAY_AGENT_INFO, agent_info))
     options.append("end")
     packet = BOOTP(
         op=BOOTREPLY,

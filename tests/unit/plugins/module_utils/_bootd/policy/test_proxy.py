@@ -195,6 +195,39 @@ def test_reply_destination(flags, ciaddr, giaddr, expected, route):
     assert bootp.yiaddr == "0.0.0.0"
 
 
+# ISC dhcrelay -a's option 82: circuit id (1) "down0", then a remote id (2), as a switch adds one.
+RELAY_AGENT_INFO = b"\x01\x05down0\x02\x04rack"
+
+
+def test_relayed_reply_echoes_option_82_and_the_event_names_the_relay_and_its_port():
+    payload = request_bytes(options=VENDOR_PXE_ROM + [(82, RELAY_AGENT_INFO)], giaddr="10.213.1.1")
+    outcome = PROXY4.handle(payload, ("10.213.0.254", 67), 67)
+    assert outcome.reply.destination == ("10.213.1.1", 67)
+    echoed = [option for option in BOOTP(outcome.reply.payload)[DHCP].options if option[0] in (82, "relay_agent_information")]
+    assert echoed == [(echoed[0][0], RELAY_AGENT_INFO)], BOOTP(outcome.reply.payload)[DHCP].options
+    assert (outcome.fields["relay"], outcome.fields["circuit_id"]) == ("10.213.1.1", "down0")
+
+
+@pytest.mark.parametrize("giaddr, options", [
+    pytest.param("0.0.0.0", [(82, RELAY_AGENT_INFO)], id="not-relayed: a client's own option 82 is not echoed"),
+    pytest.param("10.213.1.1", [], id="relayed-without-option-82"),
+])
+def test_option_82_is_echoed_only_as_a_relay_added_it(giaddr, options):
+    outcome = PROXY4.handle(request_bytes(options=VENDOR_PXE_ROM + options, giaddr=giaddr), ("10.213.0.254", 67), 67)
+    assert not [option for option in BOOTP(outcome.reply.payload)[DHCP].options if option[0] in (82, "relay_agent_information")]
+    assert "circuit_id" not in outcome.fields
+
+
+@pytest.mark.parametrize("value, expected", [
+    pytest.param(b"\x02\x04rack\x01\x03p\xff7", "p\\xff7", id="after-another-sub-option-unprintable-escaped"),
+    pytest.param(b"\x02\x04rack", None, id="no-circuit-id"),
+    pytest.param(b"\x01\x09short", "short", id="truncated-length"),
+])
+def test_circuit_id(value, expected):
+    request = dhcp4.parse(request_bytes(options=VENDOR_PXE_ROM + [(82, value)], giaddr="10.213.1.1"), ("10.213.0.254", 67), 67)
+    assert dhcp4.circuit_id(request) == expected
+
+
 # --- DHCPv4 silence--------------------------------------------------------------------------------
 
 

@@ -155,3 +155,13 @@ def test_a_second_claim_after_a_phone_home_from_another_address_is_a_conflict(ta
     with pytest.raises(TokenConflict):
         table.claim(token, [MAC], STRANGER)
     assert table.entry(MAC)["conflict"]
+
+
+def test_mac_at_names_the_one_host_whose_dhcp_used_an_address(table):
+    # How TFTP names a client behind a relay, whose MAC the ARP cache does not hold.
+    table.note_boot_address(MAC, LEASE)
+    table.note_boot_address("52:54:00:ff:ff:ff", STRANGER)
+    assert table.mac_at(LEASE) == MAC and table.mac_at(STRANGER) is None
+    # Two hosts claiming one address: neither is named.
+    table.note_boot_address(OTHER, LEASE)
+    assert table.mac_at(LEASE) is None
