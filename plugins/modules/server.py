@@ -214,8 +214,8 @@ def _server_code():
     """
     from ansible_collections.nixie.provision.plugins.module_utils._bootd import server  # pylint: disable=import-outside-toplevel
     from ansible_collections.nixie.provision.plugins.module_utils._bootd.io import http, tftp  # pylint: disable=import-outside-toplevel
-    from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire import dhcp4  # pylint: disable=import-outside-toplevel
-    for name, error in (("scapy", dhcp4.SCAPY_IMPORT_ERROR), ("aiohttp", http.AIOHTTP_IMPORT_ERROR), ("tftpy", tftp.TFTPY_IMPORT_ERROR)):
+    from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire import dhcp6  # pylint: disable=import-outside-toplevel
+    for name, error in (("scapy", dhcp6.SCAPY_IMPORT_ERROR), ("aiohttp", http.AIOHTTP_IMPORT_ERROR), ("tftpy", tftp.TFTPY_IMPORT_ERROR)):
         require_library(name, error)
     return server
 
