@@ -16,7 +16,10 @@ from nixielab import LabNetwork
 
 SERVER_IP = "10.213.0.1"
 HTTP_PORT = 8080
-CLIENT_BASE = 50  # client namespaces get 10.213.0.50 and up (at most 150 of them); labs with clients run no site DHCP
+# Client namespaces get 10.213.0.3 and up (.1 is the server, .2 the bridge): room for P5's 250 machines. The parts that
+# also take source addresses (SOURCE_BASE and up) have one client, so the two ranges never meet in one lab. Labs with
+# clients run no site DHCP.
+CLIENT_BASE = 3
 # A client's further source addresses, 10.213.0.201 and up: parallel downloads come from as many addresses, as a
 # fleet's machines do, rather than from one address that the server's per-client caps would hold back.
 SOURCE_BASE = 201

@@ -1,4 +1,3 @@
-#!/usr/bin/python
 # Copyright: Nixie developers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
@@ -32,6 +31,7 @@ description:
     does not fail the install.
   - Runs under a deadline (nixos-anywhere waits in unbounded loops) and stops nixos-anywhere's whole process group
     when it expires. Its output goes to C(<run_dir>/<name>/install.log); a failure reports the log's path and last lines.
+  - Runs on the controller (it is an action plugin); it does not connect to the host.
 requirements:
   - nixos-anywhere
   - ssh-keygen and ssh-keyscan (OpenSSH)
@@ -183,85 +183,3 @@ seconds:
   type: float
   sample: 74.2
 """
-
-import os
-
-from ansible.module_utils.basic import AnsibleModule
-
-from ansible_collections.nixie.provision.plugins.module_utils import _install
-from ansible_collections.nixie.provision.plugins.module_utils._bootclient import connect
-from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract
-from ansible_collections.nixie.provision.plugins.module_utils._disks import check_disks
-from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
-from ansible_collections.nixie.provision.plugins.module_utils._hosts import host_name
-from ansible_collections.nixie.provision.plugins.module_utils._mac import normalize_mac
-from ansible_collections.nixie.provision.plugins.module_utils._rundir import make_run_dir
-
-
-def main():
-    module = AnsibleModule(
-        argument_spec=dict(
-            name=dict(type="str", required=True),
-            mac=dict(type="str"),
-            server_url=dict(type="str"),
-            server_secret=dict(type="str", no_log=True),
-            flake=dict(type="str"),
-            flake_attr=dict(type="str"),
-            toplevel=dict(type="str"),
-            disko_script=dict(type="str"),
-            disk_devices=dict(type="dict"),
-            target=dict(type="str", required=True),
-            ssh_private_key=dict(type="path", required=True, no_log=False),
-            agent_report=dict(type="dict", required=True),
-            disks_may_be_wiped=dict(type="bool", default=False),
-            run_dir=dict(type="path", required=True),
-            substitute_on_destination=dict(type="bool", default=False),
-            extra_args=dict(type="list", elements="str", default=[]),
-            nixos_anywhere=dict(type="str", default="nixos-anywhere"),
-            timeout=dict(type="int", default=3600),
-        ),
-        required_together=[("toplevel", "disko_script")],
-        required_one_of=[("flake", "toplevel")],
-        supports_check_mode=True,
-    )
-    params = module.params
-    try:
-        host_name(params["name"])
-    except ValueError as exc:
-        module.fail_json(msg="name: %s" % exc)
-    if params["timeout"] < 1:
-        module.fail_json(msg="timeout: must be at least 1 second, got %d" % params["timeout"])
-    extra_files = contract.host_file(params["run_dir"], params["name"], contract.HOST_EXTRA_FILES)
-    log = contract.host_file(params["run_dir"], params["name"], contract.HOST_INSTALL_LOG)
-    report = params["agent_report"]
-    try:
-        mac = normalize_mac(params["mac"]) if params["mac"] else None
-    except ValueError as exc:
-        module.fail_json(msg="mac: %s" % exc)
-    try:
-        check_disks(params["name"], report.get("disks"), params["disks_may_be_wiped"], params["disk_devices"])
-        store_paths = (params["disko_script"], params["toplevel"]) if params["toplevel"] else None
-        flake = None if store_paths else "%s#%s" % (params["flake"], params["flake_attr"] or params["name"])
-        command = _install.nixos_anywhere_command(
-            params["nixos_anywhere"], params["name"], params["target"], params["ssh_private_key"], extra_files,
-            params["substitute_on_destination"], params["extra_args"], store_paths=store_paths, flake=flake,
-        )
-        if module.check_mode:
-            module.exit_json(changed=True, command=command, log=log)
-        make_run_dir(os.path.dirname(log))
-        host_key = _install.ensure_host_key(extra_files, params["name"])
-        known_hosts = _install.pin_host_key(contract.host_file(params["run_dir"], params["name"], contract.HOST_KNOWN_HOSTS),
-                                            params["name"], host_key)
-        _install.verify_host_key(params["target"], report.get("ssh_host_keys") or [])
-        client = connect(params["server_url"], params["run_dir"], params["server_secret"]) if mac else None
-        phases = _install.PhaseReporter(client, mac)
-        with _install.known_installed(client, mac) as told, phases.reporting():
-            seconds = _install.run_logged(command, log, params["timeout"], on_phase=phases)
-    except NixieError as exc:
-        module.fail_json(msg=str(exc), **dict({"log": log}, **exc.details))
-    module.exit_json(changed=True, command=command, log=log, host_key=host_key, known_hosts=known_hosts, boot_server_told=told,
-                     seconds=round(seconds, 1))
-
-
-if __name__ == "__main__":
-    main()

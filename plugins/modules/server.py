@@ -22,7 +22,6 @@ description:
     URLs. A server answers one address family, so on a dual-stack network every host boots over the family chosen.
   - Needs root, or the capabilities C(CAP_NET_BIND_SERVICE) and C(CAP_NET_RAW); the module fails saying so otherwise.
 requirements:
-  - scapy (ProxyDHCP and proxy DHCPv6)
   - aiohttp (HTTP)
   - tftpy (TFTP)
   - Linux, root or the capabilities C(CAP_NET_BIND_SERVICE) and C(CAP_NET_RAW) (not needed to bind when the sysctl
@@ -218,13 +217,12 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.token
 def _server_code():
     """The boot server's own code, loaded only to start it; raises MissingLibrary naming the first library it lacks.
 
-    Loading scapy, aiohttp and tftpy takes about a second here, which a status or stop call (the install role makes
+    Loading aiohttp and tftpy takes about half a second here, which a status or stop call (the install role makes
     one per host) need not pay. The daemon is a fork of this process, so everything is loaded before it starts.
     """
     from ansible_collections.nixie.provision.plugins.module_utils._bootd import server  # pylint: disable=import-outside-toplevel
     from ansible_collections.nixie.provision.plugins.module_utils._bootd.io import http, tftp  # pylint: disable=import-outside-toplevel
-    from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire import dhcp4  # pylint: disable=import-outside-toplevel
-    for name, error in (("scapy", dhcp4.SCAPY_IMPORT_ERROR), ("aiohttp", http.AIOHTTP_IMPORT_ERROR), ("tftpy", tftp.TFTPY_IMPORT_ERROR)):
+    for name, error in (("aiohttp", http.AIOHTTP_IMPORT_ERROR), ("tftpy", tftp.TFTPY_IMPORT_ERROR)):
         require_library(name, error)
     return server
 

@@ -25,6 +25,7 @@ from scapy.utils import rdpcap
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import (
     DHCP_CLIENT_PORT, DHCP_SERVER_PORT, PXE_PORT, STEP_DHCP_ACK, STEP_DHCP_IGNORED, STEP_DHCP_OFFER,
 )
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire.bootp import BOOTREPLY
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire import dhcp4
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.booter import Booter
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.table import HostTable
@@ -75,7 +76,7 @@ class Wire:
                 continue
             frame = Ether(data)
             if UDP in frame and frame[UDP].sport == DHCP_SERVER_PORT and BOOTP in frame:
-                if frame[BOOTP].op == dhcp4.BOOTREPLY and frame[BOOTP].chaddr[:6] == chaddr:
+                if frame[BOOTP].op == BOOTREPLY and frame[BOOTP].chaddr[:6] == chaddr:
                     found.append(frame)
         return found
 

@@ -26,14 +26,24 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd.model impor
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.booter import Booter
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.proxy import Dhcp4Proxy
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire import dhcp4
-from ansible_collections.nixie.provision.plugins.module_utils._errors import require_library
 from ansible_collections.nixie.provision.plugins.module_utils._netif import on_link_networks
+
+
+# A rack powering on sends thousands of DISCOVERs within a second. The default buffer (about 200 KiB, some 250
+# requests) overflows whenever the loop is busy elsewhere for a few tens of milliseconds; this one holds over a
+# second of such a burst. Root may exceed net.core.rmem_max (SO_RCVBUFFORCE); anyone else gets up to it.
+RECEIVE_BUFFER = 4 << 20
+SO_RCVBUFFORCE = getattr(socket, "SO_RCVBUFFORCE", 33)
 
 
 def _allow_broadcast(sock: socket.socket) -> None:
     # Port 67 is bound to 0.0.0.0 because clients without an address broadcast to it, and we answer them
     # by broadcast when they cannot take unicast yet.
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, RECEIVE_BUFFER)
+    except PermissionError:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
 
 
 ETH_P_IP = 0x0800
@@ -107,7 +117,6 @@ async def start_proxydhcp(interface: str, booter: Booter, on_event: OnEvent) -> 
     an address of ``interface``). ``on_event(mac, step, **fields)`` is called for every offer, ack and
     ignored PXE request (``contract.STEP_DHCP_*``). Raises PortBindError when either port cannot be opened.
     """
-    require_library("scapy", dhcp4.SCAPY_IMPORT_ERROR)
     openers = [
         (DHCP_SERVER_PORT, lambda: bound_udp_socket(socket.AF_INET, DHCP_SERVER_PORT, dhcp4.ANY_ADDRESS, interface, _allow_broadcast)),
         (PXE_PORT, lambda: bound_udp_socket(socket.AF_INET, PXE_PORT, booter.server.ip, interface, _allow_broadcast)),

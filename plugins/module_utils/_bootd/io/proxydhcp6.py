@@ -18,7 +18,6 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.udp impo
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.booter import Booter
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.proxy import ClientMemo, Dhcp6Proxy
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire import dhcp6
-from ansible_collections.nixie.provision.plugins.module_utils._errors import require_library
 
 
 def _v6_only(sock: socket.socket) -> None:
@@ -44,7 +43,6 @@ async def start_proxydhcp6(interface: str, booter: Booter, on_event: OnEvent, bo
     ``on_event(mac, step, **fields)`` is called for every answer and every ignored boot request.
     Raises PortBindError when a port cannot be opened.
     """
-    require_library("scapy", dhcp6.SCAPY_IMPORT_ERROR)
     proxy = Dhcp6Proxy(booter, dhcp6.server_duid(interface_mac(interface)), memo, dict(boot_file_sizes))
     openers = [
         (DHCP6_SERVER_PORT, lambda: bound_udp_socket(socket.AF_INET6, DHCP6_SERVER_PORT, "::", interface, _joining_servers_group(interface))),

@@ -71,6 +71,10 @@ class Booter:
         """The Host with this normalised MAC, or None."""
         return self._table.get(mac)
 
+    def host_count(self) -> int:
+        """How many hosts the run lists."""
+        return len(self._table.macs())
+
     def note_boot_address(self, mac: str, address: str) -> None:
         """The DHCP exchange of the boot client ``mac`` used ``address``: its script may be asked from there."""
         self._table.note_boot_address(mac, address)

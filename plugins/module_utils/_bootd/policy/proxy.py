@@ -61,8 +61,10 @@ class _Proxy(abc.ABC):
     def __init__(self, booter: Booter, answers: Optional[Budget] = None) -> None:
         """``answers`` budgets the answers per MAC (default DHCP_ANSWERS_PER_MAC in DHCP_ANSWER_INTERVAL)."""
         self.booter = booter
-        # Keyed by listed MACs only (nothing else gets this far) and a few ways of reply: as small as the run.
-        self._answers = answers or Budget(DHCP_ANSWERS_PER_MAC, DHCP_ANSWER_INTERVAL)
+        # Keyed by listed MACs only (nothing else gets this far) and a few ways of reply: as small as the run, and
+        # room for all of it. Past its bound a Budget counts new keys under one shared key, which would leave a
+        # rack of more hosts than the bound sharing 24 answers.
+        self._answers = answers or Budget(DHCP_ANSWERS_PER_MAC, DHCP_ANSWER_INTERVAL, max_keys=max(1, booter.host_count() * len(dhcp4.ROUTES)))
 
     def handle(self, data: bytes, source: Optional[Tuple], local_port: int) -> Optional[Outcome]:
         """Run the pipeline on one datagram from ``source`` to ``local_port``; return an Outcome, or None."""

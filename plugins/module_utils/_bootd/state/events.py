@@ -28,6 +28,8 @@ EVENT_BURST = 20
 EVENT_INTERVAL = 10.0
 # What the events of unknown MACs are counted under, all together: a flood of random MACs is one sender.
 UNKNOWN_MACS = "unknown MACs"
+# Senders outside the run kept apart (clients known by address); more share one count.
+STRANGER_KEYS = 1024
 
 
 def read_events(run_dir: str) -> List[Dict[str, Any]]:
@@ -53,7 +55,9 @@ class EventLog:
         self.path = contract.run_file(run_dir, contract.EVENTS_FILE)
         self._table = table
         self._clock = clock
-        self._budget = budget or Budget(EVENT_BURST, EVENT_INTERVAL)
+        # Room for every step of every host of the run on top of the bound strangers get: past its bound a Budget
+        # counts new keys under one shared key, and a rack's hosts beyond it would lose their progress to it.
+        self._budget = budget or Budget(EVENT_BURST, EVENT_INTERVAL, max_keys=STRANGER_KEYS + len(table.macs()) * len(contract.STEPS))
         self._lock = threading.Lock()
         self._listeners: List[Callable[[Dict[str, Any]], None]] = []
         # Line-buffered append: each event reaches the file as a whole line even if the server dies

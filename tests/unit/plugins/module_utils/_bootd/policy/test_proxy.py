@@ -18,6 +18,7 @@ from scapy.layers.dhcp6 import (DHCP6, DHCP6_Advertise, DHCP6_InfoRequest, DHCP6
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import (
     DHCP6_CLIENT_PORT, DHCP6_SERVER_PORT, DHCP_CLIENT_PORT, DHCP_SERVER_PORT, PXE_PORT, STEP_DHCP_ACK, STEP_DHCP_IGNORED, STEP_DHCP_OFFER,
 )
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire.bootp import BOOTREPLY
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire import dhcp4, dhcp6
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.booter import Booter
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.table import HostTable
@@ -79,7 +80,7 @@ def test_proxy_offer_for_captured_discover(capture, number, boot_file, vendor_cl
     assert outcome.fields["boot_file"] == boot_file
 
     bootp, options = scapy_options(outcome.reply.payload)
-    assert bootp.op == dhcp4.BOOTREPLY
+    assert bootp.op == BOOTREPLY
     assert bootp.xid == request.xid
     assert bootp.chaddr == request.chaddr
     assert bootp.flags == request.flags
@@ -250,6 +251,15 @@ def test_a_flood_spoofing_a_listed_mac_draws_a_bounded_number_of_answers():
     assert proxy.handle(request_bytes(mac=HOSTS[1].mac, options=VENDOR_PXE_ROM), ("0.0.0.0", 68), 67).reply is not None
     now[0] += DHCP_ANSWER_INTERVAL
     assert proxy.handle(discover, ("0.0.0.0", 68), 67).reply is not None
+
+
+def test_every_host_of_a_rack_larger_than_a_budgets_default_bound_is_answered():
+    # A 3,000-host run powering on at once: each DISCOVER is its MAC's first. Past the Budget's default bound of
+    # 1,024 keys these used to share one key and its 24 answers.
+    macs = ["02:bd:00:00:%02x:%02x" % (index >> 8, index & 0xFF) for index in range(3000)]
+    proxy = Dhcp4Proxy(Booter(HostTable([Host("m%d" % index, mac) for index, mac in enumerate(macs)]), SERVER, ("undionly.kpxe",)))
+    answered = [mac for mac in macs if proxy.handle(request_bytes(mac=mac, options=VENDOR_PXE_ROM), ("0.0.0.0", 68), 67).reply is not None]
+    assert answered == macs
 
 
 def test_spoofed_unicast_and_relayed_requests_leave_the_broadcast_exchange_of_the_mac_its_own_budget():

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import DHCP_CLIENT_PORT, DHCP_SERVER_PORT, PXE_PORT
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire.bootp import BOOTREPLY, MAGIC_COOKIE
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire import dhcp4
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.booter import Booter
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.table import HostTable
@@ -66,8 +67,8 @@ def check(data, source, local_port):
         return path
     reply = outcome.reply.payload
     # op BOOTREPLY, the client's xid, yiaddr 0.0.0.0, the magic cookie, at least the BOOTP minimum.
-    assert reply[0] == dhcp4.BOOTREPLY and reply[4:8] == data[4:8] and reply[16:20] == bytes(4), reply
-    assert reply[236:240] == dhcp4.MAGIC_COOKIE and len(reply) >= 300
+    assert reply[0] == BOOTREPLY and reply[4:8] == data[4:8] and reply[16:20] == bytes(4), reply
+    assert reply[236:240] == MAGIC_COOKIE and len(reply) >= 300
     assert outcome.mac == request.mac
     return path
 

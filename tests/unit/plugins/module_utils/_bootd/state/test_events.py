@@ -155,6 +155,15 @@ def test_a_flood_of_unknown_macs_leaves_a_few_lines_and_one_count(tmp_path):
     assert set(table.snapshot()) == {MAC} and table.entry(MAC)["last_event"]["step"] == "script"
 
 
+def test_every_host_of_a_rack_larger_than_the_strangers_bound_keeps_its_own_progress(tmp_path):
+    macs = ["02:bd:00:00:%02x:%02x" % (index >> 8, index & 0xFF) for index in range(3000)]
+    log, table = event_log(tmp_path, *(Host("m%d" % index, mac) for index, mac in enumerate(macs)))
+    for step in ("dhcp_offer", "tftp_done"):
+        assert all(log.record(mac, step) is not None for mac in macs)
+    log.close()
+    assert {mac for mac, entry in table.snapshot().items() if entry["last_event"]["step"] == "tftp_done"} == set(macs)
+
+
 def test_a_host_past_its_budget_is_counted_under_its_mac_and_clients_by_address(tmp_path):
     clock = Clock()
     log, dummy = event_log(tmp_path, Host("nixie-01", MAC), budget=Budget(3, 10.0, clock=clock))

@@ -12,6 +12,7 @@ import pytest
 from scapy.layers.dhcp import BOOTP, DHCP, DHCPRevOptions
 
 from ansible_collections.nixie.provision.plugins.module_utils._errors import MalformedPacket
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire.bootp import BOOTREPLY
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.wire import dhcp4
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import HTTP_CLIENT, PXE_CLIENT, Firmware
 from dhcp_packets import UUID_OPTION, VENDOR_PXE_ROM, captured, dhcp_payloads, request_bytes
@@ -68,7 +69,7 @@ def test_every_captured_request_is_parsed_and_classified(capture):
         request = dhcp4.parse(payload)
         if request is None:
             # dnsmasq's OFFER/ACK in the answered captures: BOOTREPLY, nothing for a server.
-            assert payload[0] == dhcp4.BOOTREPLY, number
+            assert payload[0] == BOOTREPLY, number
             continue
         assert request.mac == mac
         assert request.chaddr[:6] == bytes.fromhex(mac.replace(":", ""))
