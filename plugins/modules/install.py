@@ -20,8 +20,12 @@ description:
     filesystems, unless O(disks_may_be_wiped) is true. Disks the layout does not name may hold anything.
   - Hands nixos-anywhere the host's O(name) as its target, with C(--ssh-option HostName=<target>), so that no tool it
     runs has to parse an IPv6 or scoped link-local address.
-  - Checks right before starting that the SSH host key at O(target) is one the machine's agent reported
-    (nixos-anywhere itself disables host key checking), and fails on a mismatch.
+  - Checks right before starting that the SSH host key at O(target) is one the machine's agent reported, and fails on
+    a mismatch.
+  - nixos-anywhere turns host key checking off ahead of any C(--ssh-option), and ssh keeps the first value of an
+    option; so it runs with an C(ssh) first on its C(PATH) (C(<run_dir>/<name>/installer-ssh/ssh)) that puts
+    C(StrictHostKeyChecking=yes), C(HostKeyAlias=<name>) and C(UserKnownHostsFile=<run_dir>/<name>/installer_known_hosts)
+    (the agent's reported keys) first. Each of its connections then refuses a machine that took the address over.
   - Generates the installed system's SSH host key (kept in O(run_dir)) and passes it with C(--extra-files), so the
     new system's key is known before it boots; returns it, and a C(known_hosts) file that pins it under O(name).
   - With O(mac), tells the run's boot server (O(server_url), or the one running on this machine for O(run_dir))
@@ -253,10 +257,14 @@ def main():
         known_hosts = _install.pin_host_key(contract.host_file(params["run_dir"], params["name"], contract.HOST_KNOWN_HOSTS),
                                             params["name"], host_key)
         _install.verify_host_key(params["target"], report.get("ssh_host_keys") or [])
+        installer_known_hosts = _install.pin_host_keys(
+            contract.host_file(params["run_dir"], params["name"], contract.HOST_INSTALLER_KNOWN_HOSTS), params["name"], report["ssh_host_keys"])
+        ssh_directory = _install.pinning_ssh(contract.host_file(params["run_dir"], params["name"], contract.HOST_INSTALLER_SSH), params["name"],
+                                             installer_known_hosts)
         client = connect(params["server_url"], params["run_dir"], params["server_secret"]) if mac else None
         phases = _install.PhaseReporter(client, mac)
         with _install.known_installed(client, mac) as told, phases.reporting():
-            seconds = _install.run_logged(command, log, params["timeout"], on_phase=phases)
+            seconds = _install.run_logged(command, log, params["timeout"], on_phase=phases, env=_install.pinned_environment(ssh_directory))
     except NixieError as exc:
         module.fail_json(msg=str(exc), **dict({"log": log}, **exc.details))
     module.exit_json(changed=True, command=command, log=log, host_key=host_key, known_hosts=known_hosts, boot_server_told=told,

@@ -52,6 +52,10 @@ def test_provision_three_machines_end_to_end(lab, installer, tmp_path):
     for record, host in zip(records, run.stand_in_hosts()):
         machine = {"nixie-01": bios, "nixie-02": uefi}[host]
         assert record["argv"][1:] == run.stand_in_command(host, leases[machine.mac])
+        # Its connections went through the ssh that trusts only the keys the agent reported, under the host's name.
+        assert record["ssh"] == run.pinning_ssh(host), record
+        assert (run.run_dir / host / "installer_known_hosts").read_text().split("\n")[:-1] == [
+            "%s %s" % (host, key) for key in run.facts(host)["nixie_agent"]["ssh_host_keys"]]
     # Every netbooted host's system came out of the one build, logged in the run directory.
     build_log = (run.run_dir / "systems-build.log").read_text()
     assert build_log.splitlines()[0].endswith("nix build of 6 derivations for nixie-01, nixie-02, nixie-03"), build_log[:500]

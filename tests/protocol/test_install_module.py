@@ -13,6 +13,8 @@ from dhcp_packets import hear_lease
 from nixielab.ansiblerun import run_module
 from nixielab.net import LabNetwork
 
+from ansible_collections.nixie.provision.plugins.module_utils._install import pin_host_keys, pinning_ssh
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
 
 TARGET = "10.213.0.77"
@@ -187,6 +189,60 @@ def test_malformed_reports_and_options_are_refused_before_anything_runs(net, tar
     assert result["failed"] and message in result["msg"], result
     assert "Traceback" not in result.get("module_stderr", "")
     assert not stand_in.exists() and not (tmp_path / "etc").exists()
+
+
+# Connects as nixos-anywhere does: its own options first, host key checking off, then each --ssh-option; records the ssh
+# it found and what ssh said (no key of the test is authorized: "Permission denied" means the host key was accepted).
+CONNECTING_STAND_IN = """#!/bin/sh
+options="-o IdentitiesOnly=yes -o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no -o BatchMode=yes -o ConnectTimeout=5"
+while [ $# -gt 0 ]; do
+  case $1 in
+    --ssh-option) options="$options -o $2"; shift 2 ;;
+    --target-host) target=$2; shift 2 ;;
+    *) shift ;;
+  esac
+done
+command -v ssh > "$NIXIE_TEST_RECORD"
+ssh $options "$target" true 2>> "$NIXIE_TEST_RECORD" || true
+"""
+
+
+def _link_local(net):
+    """The target's scoped link-local address as the controller reaches it (fe80::...%<controller's interface>)."""
+    for dummy in range(50):
+        shown = next(client for client in net.clients if client.name == "inst").run(["ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "link"], capture_output=True, text=True).stdout
+        if shown and "tentative" not in shown:
+            return "%s%%%s" % (shown.split()[3].split("/")[0], net.ctl_if)
+        time.sleep(0.1)
+    raise AssertionError("the target has no link-local address")
+
+
+@pytest.mark.parametrize("scoped", [False, True], ids=["ipv4", "scoped-link-local"])
+def test_nixos_anywhere_reaches_the_alias_through_the_pinning_ssh(net, target, stand_in, tmp_path, scoped):
+    stand_in.parent.joinpath("bin", "nixos-anywhere").write_text(CONNECTING_STAND_IN)
+    address = _link_local(net) if scoped else TARGET
+    result = run_module("nixie.provision.install", install_args(tmp_path, [target], target=address), netns=net.ctl_ns)
+    assert not result["failed"], result
+    # ssh expands %-tokens in HostName: a zone's % goes doubled.
+    assert result["command"][3:7] == ["--target-host", "root@nixie-01", "--ssh-option", "HostName=" + address.replace("%", "%%")]
+    host_dir = tmp_path / "run" / "nixie-01"
+    ssh, said = stand_in.read_text().split("\n", 1)
+    assert ssh == str(host_dir / "installer-ssh" / "ssh")
+    assert "Permission denied" in said and "verification failed" not in said, said
+    assert (host_dir / "installer_known_hosts").read_text() == "nixie-01 %s\n" % target
+
+
+def test_the_pinning_ssh_refuses_another_key_though_nixos_anywhere_turns_checking_off(net, target, tmp_path):
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
+    for keys, refused in (([(tmp_path / "other.pub").read_text().strip()], True), ([target], False)):
+        known_hosts = pin_host_keys(str(tmp_path / "known_hosts"), "nixie-01", keys)
+        ssh = os.path.join(pinning_ssh(str(tmp_path / "ssh"), "nixie-01", known_hosts), "ssh")
+        said = net.run_ctl([ssh, "-o", "UserKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "BatchMode=yes", "-o",
+                            "HostName=" + TARGET, "root@nixie-01", "true"], capture_output=True, text=True, timeout=30).stderr
+        if refused:
+            assert "Host key verification failed" in said, said
+        else:
+            assert "Permission denied" in said and "verification failed" not in said, said
 
 
 def test_another_host_key_at_the_address_is_refused(net, target, stand_in, tmp_path):

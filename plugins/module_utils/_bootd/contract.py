@@ -143,6 +143,11 @@ SYSTEMS_LOG_FILE = "systems-build.log"
 HOST_INSTALL_LOG = "install.log"
 HOST_EXTRA_FILES = "extra-files"
 HOST_KNOWN_HOSTS = "known_hosts"
+# The installer's host keys (its agent's report) under the host's name, and the ssh that nixos-anywhere runs with them.
+HOST_INSTALLER_KNOWN_HOSTS = "installer_known_hosts"
+HOST_INSTALLER_SSH = "installer-ssh"
+# The machine's hardware as its agent reported it (the nixie_hardware facts).
+HOST_HARDWARE = "hardware.json"
 # What the provision role leaves in the run directory at the end of a run: the status table frozen, per host timeline.
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
