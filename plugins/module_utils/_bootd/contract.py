@@ -125,8 +125,13 @@ CONTROLLER_SECRET_HEADER = "X-Nixie-Controller-Secret"
 # The installer's kernel command line: where its agent phones home, and with which token.
 KERNEL_PARAM_API = "nixie.api"
 KERNEL_PARAM_TOKEN = "nixie.token"
-REPORT_FIELDS = ("macs", "ip", "ssh_host_keys", "disks", "os_release")
-DISK_FIELDS = ("name", "size_bytes", "model", "has_partitions", "has_filesystem", "by_id", "by_path")
+REPORT_FIELDS = ("macs", "ip", "ssh_host_keys", "disks", "os_release", "hardware")
+DISK_FIELDS = ("name", "size_bytes", "model", "has_partitions", "has_filesystem", "by_id", "by_path", "serial", "wwn", "rotational")
+# The report's "hardware": {"cpu": CPU_FIELDS, "memory_bytes", "dmi": DMI_FIELDS, "nics": [NIC_FIELDS]}; null where unknown.
+HARDWARE_FIELDS = ("cpu", "memory_bytes", "dmi", "nics")
+CPU_FIELDS = ("model", "cores", "threads")
+DMI_FIELDS = ("vendor", "product", "serial")
+NIC_FIELDS = ("name", "mac", "link", "speed_mbps", "driver")
 ANSWER_FIELD = "authorized_keys"
 
 # The run directory: the boot server's files, the installer build's, and one directory per host.
