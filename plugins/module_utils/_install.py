@@ -35,6 +35,9 @@ PHASE_MARKERS = (("### Formatting hard drive with disko", "disko"), ("### Instal
                  ("### Waiting for the machine to become unreachable due to reboot", "reboot"))
 # How often the log is read for a new phase while nixos-anywhere runs.
 PHASE_POLL_SECONDS = 0.5
+# nixos-anywhere's --generate-hardware-config backends that Nixie passes on (nixos-generate-config's output needs the
+# machine's filesystems, which disko has not made yet when nixos-anywhere runs it).
+HARDWARE_CONFIG_BACKENDS = ("nixos-facter",)
 _NOT_TEXT = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
 
 
@@ -136,17 +139,40 @@ def ssh_literal(value: str) -> str:
     return value.replace("%", "%%")
 
 
+def hardware_config(name: str, backend: Optional[str], path: Optional[str]) -> Optional[List[str]]:
+    """nixos-anywhere's ``--generate-hardware-config`` arguments for host ``name``, or None without ``backend``.
+
+    Raises InstallError naming the host and the field for a backend other than nixos-facter, or one without a path.
+    """
+    if backend is None:
+        return None
+    if backend not in HARDWARE_CONFIG_BACKENDS:
+        raise InstallError("%s: generate_hardware_config must be one of %s, not %r" % (name, ", ".join(HARDWARE_CONFIG_BACKENDS), backend))
+    if not path:
+        raise InstallError("%s: hardware_config_path: needed with generate_hardware_config %s" % (name, backend))
+    return ["--generate-hardware-config", backend, path]
+
+
 def nixos_anywhere_command(executable: str, name: str, address: str, private_key: str, extra_files: str, substitute_on_destination: bool,
-                           extra_args: Iterable[str], store_paths: Optional[Sequence[str]] = None, flake: Optional[str] = None) -> List[str]:
+                           extra_args: Iterable[str], store_paths: Optional[Sequence[str]] = None, flake: Optional[str] = None,
+                           generate_hardware_config: Optional[Sequence[str]] = None) -> List[str]:
     """nixos-anywhere's command line for host ``name`` at ``address``.
 
     With ``store_paths`` (the host's built ``diskoScript`` and ``toplevel``), nixos-anywhere copies and runs them
-    and evaluates nothing; ``flake`` (``<flake>#<attribute>``) is for a caller that has not built them.
+    and evaluates nothing; ``flake`` (``<flake>#<attribute>``) is for a caller that has not built them, and for a host
+    whose hardware report nixos-anywhere writes first (``generate_hardware_config``, from ``hardware_config``): the
+    configuration that reads it can only be evaluated after that, so such a host is evaluated and built by
+    nixos-anywhere, whatever was built before.
     The target is the host's name, an alias that ``HostName`` maps to the address: no tool in nixos-anywhere's chain
     (ssh, nix's ssh:// store URLs, rsync) then has to parse an IPv6 literal or a scoped link-local address, and ssh
     alone reads the address, with its zone's % escaped.
     """
-    if store_paths:
+    if generate_hardware_config:
+        if not flake:
+            raise InstallError("%s: flake: needed with generate_hardware_config, since nixos-anywhere evaluates the configuration after "
+                               "writing its hardware report, and built store paths cannot include it" % name)
+        source = ["--flake", flake] + list(generate_hardware_config)
+    elif store_paths:
         source = ["--store-paths"] + list(store_paths)
     elif flake:
         source = ["--flake", flake]

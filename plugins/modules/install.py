@@ -120,6 +120,20 @@ options:
       so a machine needs no internet access.
     type: bool
     default: false
+  generate_hardware_config:
+    description:
+      - V(nixos-facter) has nixos-anywhere run nixos-facter on the machine and write its report to O(hardware_config_path)
+        (C(--generate-hardware-config nixos-facter <path>)) before it evaluates the configuration.
+      - The configuration reads that report, so it cannot be built beforehand; such a host is installed from O(flake),
+        which is then required, and nixos-anywhere evaluates and builds it itself, O(toplevel) and O(disko_script) aside.
+      - Any other value fails, naming the host.
+    type: str
+  hardware_config_path:
+    description:
+      - Where nixos-anywhere writes the report of O(generate_hardware_config); the configuration must read it from there
+        (a file inside the flake, such as C(hosts/<name>/facter.json), for a pure evaluation).
+      - Defaults to C(<run_dir>/<name>/facter.json).
+    type: path
   extra_args:
     description: More arguments for nixos-anywhere, such as V([--build-on, remote]).
     type: list
@@ -221,6 +235,8 @@ def main():
             run_dir=dict(type="path", required=True),
             substitute_on_destination=dict(type="bool", default=False),
             extra_args=dict(type="list", elements="str", default=[]),
+            generate_hardware_config=dict(type="str"),
+            hardware_config_path=dict(type="path"),
             nixos_anywhere=dict(type="str", default="nixos-anywhere"),
             timeout=dict(type="int", default=3600),
         ),
@@ -245,10 +261,13 @@ def main():
     try:
         check_disks(params["name"], report.get("disks"), params["disks_may_be_wiped"], params["disk_devices"])
         store_paths = (params["disko_script"], params["toplevel"]) if params["toplevel"] else None
-        flake = None if store_paths else "%s#%s" % (params["flake"], params["flake_attr"] or params["name"])
+        # Built store paths win over the flake, except for a host whose hardware report nixos-anywhere writes first.
+        flake = params["flake"] and "%s#%s" % (params["flake"], params["flake_attr"] or params["name"])
+        generate = _install.hardware_config(params["name"], params["generate_hardware_config"],
+                                            params["hardware_config_path"] or contract.host_file(params["run_dir"], params["name"], contract.HOST_FACTER))
         command = _install.nixos_anywhere_command(
             params["nixos_anywhere"], params["name"], params["target"], params["ssh_private_key"], extra_files,
-            params["substitute_on_destination"], params["extra_args"], store_paths=store_paths, flake=flake,
+            params["substitute_on_destination"], params["extra_args"], store_paths=store_paths, flake=flake, generate_hardware_config=generate,
         )
         if module.check_mode:
             module.exit_json(changed=True, command=command, log=log)

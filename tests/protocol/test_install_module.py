@@ -114,6 +114,35 @@ def test_built_store_paths_replace_the_flake(net, target, stand_in, tmp_path):
     assert not run_module("nixie.provision.install", without_flake, netns=net.ctl_ns)["failed"]
 
 
+def test_a_host_with_nixos_facter_is_installed_from_the_flake_with_its_report_path(net, target, stand_in, tmp_path):
+    built = {"toplevel": "/nix/store/q1n2aaaa-nixos-system-nixie-01", "disko_script": "/nix/store/mnb4aaaa-disko-format"}
+    result = run_module("nixie.provision.install", install_args(tmp_path, [target], generate_hardware_config="nixos-facter", **built),
+                        netns=net.ctl_ns)
+    assert not result["failed"], result
+    host_dir = tmp_path / "run" / "nixie-01"
+    # The configuration reads the report nixos-anywhere writes first: the flake, not the built store paths.
+    assert stand_in.read_text().splitlines() == [
+        "--flake", "/srv/fleet#nixie-01", "--generate-hardware-config", "nixos-facter", str(host_dir / "facter.json"),
+        "--target-host", "root@nixie-01", "--ssh-option", "HostName=" + TARGET, "-i", "/root/.ssh/deployer",
+        "--phases", "disko,install,reboot", "--extra-files", str(host_dir / "extra-files"), "--no-substitute-on-destination"]
+    elsewhere = run_module("nixie.provision.install", install_args(tmp_path, [target], generate_hardware_config="nixos-facter",
+                                                                   hardware_config_path="/srv/fleet/hosts/nixie-01/facter.json"), netns=net.ctl_ns)
+    assert elsewhere["command"][3:6] == ["--generate-hardware-config", "nixos-facter", "/srv/fleet/hosts/nixie-01/facter.json"], elsewhere
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"generate_hardware_config": "facter"}, "nixie-01: generate_hardware_config must be one of nixos-facter, not 'facter'"),
+    ({"generate_hardware_config": "nixos-generate-config"}, "nixie-01: generate_hardware_config must be one of nixos-facter"),
+    ({"generate_hardware_config": "nixos-facter", "flake": None, "toplevel": "/nix/store/q1n2aaaa-nixos-system-nixie-01",
+      "disko_script": "/nix/store/mnb4aaaa-disko-format"}, "nixie-01: flake: needed with generate_hardware_config"),
+])
+def test_a_bad_hardware_config_request_fails_naming_host_and_field(net, target, stand_in, tmp_path, change, message):
+    args = {key: value for key, value in dict(install_args(tmp_path, [target]), **change).items() if value is not None}
+    result = run_module("nixie.provision.install", args, netns=net.ctl_ns)
+    assert result["failed"] and message in result["msg"], result
+    assert not stand_in.exists()
+
+
 @pytest.mark.parametrize("change, message", [
     ({"toplevel": "/nix/store/q1n2aaaa-nixos-system-nixie-01"}, "parameters are required together: toplevel, disko_script"),
     ({"flake": None}, "one of the following is required: flake, toplevel"),

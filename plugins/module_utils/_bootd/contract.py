@@ -153,6 +153,8 @@ HOST_INSTALLER_KNOWN_HOSTS = "installer_known_hosts"
 HOST_INSTALLER_SSH = "installer-ssh"
 # The machine's hardware as its agent reported it (the nixie_hardware facts).
 HOST_HARDWARE = "hardware.json"
+# nixos-facter's report, where nixos-anywhere writes it for a host with generate_hardware_config (unless told elsewhere).
+HOST_FACTER = "facter.json"
 # What the provision role leaves in the run directory at the end of a run: the status table frozen, per host timeline.
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"
