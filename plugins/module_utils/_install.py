@@ -4,8 +4,8 @@
 
 Before nixos-anywhere may touch the machine: its disks must be blank unless the user allowed wiping them,
 and the SSH host key answering at the target address must be the one the host's agent reported (nixos-anywhere
-itself turns host key checking off; its ssh gets the reported keys pinned, see ``pinning_ssh``). The host's future SSH host key is generated here and handed over with
-``--extra-files``, so the installed system's key is known, and pinned, before it first boots. While
+itself turns host key checking off; its ssh gets the reported keys pinned, see ``pinning_ssh``). The host's future
+SSH host key is generated here and handed over with ``--extra-files``, so the installed system's key is known, and pinned, before it first boots. While
 nixos-anywhere runs, the boot server knows the host as installed: its reboot into the new system must not
 netboot the installer again.
 """

@@ -238,8 +238,9 @@ ssh $options "$target" true 2>> "$NIXIE_TEST_RECORD" || true
 
 def _link_local(net):
     """The target's scoped link-local address as the controller reaches it (fe80::...%<controller's interface>)."""
+    client = next(client for client in net.clients if client.name == "inst")
     for dummy in range(50):
-        shown = next(client for client in net.clients if client.name == "inst").run(["ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "link"], capture_output=True, text=True).stdout
+        shown = client.run(["ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "link"], capture_output=True, text=True).stdout
         if shown and "tentative" not in shown:
             return "%s%%%s" % (shown.split()[3].split("/")[0], net.ctl_if)
         time.sleep(0.1)

@@ -3,8 +3,7 @@
 import os
 import subprocess
 
-from ansible_collections.nixie.provision.plugins.module_utils._install import (nixos_anywhere_command, pin_host_keys, pinned_environment,
-                                                                             pinning_ssh)
+from ansible_collections.nixie.provision.plugins.module_utils._install import nixos_anywhere_command, pin_host_keys, pinned_environment, pinning_ssh
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOq3Ae8ciXvwSBoPHmIZVbHJU8KeUiJp6oNX8nn7UBsD root@installer"
 
