@@ -86,7 +86,7 @@ ansible_facts:
       type: dict
       sample:
         cpu: {"model": "QEMU Virtual CPU version 2.5+", "cores": 1, "threads": 1}
-        memory_bytes: 1007239168
+        memory_bytes: 1000341504
         dmi: {"vendor": "QEMU", "product": "Standard PC (Q35 + ICH9, 2009)", "serial": null}
         nics: [{"name": "eth0", "mac": "52:54:00:5e:00:01", "link": true, "speed_mbps": 1000, "driver": "e1000e"}]
         disks: [{"name": "vda", "size_bytes": 2147483648, "model": null, "serial": "nixie-data", "wwn": null, "rotational": true,
@@ -94,7 +94,7 @@ ansible_facts:
     nixie_hardware_summary:
       description: One line about C(nixie_hardware), as the provision role's recap shows it; unknown values are left out.
       type: str
-      sample: 1 core QEMU Virtual CPU version 2.5+, 0.9 GiB, QEMU Standard PC (Q35 + ICH9, 2009), 1 NIC, disk vda 2.0 GiB (hdd)
+      sample: 1 core QEMU Virtual CPU version 2.5+, 954 MiB, QEMU Standard PC (Q35 + ICH9, 2009), 1 NIC, disk vda 2.0 GiB (hdd)
     nixie_known_hosts:
       description: The host's SSH host keys as C(known_hosts) lines for its address.
       type: list

@@ -3,7 +3,8 @@
 from ansible_collections.nixie.provision.plugins.module_utils._hardware import hardware_facts, summary
 
 GIB = 2 ** 30
-# A lab VM's report (nixie-01 of the provision lab test): SeaBIOS q35, one e1000, a system disk and a data disk.
+# Shaped after the lab's VMs (q35, -smp 1, -m 1024: the power lab test's recap reads "1 core QEMU Virtual CPU version
+# 2.5+, 954 MiB, QEMU Standard PC (Q35 + ICH9, 2009), 1 NIC, disk vda 2.0 GiB (hdd)"), with the provision test's data disk.
 LAB_REPORT = {
     "macs": ["52:54:00:5e:00:01"], "ip": "10.213.0.50",
     "disks": [
@@ -12,7 +13,7 @@ LAB_REPORT = {
         {"name": "vdb", "size_bytes": 128 * 2 ** 20, "model": "", "has_partitions": True, "has_filesystem": True,
          "by_id": ["virtio-nixie-data"], "by_path": ["pci-0000:00:04.0"], "serial": "nixie-data", "wwn": None, "rotational": True},
     ],
-    "hardware": {"cpu": {"model": "QEMU Virtual CPU version 2.5+", "cores": 1, "threads": 1}, "memory_bytes": 1007239168,
+    "hardware": {"cpu": {"model": "QEMU Virtual CPU version 2.5+", "cores": 1, "threads": 1}, "memory_bytes": 954 * 2 ** 20 + 123456,
                  "dmi": {"vendor": "QEMU", "product": "Standard PC (Q35 + ICH9, 2009)", "serial": None},
                  "nics": [{"name": "eth0", "mac": "52:54:00:5e:00:01", "link": True, "speed_mbps": 1000, "driver": "e1000"}]},
 }
@@ -28,7 +29,7 @@ def test_the_facts_keep_what_the_machine_told_and_null_for_the_rest():
 
 def test_the_recap_line_of_a_lab_vm():
     assert summary(hardware_facts(LAB_REPORT)) == (
-        "1 core QEMU Virtual CPU version 2.5+, 960 MiB, QEMU Standard PC (Q35 + ICH9, 2009), 1 NIC, disks vda 2.0 GiB (hdd), vdb 128 MiB (hdd)")
+        "1 core QEMU Virtual CPU version 2.5+, 954 MiB, QEMU Standard PC (Q35 + ICH9, 2009), 1 NIC, disks vda 2.0 GiB (hdd), vdb 128 MiB (hdd)")
 
 
 def test_an_older_agent_reports_no_hardware_and_nothing_is_guessed():
