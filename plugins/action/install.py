@@ -39,6 +39,8 @@ ARGUMENT_SPEC = dict(
     run_dir=dict(type="path", required=True),
     substitute_on_destination=dict(type="bool", default=False),
     extra_args=dict(type="list", elements="str", default=[]),
+    generate_hardware_config=dict(type="str"),
+    hardware_config_path=dict(type="path"),
     nixos_anywhere=dict(type="str", default="nixos-anywhere"),
     timeout=dict(type="int", default=3600),
 )
@@ -76,10 +78,13 @@ class ActionModule(ActionBase):
         report = params["agent_report"]
         check_disks(params["name"], report.get("disks"), params["disks_may_be_wiped"], params["disk_devices"])
         store_paths = (params["disko_script"], params["toplevel"]) if params["toplevel"] else None
-        flake = None if store_paths else "%s#%s" % (params["flake"], params["flake_attr"] or params["name"])
+        # Built store paths win over the flake, except for a host whose hardware report nixos-anywhere writes first.
+        flake = params["flake"] and "%s#%s" % (params["flake"], params["flake_attr"] or params["name"])
+        generate = _install.hardware_config(params["name"], params["generate_hardware_config"],
+                                            params["hardware_config_path"] or contract.host_file(params["run_dir"], params["name"], contract.HOST_FACTER))
         command = _install.nixos_anywhere_command(
             params["nixos_anywhere"], params["name"], params["target"], params["ssh_private_key"], extra_files,
-            params["substitute_on_destination"], params["extra_args"], store_paths=store_paths, flake=flake,
+            params["substitute_on_destination"], params["extra_args"], store_paths=store_paths, flake=flake, generate_hardware_config=generate,
         )
         if self._task.check_mode:
             return dict(changed=True, command=command, log=log)
@@ -88,9 +93,13 @@ class ActionModule(ActionBase):
         known_hosts = _install.pin_host_key(contract.host_file(params["run_dir"], params["name"], contract.HOST_KNOWN_HOSTS),
                                             params["name"], host_key)
         _install.verify_host_key(params["target"], report.get("ssh_host_keys") or [])
+        installer_known_hosts = _install.pin_host_keys(
+            contract.host_file(params["run_dir"], params["name"], contract.HOST_INSTALLER_KNOWN_HOSTS), params["name"], report["ssh_host_keys"])
+        ssh_directory = _install.pinning_ssh(contract.host_file(params["run_dir"], params["name"], contract.HOST_INSTALLER_SSH), params["name"],
+                                             installer_known_hosts)
         client = connect(params["server_url"], params["run_dir"], params["server_secret"]) if mac else None
         phases = _install.PhaseReporter(client, mac)
         with _install.known_installed(client, mac) as told, phases.reporting():
-            seconds = _install.run_logged(command, log, params["timeout"], on_phase=phases)
+            seconds = _install.run_logged(command, log, params["timeout"], on_phase=phases, env=_install.pinned_environment(ssh_directory))
         return dict(changed=True, command=command, log=log, host_key=host_key, known_hosts=known_hosts, boot_server_told=told,
                     seconds=round(seconds, 1))

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -12,15 +13,33 @@ from ansible.plugins.action import ActionBase
 from ansible.utils.display import Display
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootclient import HostNotServed, connect
+from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
+from ansible_collections.nixie.provision.plugins.module_utils._hardware import hardware_facts, summary
+from ansible_collections.nixie.provision.plugins.module_utils._hosts import host_name
 from ansible_collections.nixie.provision.plugins.module_utils._mac import normalize_mac
 from ansible_collections.nixie.provision.plugins.module_utils._netif import on_link_networks
 from ansible_collections.nixie.provision.plugins.module_utils._relay import relay_message, routed_addresses
+from ansible_collections.nixie.provision.plugins.module_utils._rundir import make_run_dir
 
 display = Display()
 
 # Seconds one request may wait for the host's next event; the server holds it at most 30.
 LONG_POLL = 10.0
+
+
+def _save_hardware(run_dir, name, hardware):
+    """Write the host's hardware facts to its directory in the run directory; return the file's path."""
+    try:
+        host_name(name)
+    except ValueError as exc:
+        raise AnsibleActionFail("inventory_hostname: %s, so it has no directory in run_dir for its hardware report" % exc) from None
+    path = contract.host_file(run_dir, name, contract.HOST_HARDWARE)
+    make_run_dir(os.path.dirname(path))
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(hardware, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+    return path
 
 
 def _describe(event):
@@ -92,6 +111,14 @@ class ActionModule(ActionBase):
                               msg=message or "no phone-home from %s within %d s; last event: %s" % (mac, args["timeout"], _describe(last)))
                 return result
         address = report["ip"]
+        hardware = hardware_facts(report)
+        hardware_summary = summary(hardware)
+        display.display("%s (%s): %s" % (name, mac, hardware_summary))
+        if args["run_dir"]:
+            try:
+                result["hardware_file"] = _save_hardware(os.path.expanduser(args["run_dir"]), name, hardware)
+            except (NixieError, OSError) as exc:
+                raise AnsibleActionFail("cannot save the hardware report of %s: %s" % (name, exc)) from None
         result.update(
             changed=False,
             elapsed=round(time.monotonic() - started, 1),
@@ -100,6 +127,8 @@ class ActionModule(ActionBase):
                 "nixie_ip": address,
                 "nixie_agent": report,
                 "nixie_known_hosts": ["%s %s" % (address, key) for key in report.get("ssh_host_keys", [])],
+                "nixie_hardware": hardware,
+                "nixie_hardware_summary": hardware_summary,
             },
         )
         return result

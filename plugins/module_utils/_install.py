@@ -4,8 +4,8 @@
 
 Before nixos-anywhere may touch the machine: its disks must be blank unless the user allowed wiping them,
 and the SSH host key answering at the target address must be the one the host's agent reported (nixos-anywhere
-itself turns host key checking off). The host's future SSH host key is generated here and handed over with
-``--extra-files``, so the installed system's key is known, and pinned, before it first boots. While
+itself turns host key checking off; its ssh gets the reported keys pinned, see ``pinning_ssh``). The host's future
+SSH host key is generated here and handed over with ``--extra-files``, so the installed system's key is known, and pinned, before it first boots. While
 nixos-anywhere runs, the boot server knows the host as installed: its reboot into the new system must not
 netboot the installer again.
 """
@@ -15,10 +15,12 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shlex
+import shutil
 import subprocess
 import threading
 import time
-from typing import Callable, Iterable, Iterator, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootclient import BootServerClient
 from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract
@@ -33,6 +35,9 @@ PHASE_MARKERS = (("### Formatting hard drive with disko", "disko"), ("### Instal
                  ("### Waiting for the machine to become unreachable due to reboot", "reboot"))
 # How often the log is read for a new phase while nixos-anywhere runs.
 PHASE_POLL_SECONDS = 0.5
+# nixos-anywhere's --generate-hardware-config backends that Nixie passes on (nixos-generate-config's output needs the
+# machine's filesystems, which disko has not made yet when nixos-anywhere runs it).
+HARDWARE_CONFIG_BACKENDS = ("nixos-facter",)
 _NOT_TEXT = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
 
 
@@ -89,28 +94,92 @@ def pin_host_key(known_hosts: str, name: str, host_key: str) -> str:
     Pinned under the host's name (ssh's HostKeyAlias), not its address: the installed system may come back on
     another DHCP address.
     """
+    return pin_host_keys(known_hosts, name, [host_key])
+
+
+def pin_host_keys(known_hosts: str, name: str, host_keys: Iterable[str]) -> str:
+    """Write ``known_hosts`` with each of ``host_keys`` under ``name`` alone and return its path."""
     with open(known_hosts, "w", encoding="utf-8") as handle:
-        handle.write("%s %s\n" % (name, host_key))
+        handle.writelines("%s %s\n" % (name, key) for key in host_keys)
     return known_hosts
 
 
+def pinning_ssh(directory: str, name: str, known_hosts: str, ssh: Optional[str] = None) -> str:
+    """Write an ``ssh`` into ``directory`` that trusts only the keys ``known_hosts`` pins under ``name``; return ``directory``.
+
+    nixos-anywhere puts ``-o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no`` before the user's
+    ``--ssh-option``s and ssh keeps the first value of each option, so host key checking cannot be turned back on
+    through them. This ssh, first on nixos-anywhere's PATH (its package puts its own openssh last, to prefer the
+    system's), gives ssh the pinned options before nixos-anywhere's: every connection of the install (ssh-copy-id,
+    ssh, nix copy's ssh) then refuses a machine that took over the address after the check of ``verify_host_key``.
+    """
+    real_ssh = ssh or shutil.which("ssh")
+    if not real_ssh:
+        raise InstallError("no ssh on PATH for nixos-anywhere to reach %s with" % name)
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    path = os.path.join(directory, "ssh")
+    options = ["UserKnownHostsFile=%s" % ssh_literal(known_hosts), "GlobalKnownHostsFile=/dev/null", "StrictHostKeyChecking=yes", "HostKeyAlias=%s" % name]
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("#!/bin/sh\n# nixie.provision.install: the installer of %s, with the host keys its agent reported only.\nexec %s %s \"$@\"\n" % (
+            name, shlex.quote(os.path.realpath(real_ssh)), " ".join("-o %s" % shlex.quote(option) for option in options)))
+    os.chmod(path, 0o755)
+    return directory
+
+
+def pinned_environment(ssh_directory: str, environment: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+    """``environment`` (default: this process's) with ``ssh_directory`` first on PATH."""
+    environment = dict(os.environ if environment is None else environment)
+    environment["PATH"] = os.pathsep.join(part for part in (ssh_directory, environment.get("PATH", os.defpath)) if part)
+    return environment
+
+
+def ssh_literal(value: str) -> str:
+    """``value`` as ssh reads it back from an option that expands %-tokens (HostName, UserKnownHostsFile): the scope of
+    fe80::1%eth0 would otherwise be taken for the token %e."""
+    return value.replace("%", "%%")
+
+
+def hardware_config(name: str, backend: Optional[str], path: Optional[str]) -> Optional[List[str]]:
+    """nixos-anywhere's ``--generate-hardware-config`` arguments for host ``name``, or None without ``backend``.
+
+    Raises InstallError naming the host and the field for a backend other than nixos-facter, or one without a path.
+    """
+    if backend is None:
+        return None
+    if backend not in HARDWARE_CONFIG_BACKENDS:
+        raise InstallError("%s: generate_hardware_config must be one of %s, not %r" % (name, ", ".join(HARDWARE_CONFIG_BACKENDS), backend))
+    if not path:
+        raise InstallError("%s: hardware_config_path: needed with generate_hardware_config %s" % (name, backend))
+    return ["--generate-hardware-config", backend, path]
+
+
 def nixos_anywhere_command(executable: str, name: str, address: str, private_key: str, extra_files: str, substitute_on_destination: bool,
-                           extra_args: Iterable[str], store_paths: Optional[Sequence[str]] = None, flake: Optional[str] = None) -> List[str]:
+                           extra_args: Iterable[str], store_paths: Optional[Sequence[str]] = None, flake: Optional[str] = None,
+                           generate_hardware_config: Optional[Sequence[str]] = None) -> List[str]:
     """nixos-anywhere's command line for host ``name`` at ``address``.
 
     With ``store_paths`` (the host's built ``diskoScript`` and ``toplevel``), nixos-anywhere copies and runs them
-    and evaluates nothing; ``flake`` (``<flake>#<attribute>``) is for a caller that has not built them.
+    and evaluates nothing; ``flake`` (``<flake>#<attribute>``) is for a caller that has not built them, and for a host
+    whose hardware report nixos-anywhere writes first (``generate_hardware_config``, from ``hardware_config``): the
+    configuration that reads it can only be evaluated after that, so such a host is evaluated and built by
+    nixos-anywhere, whatever was built before.
     The target is the host's name, an alias that ``HostName`` maps to the address: no tool in nixos-anywhere's chain
-    (ssh, nix's ssh:// store URLs, rsync) then has to parse an IPv6 literal or a scoped link-local address.
+    (ssh, nix's ssh:// store URLs, rsync) then has to parse an IPv6 literal or a scoped link-local address, and ssh
+    alone reads the address, with its zone's % escaped.
     """
-    if store_paths:
+    if generate_hardware_config:
+        if not flake:
+            raise InstallError("%s: flake: needed with generate_hardware_config, since nixos-anywhere evaluates the configuration after "
+                               "writing its hardware report, and built store paths cannot include it" % name)
+        source = ["--flake", flake] + list(generate_hardware_config)
+    elif store_paths:
         source = ["--store-paths"] + list(store_paths)
     elif flake:
         source = ["--flake", flake]
     else:
         raise InstallError("installing %s: neither the built store paths nor a flake to build them from" % name)
     command = [executable] + source + [
-        "--target-host", "root@%s" % name, "--ssh-option", "HostName=%s" % address, "-i", private_key,
+        "--target-host", "root@%s" % name, "--ssh-option", "HostName=%s" % ssh_literal(address), "-i", private_key,
         # kexec is skipped: the machine already runs the NixOS installer Nixie netbooted.
         "--phases", "disko,install,reboot", "--extra-files", extra_files,
     ]
@@ -169,11 +238,12 @@ def watching_phases(log_path: str, on_phase: Optional[Callable[[str], None]]) ->
         watcher.join()
 
 
-def run_logged(command: Sequence[str], log_path: str, timeout: int, on_phase: Optional[Callable[[str], None]] = None) -> float:
+def run_logged(command: Sequence[str], log_path: str, timeout: int, on_phase: Optional[Callable[[str], None]] = None,
+               env: Optional[Mapping[str, str]] = None) -> float:
     """Run ``command`` with its output appended to ``log_path``; kill its whole process group at the deadline.
 
     nixos-anywhere waits in unbounded loops (for SSH, for the reboot), so only a deadline ends a stuck install.
-    ``on_phase`` hears of each phase the output starts (``install_phase``) while it runs.
+    ``on_phase`` hears of each phase the output starts (``install_phase``) while it runs; ``env`` is its environment.
     """
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     started = time.monotonic()
@@ -182,7 +252,7 @@ def run_logged(command: Sequence[str], log_path: str, timeout: int, on_phase: Op
         log.flush()
         try:
             with watching_phases(log_path, on_phase):
-                returncode = run_with_deadline(command, timeout, stdout=log, stderr=subprocess.STDOUT).returncode
+                returncode = run_with_deadline(command, timeout, stdout=log, stderr=subprocess.STDOUT, env=env).returncode
         except CommandNotStarted as exc:
             raise InstallError(str(exc), log=log_path) from None
         except CommandTimeout:

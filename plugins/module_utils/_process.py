@@ -8,7 +8,7 @@ import os
 import signal
 import subprocess
 import time
-from typing import IO, NamedTuple, Sequence, Union
+from typing import IO, Mapping, NamedTuple, Sequence, Union
 
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
 
@@ -73,15 +73,16 @@ def _text(output: bytes | None) -> str | None:
 
 
 def run_with_deadline(argv: Sequence[str], timeout: float | None, stdout: Stream = subprocess.PIPE, stderr: Stream = subprocess.PIPE,
-                      grace: float = 10) -> Finished:
+                      grace: float = 10, env: Mapping[str, str] | None = None) -> Finished:
     """Run ``argv`` (stdin from /dev/null) for at most ``timeout`` s (None: no limit) and return how it finished.
 
     The command leads a process group of its own, so at the deadline :func:`stop_process_group` ends what it
     started too (an SSH ProxyCommand, nix builders, nixos-anywhere's ssh), with ``grace`` s between SIGTERM and
-    SIGKILL. Raises CommandNotStarted when ``argv`` cannot be executed and CommandTimeout at the deadline.
+    SIGKILL. ``env``, if given, is the command's whole environment. Raises CommandNotStarted when ``argv`` cannot be
+    executed and CommandTimeout at the deadline.
     """
     try:
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, start_new_session=True)
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, start_new_session=True, env=env)
     except OSError as exc:
         raise CommandNotStarted(argv, exc) from exc
     with process:

@@ -19,8 +19,12 @@ description:
     filesystems, unless O(disks_may_be_wiped) is true. Disks the layout does not name may hold anything.
   - Hands nixos-anywhere the host's O(name) as its target, with C(--ssh-option HostName=<target>), so that no tool it
     runs has to parse an IPv6 or scoped link-local address.
-  - Checks right before starting that the SSH host key at O(target) is one the machine's agent reported
-    (nixos-anywhere itself disables host key checking), and fails on a mismatch.
+  - Checks right before starting that the SSH host key at O(target) is one the machine's agent reported, and fails on
+    a mismatch.
+  - nixos-anywhere turns host key checking off ahead of any C(--ssh-option), and ssh keeps the first value of an
+    option; so it runs with an C(ssh) first on its C(PATH) (C(<run_dir>/<name>/installer-ssh/ssh)) that puts
+    C(StrictHostKeyChecking=yes), C(HostKeyAlias=<name>) and C(UserKnownHostsFile=<run_dir>/<name>/installer_known_hosts)
+    (the agent's reported keys) first. Each of its connections then refuses a machine that took the address over.
   - Generates the installed system's SSH host key (kept in O(run_dir)) and passes it with C(--extra-files), so the
     new system's key is known before it boots; returns it, and a C(known_hosts) file that pins it under O(name).
   - With O(mac), tells the run's boot server (O(server_url), or the one running on this machine for O(run_dir))
@@ -116,6 +120,20 @@ options:
       so a machine needs no internet access.
     type: bool
     default: false
+  generate_hardware_config:
+    description:
+      - V(nixos-facter) has nixos-anywhere run nixos-facter on the machine and write its report to O(hardware_config_path)
+        (C(--generate-hardware-config nixos-facter <path>)) before it evaluates the configuration.
+      - The configuration reads that report, so it cannot be built beforehand; such a host is installed from O(flake),
+        which is then required, and nixos-anywhere evaluates and builds it itself, O(toplevel) and O(disko_script) aside.
+      - Any other value fails, naming the host.
+    type: str
+  hardware_config_path:
+    description:
+      - Where nixos-anywhere writes the report of O(generate_hardware_config); the configuration must read it from there
+        (a file inside the flake, such as C(hosts/<name>/facter.json), for a pure evaluation).
+      - Defaults to C(<run_dir>/<name>/facter.json).
+    type: path
   extra_args:
     description: More arguments for nixos-anywhere, such as V([--build-on, remote]).
     type: list

@@ -16,6 +16,9 @@ description:
   - Returns the address the agent reported as the fact C(nixie_ip). Ansible drops connection variables such as
     C(ansible_host) from any module's facts, so follow this task with C(ansible.builtin.set_fact) of
     C(ansible_host) to C(nixie_ip) (as the examples and the collection's playbooks do) to reach the installer over SSH.
+  - Returns the machine's hardware as the agent read it from C(/sys) and C(/proc) (CPU, memory, DMI, NICs, disks) as the
+    fact C(nixie_hardware), with values it could not read as null, and one line about it as C(nixie_hardware_summary);
+    with O(run_dir), also writes it to C(<run_dir>/<inventory_hostname>/hardware.json).
   - A host that does not phone home within O(timeout) fails alone, with its last boot step.
   - A host none of whose DHCP reached the boot server, and that sits behind a router (its C(nixie_ip) or its
     Wake-on-LAN C(nixie_wol_broadcast) is on none of the networks of the boot server's interface), fails with
@@ -72,14 +75,40 @@ ansible_facts:
       type: str
       sample: 10.0.0.123
     nixie_agent:
-      description: The agent's whole report (C(macs), C(ip), C(ssh_host_keys), C(disks), C(os_release), C(source_ip)).
+      description: The agent's whole report (C(macs), C(ip), C(ssh_host_keys), C(disks), C(os_release), C(hardware), C(source_ip)).
       type: dict
       sample: {"ip": "10.0.0.123", "macs": ["bc:24:11:d0:28:34"], "disks": [], "ssh_host_keys": [], "os_release": {}}
+    nixie_hardware:
+      description:
+        - The machine's hardware, from its agent's reading of C(/sys) and C(/proc); a value they do not hold is null.
+        - C(cpu) has C(model) (x86's C(model name)), C(cores) (distinct cores of the online CPUs) and C(threads) (online CPUs).
+        - C(memory_bytes) is the kernel's C(MemTotal), a little less than the memory installed.
+        - C(dmi) has the system's C(vendor), C(product) and C(serial) (C(/sys/class/dmi/id)).
+        - C(nics) lists the interfaces backed by a device, each with C(name), C(mac), C(link) (carrier), C(speed_mbps), C(driver).
+        - C(disks) lists each disk's C(name), C(size_bytes), C(model), C(serial), C(wwn) (C(0x<naa>) or C(eui.<hex>)),
+          C(rotational), and its C(by_id) and C(by_path) link names.
+      type: dict
+      sample:
+        cpu: {"model": "QEMU Virtual CPU version 2.5+", "cores": 1, "threads": 1}
+        memory_bytes: 1000341504
+        dmi: {"vendor": "QEMU", "product": "Standard PC (Q35 + ICH9, 2009)", "serial": null}
+        nics: [{"name": "eth0", "mac": "52:54:00:5e:00:01", "link": true, "speed_mbps": 1000, "driver": "e1000e"}]
+        disks: [{"name": "vda", "size_bytes": 2147483648, "model": null, "serial": "nixie-data", "wwn": null, "rotational": true,
+                 "by_id": ["virtio-nixie-data"], "by_path": ["pci-0000:00:03.0"]}]
+    nixie_hardware_summary:
+      description: One line about C(nixie_hardware), as the provision role's recap shows it; unknown values are left out.
+      type: str
+      sample: 1 core QEMU Virtual CPU version 2.5+, 954 MiB, QEMU Standard PC (Q35 + ICH9, 2009), 1 NIC, disk vda 2.0 GiB (hdd)
     nixie_known_hosts:
       description: The host's SSH host keys as C(known_hosts) lines for its address.
       type: list
       elements: str
       sample: ["10.0.0.123 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI..."]
+hardware_file:
+  description: Where the host's C(nixie_hardware) was written, with O(run_dir).
+  returned: success with O(run_dir)
+  type: str
+  sample: /var/tmp/nixie/nixie-01/hardware.json
 elapsed:
   description: Seconds waited.
   returned: always

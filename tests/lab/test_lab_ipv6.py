@@ -61,6 +61,9 @@ def test_ovmf_http_boot_machine_is_provisioned_on_an_ipv6_only_network(lab, inst
     (record,) = run.stand_in_records()
     # The host's name as the target, its IPv6 address only in ssh's HostName: no tool has to parse the literal.
     assert record["argv"][1:] == run.stand_in_command(machine.name, str(reported)), record
+    # Every ssh the stand-in ran (the disko script, the install's dd, the reboot) went through the ssh that pins the
+    # agent's keys under the alias and reached the IPv6 address by HostName: the machine then boots what they wrote.
+    assert record["ssh"] == run.pinning_ssh(machine.name), record
     machine.wait_for_serial(r"NIXIELAB: installed /nix/store/\S+-nixos-system-%s" % machine.name, timeout=5)
     # The installed system may answer SSH on its link-local address before SLAAC has configured the global one again.
     # The recap's keys come sorted (address, boot_override, host, ...): its address is the one before the host's name.

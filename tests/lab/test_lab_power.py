@@ -134,6 +134,8 @@ def test_redfish_uefi_network_first_installs_then_reinstalls(lab, installer, tmp
     address = lab.site_dhcp.leases()[machine.mac]
     assert [record["argv"][1:] for record in run.stand_in_records()] == [
         run.stand_in_command("nixie-02", str(address), attribute) for attribute in ("nixie-02", "nixie-03")]
+    # Both through the ssh that pins that boot's installer keys (the stand-in's ssh succeeded under strict checking).
+    assert [record["ssh"] for record in run.stand_in_records()] == [run.pinning_ssh("nixie-02")] * 2
     # The fake driver's ForceRestart reads Off at once and On again 1-11 s later: on a loaded host the glue may see that Off
     # and start the machine once more, still with the override's order. Every start before the install's reboot boots the
     # network, and that reboot boots the disk.

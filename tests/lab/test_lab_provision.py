@@ -14,14 +14,19 @@ naming /dev/nvme0n1, which it lacks: it is refused before anything is written, t
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from nixielab import netboot
+from nixielab.machine import DATA_DISK_SERIAL
 
 pytestmark = pytest.mark.lab
 
 # From nixos-anywhere's reboot to the installed system's SSH (README, "Installed machines that keep the network first"),
 # with two VMs at a time: SeaBIOS and OVMF both 40-80 s.
 REBOOT_BOUND = {"nixie-01": 180, "nixie-02": 180}
+MIB, GIB = 2 ** 20, 2 ** 30
+ROTATIONAL = {True: " (hdd)", False: " (ssd)", None: ""}
 
 
 def test_provision_three_machines_end_to_end(lab, installer, tmp_path):
@@ -52,6 +57,10 @@ def test_provision_three_machines_end_to_end(lab, installer, tmp_path):
     for record, host in zip(records, run.stand_in_hosts()):
         machine = {"nixie-01": bios, "nixie-02": uefi}[host]
         assert record["argv"][1:] == run.stand_in_command(host, leases[machine.mac])
+        # Its connections went through the ssh that trusts only the keys the agent reported, under the host's name.
+        assert record["ssh"] == run.pinning_ssh(host), record
+        assert (run.run_dir / host / "installer_known_hosts").read_text().split("\n")[:-1] == [
+            "%s %s" % (host, key) for key in run.facts(host)["nixie_agent"]["ssh_host_keys"]]
     # Every netbooted host's system came out of the one build, logged in the run directory.
     build_log = (run.run_dir / "systems-build.log").read_text()
     assert build_log.splitlines()[0].endswith("nix build of 6 derivations for nixie-01, nixie-02, nixie-03"), build_log[:500]
@@ -59,6 +68,18 @@ def test_provision_three_machines_end_to_end(lab, installer, tmp_path):
     data_disk = run.facts("nixie-01")["nixie_agent"]["disks"][1]
     assert data_disk["name"] == "vdb" and data_disk["by_id"] == ["virtio-nixie-data"] and data_disk["has_filesystem"], data_disk
     assert len(data_disk["by_path"]) == 1 and data_disk["by_path"][0].startswith("pci-0000:"), data_disk
+    # Its hardware report is the machine QEMU was started as, and nothing it was not told.
+    hardware = run.facts("nixie-01")["nixie_hardware"]
+    assert hardware["dmi"]["vendor"] == "QEMU" and hardware["dmi"]["product"].startswith("Standard PC (Q35"), hardware
+    assert hardware["dmi"]["serial"] is None and hardware["cpu"]["cores"] == hardware["cpu"]["threads"] == 1, hardware
+    assert 0.8 * bios.memory_mib * MIB < hardware["memory_bytes"] <= bios.memory_mib * MIB, hardware
+    assert [(nic["mac"], nic["link"], nic["driver"], nic["speed_mbps"]) for nic in hardware["nics"]] == [(bios.mac, True, "e1000", 1000)], hardware
+    assert [(disk["name"], disk["size_bytes"], disk["serial"], disk["model"]) for disk in hardware["disks"]] == [
+        ("vda", 2 * GIB, None, None), ("vdb", 128 * MIB, DATA_DISK_SERIAL, None)], hardware
+    assert json.loads((run.run_dir / "nixie-01" / "hardware.json").read_text()) == hardware
+    line = netboot.host_recap(output, "nixie-01")["hardware"]
+    assert line.startswith("1 core ") and ", QEMU Standard PC (Q35" in line and line.endswith(", 1 NIC, disks vda 2.0 GiB%s, vdb 128 MiB%s" % (
+        ROTATIONAL[hardware["disks"][0]["rotational"]], ROTATIONAL[hardware["disks"][1]["rotational"]])), line
 
     known_hosts = tmp_path / "known_hosts"
     for machine in (bios, uefi):

@@ -32,7 +32,13 @@ MAC = "52:54:00:aa:00:01"
 SECOND_MAC = "52:54:00:aa:00:0b"
 DEPLOYER_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ7n8yY9tDm3rPsn0pO3m2b3QH7O0Y1pFq3u1cJ3B0Zx deployer@contrôleur"
 BUSYBOX_APPLETS = ("sh", "wget", "ip", "awk", "sed", "tr", "cat", "grep", "head", "mktemp", "rm", "mkdir", "chmod",
-                   "touch", "sleep", "dd", "od", "timeout", "readlink", "tail")
+                   "touch", "sleep", "dd", "od", "timeout", "readlink", "tail", "sort")
+# Real contents: /proc's of this machine's (a 2-CPU AMD EPYC guest) and a lab VM's DMI (QEMU's q35 machine).
+CPUINFO = "".join("processor\t: %d\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\nmodel name\t: AMD EPYC \n"
+                  "cpu cores\t: 2\nflags\t\t: fpu vme de pse\n\n" % index for index in range(2))
+MEMINFO = "MemTotal:       24683584 kB\nMemFree:        20000000 kB\nMemAvailable:   22000000 kB\n"
+# VPD page 0x80 as libata makes it for a SATA disk: device type, page code, length, then the serial padded with blanks.
+VPD_SERIAL = b"\x00\x80\x00\x14" + b"     WD-WCC4N1234567"
 
 
 class ServerThread:
@@ -76,7 +82,31 @@ def machine(tmp_path):
     for nic, address in (("lo", "00:00:00:00:00:00"), ("eth0", MAC), ("eth1", SECOND_MAC.upper()),
                          ("ib0", "80:00:02:08:fe:80:00:00:00:00:00:00:00:02:c9:03:00:0a:0b:0c")):
         write(sysfs / "class" / "net" / nic / "address", address + "\n")
+    # eth0 as this machine's virtio NIC shows it (speed -1: unknown), eth1 an e1000e at 1 Gb/s without carrier; lo and ib0
+    # have no device here: no NIC of the hardware report.
+    write(sysfs / "devices" / "pci0000:00" / "0000:00:03.0" / "virtio2" / "uevent", "DRIVER=virtio_net\n")
+    write(sysfs / "bus" / "virtio" / "drivers" / "virtio_net" / "uevent", "")
+    (sysfs / "devices" / "pci0000:00" / "0000:00:03.0" / "virtio2" / "driver").symlink_to("../../../../bus/virtio/drivers/virtio_net")
+    (sysfs / "class" / "net" / "eth0" / "device").symlink_to("../../../devices/pci0000:00/0000:00:03.0/virtio2")
+    write(sysfs / "class" / "net" / "eth0" / "carrier", "1\n")
+    write(sysfs / "class" / "net" / "eth0" / "speed", "-1\n")
+    write(sysfs / "devices" / "pci0000:00" / "0000:00:19.0" / "uevent", "DRIVER=e1000e\n")
+    write(sysfs / "bus" / "pci" / "drivers" / "e1000e" / "uevent", "")
+    (sysfs / "devices" / "pci0000:00" / "0000:00:19.0" / "driver").symlink_to("../../../bus/pci/drivers/e1000e")
+    (sysfs / "class" / "net" / "eth1" / "device").symlink_to("../../../devices/pci0000:00/0000:00:19.0")
+    write(sysfs / "class" / "net" / "eth1" / "carrier", "0\n")
+    write(sysfs / "class" / "net" / "eth1" / "speed", "1000\n")
+    for cpu in range(2):
+        write(sysfs / "devices" / "system" / "cpu" / ("cpu%d" % cpu) / "topology" / "physical_package_id", "0\n")
+        write(sysfs / "devices" / "system" / "cpu" / ("cpu%d" % cpu) / "topology" / "core_id", "%d\n" % cpu)
+    write(sysfs / "devices" / "system" / "cpu" / "online", "0-1\n")
+    write(sysfs / "class" / "dmi" / "id" / "sys_vendor", "QEMU\n")
+    write(sysfs / "class" / "dmi" / "id" / "product_name", "Standard PC (Q35 + ICH9, 2009)\n")
+    write(sysfs / "class" / "dmi" / "id" / "product_serial", "\n")
+    write(tmp_path / "proc" / "cpuinfo", CPUINFO)
+    write(tmp_path / "proc" / "meminfo", MEMINFO)
     write(sysfs / "block" / "vda" / "size", "16777216\n")
+    write(sysfs / "block" / "vda" / "queue" / "rotational", "1\n")
     # As in sysfs: the disk's device is a link into the PCI device tree, which its by-path name comes from.
     write(sysfs / "devices" / "pci0000:00" / "0000:00:04.0" / "virtio1" / "model", "QEMU HARDDISK   \n")
     (sysfs / "block" / "vda" / "device").symlink_to("../../devices/pci0000:00/0000:00:04.0/virtio1")
@@ -84,6 +114,9 @@ def machine(tmp_path):
     write(sysfs / "block" / "vda" / "vda1" / "partition", "1\n")
     write(sysfs / "block" / "vda" / "vda1" / "size", "2048\n")
     write(sysfs / "block" / "vdb" / "size", "2097152\n")
+    write(sysfs / "block" / "vdb" / "queue" / "rotational", "0\n")
+    write(sysfs / "block" / "vdb" / "device" / "vpd_pg80", VPD_SERIAL, "wb")
+    write(sysfs / "block" / "vdb" / "device" / "wwid", "naa.50014ee2b5a1c3d4\n")
     write(sysfs / "block" / "loop0" / "size", "100\n")
     write(sysfs / "block" / "sr0" / "size", "100\n")
     dev.mkdir()
@@ -103,7 +136,7 @@ def machine(tmp_path):
     write(etc / "os-release", 'NAME=NixOS\nID=nixos\nVARIANT_ID=installer\n# a comment\n'
                               'PRETTY_NAME="NixOS 24.11 (Vicuña) \\"x\\" \\\\"\nBAD-KEY=1\nVERSION_ID=\'24.11\'\n')
     return {
-        "sysfs": sysfs, "etc": etc, "dev": dev, "root": tmp_path / "root", "cmdline": tmp_path / "cmdline",
+        "sysfs": sysfs, "etc": etc, "dev": dev, "proc": tmp_path / "proc", "root": tmp_path / "root", "cmdline": tmp_path / "cmdline",
         "ssh_key": (etc / "ssh" / "ssh_host_ed25519_key.pub").read_text().strip(),
         "dropbear_key": next(line for line in dropbear.splitlines() if line.startswith("ssh-ed25519")),
         "tmp": tmp_path,
@@ -145,7 +178,8 @@ def start_agent(shell, machine, api, token):
     write(machine["cmdline"], "BOOT_IMAGE=/bzImage init=/x/init nixie.api=%s nixie.token=%s quiet\n" % (api, token))
     command, path = shell_command(shell, machine)
     env = {"PATH": path, "NIXIE_CMDLINE": str(machine["cmdline"]), "NIXIE_ROOT": str(machine["root"]),
-           "NIXIE_SYSFS": str(machine["sysfs"]), "NIXIE_ETC": str(machine["etc"]), "NIXIE_DEV": str(machine["dev"])}
+           "NIXIE_SYSFS": str(machine["sysfs"]), "NIXIE_ETC": str(machine["etc"]), "NIXIE_DEV": str(machine["dev"]),
+           "NIXIE_PROC": str(machine["proc"])}
     return subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -158,9 +192,17 @@ def check_report(state, machine, links=None):
     assert sorted(report["ssh_host_keys"]) == sorted([machine["ssh_key"], machine["dropbear_key"]])
     assert report["disks"] == [
         {"name": "vda", "size_bytes": 16777216 * 512, "model": "QEMU HARDDISK", "has_partitions": True, "has_filesystem": True,
-         "by_id": ["virtio-nixie_system"], "by_path": ["pci-0000:00:04.0"]},
-        {"name": "vdb", "size_bytes": 2097152 * 512, "model": "", "has_partitions": False, "has_filesystem": False, "by_id": [], "by_path": []},
+         "by_id": ["virtio-nixie_system"], "by_path": ["pci-0000:00:04.0"], "serial": "nixie system", "wwn": None, "rotational": True},
+        {"name": "vdb", "size_bytes": 2097152 * 512, "model": "", "has_partitions": False, "has_filesystem": False, "by_id": [], "by_path": [],
+         "serial": "WD-WCC4N1234567", "wwn": "0x50014ee2b5a1c3d4", "rotational": False},
     ] if links is None else links
+    assert report["hardware"] == {
+        "cpu": {"model": "AMD EPYC", "cores": 2, "threads": 2},
+        "memory_bytes": 24683584 * 1024,
+        "dmi": {"vendor": "QEMU", "product": "Standard PC (Q35 + ICH9, 2009)", "serial": None},
+        "nics": [{"name": "eth0", "mac": MAC, "link": True, "speed_mbps": None, "driver": "virtio_net"},
+                 {"name": "eth1", "mac": SECOND_MAC, "link": False, "speed_mbps": 1000, "driver": "e1000e"}],
+    }
     assert report["os_release"] == {"NAME": "NixOS", "ID": "nixos", "VARIANT_ID": "installer", "VERSION_ID": "24.11",
                                     "PRETTY_NAME": 'NixOS 24.11 (Vicuña) \\"x\\" \\\\'}
     keys = machine["root"] / "root" / ".ssh" / "authorized_keys"
@@ -258,4 +300,8 @@ def test_the_agent_script_speaks_the_contract():
     assert re.findall(r'"([a-z_]+)":', report) == list(contract.REPORT_FIELDS)
     disk = re.search(r"printf '%s(\{\"name\".*?\})'", script).group(1)
     assert re.findall(r'"([a-z_]+)":', disk) == list(contract.DISK_FIELDS)
+    for function, fields in (("gather_hardware", contract.HARDWARE_FIELDS), ("gather_cpu", contract.CPU_FIELDS),
+                             ("gather_dmi", contract.DMI_FIELDS), ("gather_nics", contract.NIC_FIELDS)):
+        body = re.search(r"\n%s\(\) \{\n(.*?)\n\}\n" % function, script, re.S).group(1)
+        assert re.findall(r'"([a-z_]+)":', re.search(r"printf '(?:%s)?(\{.*?\})'", body).group(1)) == list(fields), function
     assert 'index(answer, "\\"%s\\"")' % contract.ANSWER_FIELD in script

@@ -85,6 +85,30 @@ def report(key, macs=(MAC,), ip="127.0.0.1"):
     }
 
 
+HARDWARE = {"cpu": {"model": "AMD EPYC", "cores": 2, "threads": 2}, "memory_bytes": 25275990016,
+            "dmi": {"vendor": "QEMU", "product": "Standard PC (Q35 + ICH9, 2009)", "serial": None},
+            "nics": [{"name": "eth0", "mac": "52:54:00:AA:00:01", "link": True, "speed_mbps": None, "driver": "virtio_net"}]}
+
+
+def test_the_hardware_report_is_kept_with_unknowns_as_null(files, tmp_path):
+    state = make_state(files)
+    key = ssh_public_key(tmp_path)
+    # What a machine without DMI and a disk that names nothing sends: blank strings, nulls.
+    body = dict(report(key), hardware=dict(HARDWARE, dmi={"vendor": " ", "product": None, "serial": None}))
+    body["disks"] = [dict(body["disks"][0], serial="QM00001 ", wwn=None, rotational=False)]
+
+    async def scenario(client):
+        script = await (await client.get("/boot/52-54-00-aa-00-01.ipxe")).text()
+        answer = await client.post("/api/v1/phone-home", json=body, headers={"Authorization": "Bearer " + script_values(script)["token"]})
+        assert answer.status == 200, await answer.text()
+
+    run_with_client(state, scenario)
+    kept = state.table.entry(MAC)["report"]
+    assert kept["hardware"] == dict(HARDWARE, dmi={"vendor": None, "product": None, "serial": None},
+                                    nics=[dict(HARDWARE["nics"][0], mac="52:54:00:aa:00:01")])
+    assert (kept["disks"][0]["serial"], kept["disks"][0]["wwn"], kept["disks"][0]["rotational"]) == ("QM00001", None, False)
+
+
 def path_of(url):
     return "/" + url.split("/", 3)[3]
 
@@ -130,7 +154,9 @@ def test_script_kernel_initrd_and_phone_home_in_process(files, tmp_path):
     assert entry["host"] == "nixie-01" and entry["last_event"]["step"] == "phone_home" and entry["token"] == "claimed"
     assert entry["report"]["ssh_host_keys"] == [key] and entry["report"]["source_ip"] == "127.0.0.1"
     # An agent that reports no disk links (an earlier release's) gets empty lists: a layout naming a link finds no disk.
-    assert entry["report"]["disks"] == [dict(report(key)["disks"][0], by_id=[], by_path=[])]
+    # and no serial, WWN, rotational or hardware: all unknown.
+    assert entry["report"]["disks"] == [dict(report(key)["disks"][0], by_id=[], by_path=[], serial=None, wwn=None, rotational=None)]
+    assert entry["report"]["hardware"] is None
     assert host == entry
     with open(state.events.path, encoding="utf-8") as handle:
         events = [json.loads(line) for line in handle]
@@ -192,6 +218,16 @@ def test_installed_host_gets_local_boot_and_no_token(files):
     ({"disks": [dict(report("")["disks"][0], by_path=["x"] * 65)]}, "disks[0].by_path"),
     ({"os_release": ["ID=nixos"]}, "os_release"),
     ({"os_release": {"ID": 1}}, "os_release.ID"),
+    ({"disks": [dict(report("")["disks"][0], rotational="yes")]}, "disks[0].rotational"),
+    ({"disks": [dict(report("")["disks"][0], serial="a\nb")]}, "disks[0].serial"),
+    ({"hardware": []}, "hardware"),
+    ({"hardware": dict(HARDWARE, cpu=None)}, "hardware.cpu"),
+    ({"hardware": dict(HARDWARE, cpu={"model": None, "cores": -1, "threads": 1})}, "hardware.cpu.cores"),
+    ({"hardware": dict(HARDWARE, memory_bytes="1G")}, "hardware.memory_bytes"),
+    ({"hardware": dict(HARDWARE, dmi={"vendor": 5})}, "hardware.dmi.vendor"),
+    ({"hardware": dict(HARDWARE, nics=[dict(HARDWARE["nics"][0], mac="52:54:00:zz:00:01")])}, "hardware.nics[0].mac"),
+    ({"hardware": dict(HARDWARE, nics=[dict(HARDWARE["nics"][0], name="../eth0")])}, "hardware.nics[0].name"),
+    ({"hardware": dict(HARDWARE, nics=[dict(HARDWARE["nics"][0], link=1)])}, "hardware.nics[0].link"),
 ])
 def test_bad_report_field_is_named(files, tmp_path, body, field):
     state = make_state(files)

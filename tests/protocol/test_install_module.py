@@ -13,6 +13,8 @@ from dhcp_packets import hear_lease
 from nixielab.ansiblerun import run_module
 from nixielab.net import LabNetwork
 
+from ansible_collections.nixie.provision.plugins.module_utils._install import pin_host_keys, pinning_ssh
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces")
 
 TARGET = "10.213.0.77"
@@ -112,6 +114,35 @@ def test_built_store_paths_replace_the_flake(net, target, stand_in, tmp_path):
     assert not run_module("nixie.provision.install", without_flake, netns=net.ctl_ns)["failed"]
 
 
+def test_a_host_with_nixos_facter_is_installed_from_the_flake_with_its_report_path(net, target, stand_in, tmp_path):
+    built = {"toplevel": "/nix/store/q1n2aaaa-nixos-system-nixie-01", "disko_script": "/nix/store/mnb4aaaa-disko-format"}
+    result = run_module("nixie.provision.install", install_args(tmp_path, [target], generate_hardware_config="nixos-facter", **built),
+                        netns=net.ctl_ns)
+    assert not result["failed"], result
+    host_dir = tmp_path / "run" / "nixie-01"
+    # The configuration reads the report nixos-anywhere writes first: the flake, not the built store paths.
+    assert stand_in.read_text().splitlines() == [
+        "--flake", "/srv/fleet#nixie-01", "--generate-hardware-config", "nixos-facter", str(host_dir / "facter.json"),
+        "--target-host", "root@nixie-01", "--ssh-option", "HostName=" + TARGET, "-i", "/root/.ssh/deployer",
+        "--phases", "disko,install,reboot", "--extra-files", str(host_dir / "extra-files"), "--no-substitute-on-destination"]
+    elsewhere = run_module("nixie.provision.install", install_args(tmp_path, [target], generate_hardware_config="nixos-facter",
+                                                                   hardware_config_path="/srv/fleet/hosts/nixie-01/facter.json"), netns=net.ctl_ns)
+    assert elsewhere["command"][3:6] == ["--generate-hardware-config", "nixos-facter", "/srv/fleet/hosts/nixie-01/facter.json"], elsewhere
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"generate_hardware_config": "facter"}, "nixie-01: generate_hardware_config must be one of nixos-facter, not 'facter'"),
+    ({"generate_hardware_config": "nixos-generate-config"}, "nixie-01: generate_hardware_config must be one of nixos-facter"),
+    ({"generate_hardware_config": "nixos-facter", "flake": None, "toplevel": "/nix/store/q1n2aaaa-nixos-system-nixie-01",
+      "disko_script": "/nix/store/mnb4aaaa-disko-format"}, "nixie-01: flake: needed with generate_hardware_config"),
+])
+def test_a_bad_hardware_config_request_fails_naming_host_and_field(net, target, stand_in, tmp_path, change, message):
+    args = {key: value for key, value in dict(install_args(tmp_path, [target]), **change).items() if value is not None}
+    result = run_module("nixie.provision.install", args, netns=net.ctl_ns)
+    assert result["failed"] and message in result["msg"], result
+    assert not stand_in.exists()
+
+
 @pytest.mark.parametrize("change, message", [
     ({"toplevel": "/nix/store/q1n2aaaa-nixos-system-nixie-01"}, "parameters are required together: toplevel, disko_script"),
     ({"flake": None}, "one of the following is required: flake, toplevel"),
@@ -187,6 +218,61 @@ def test_malformed_reports_and_options_are_refused_before_anything_runs(net, tar
     assert result["failed"] and message in result["msg"], result
     assert "Traceback" not in result.get("module_stderr", "")
     assert not stand_in.exists() and not (tmp_path / "etc").exists()
+
+
+# Connects as nixos-anywhere does: its own options first, host key checking off, then each --ssh-option; records the ssh
+# it found and what ssh said (no key of the test is authorized: "Permission denied" means the host key was accepted).
+CONNECTING_STAND_IN = """#!/bin/sh
+options="-o IdentitiesOnly=yes -o UserKnownHostsFile=/dev/null -o StrictHostKeyChecking=no -o BatchMode=yes -o ConnectTimeout=5"
+while [ $# -gt 0 ]; do
+  case $1 in
+    --ssh-option) options="$options -o $2"; shift 2 ;;
+    --target-host) target=$2; shift 2 ;;
+    *) shift ;;
+  esac
+done
+command -v ssh > "$NIXIE_TEST_RECORD"
+ssh $options "$target" true 2>> "$NIXIE_TEST_RECORD" || true
+"""
+
+
+def _link_local(net):
+    """The target's scoped link-local address as the controller reaches it (fe80::...%<controller's interface>)."""
+    client = next(client for client in net.clients if client.name == "inst")
+    for dummy in range(50):
+        shown = client.run(["ip", "-6", "-o", "addr", "show", "dev", "eth0", "scope", "link"], capture_output=True, text=True).stdout
+        if shown and "tentative" not in shown:
+            return "%s%%%s" % (shown.split()[3].split("/")[0], net.ctl_if)
+        time.sleep(0.1)
+    raise AssertionError("the target has no link-local address")
+
+
+@pytest.mark.parametrize("scoped", [False, True], ids=["ipv4", "scoped-link-local"])
+def test_nixos_anywhere_reaches_the_alias_through_the_pinning_ssh(net, target, stand_in, tmp_path, scoped):
+    stand_in.parent.joinpath("bin", "nixos-anywhere").write_text(CONNECTING_STAND_IN)
+    address = _link_local(net) if scoped else TARGET
+    result = run_module("nixie.provision.install", install_args(tmp_path, [target], target=address), netns=net.ctl_ns)
+    assert not result["failed"], result
+    # ssh expands %-tokens in HostName: a zone's % goes doubled.
+    assert result["command"][3:7] == ["--target-host", "root@nixie-01", "--ssh-option", "HostName=" + address.replace("%", "%%")]
+    host_dir = tmp_path / "run" / "nixie-01"
+    ssh, said = stand_in.read_text().split("\n", 1)
+    assert ssh == str(host_dir / "installer-ssh" / "ssh")
+    assert "Permission denied" in said and "verification failed" not in said, said
+    assert (host_dir / "installer_known_hosts").read_text() == "nixie-01 %s\n" % target
+
+
+def test_the_pinning_ssh_refuses_another_key_though_nixos_anywhere_turns_checking_off(net, target, tmp_path):
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "other")], check=True)
+    for keys, refused in (([(tmp_path / "other.pub").read_text().strip()], True), ([target], False)):
+        known_hosts = pin_host_keys(str(tmp_path / "known_hosts"), "nixie-01", keys)
+        ssh = os.path.join(pinning_ssh(str(tmp_path / "ssh"), "nixie-01", known_hosts), "ssh")
+        said = net.run_ctl([ssh, "-o", "UserKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=no", "-o", "BatchMode=yes", "-o",
+                            "HostName=" + TARGET, "root@nixie-01", "true"], capture_output=True, text=True, timeout=30).stderr
+        if refused:
+            assert "Host key verification failed" in said, said
+        else:
+            assert "Permission denied" in said and "verification failed" not in said, said
 
 
 def test_another_host_key_at_the_address_is_refused(net, target, stand_in, tmp_path):

@@ -125,8 +125,13 @@ CONTROLLER_SECRET_HEADER = "X-Nixie-Controller-Secret"
 # The installer's kernel command line: where its agent phones home, and with which token.
 KERNEL_PARAM_API = "nixie.api"
 KERNEL_PARAM_TOKEN = "nixie.token"
-REPORT_FIELDS = ("macs", "ip", "ssh_host_keys", "disks", "os_release")
-DISK_FIELDS = ("name", "size_bytes", "model", "has_partitions", "has_filesystem", "by_id", "by_path")
+REPORT_FIELDS = ("macs", "ip", "ssh_host_keys", "disks", "os_release", "hardware")
+DISK_FIELDS = ("name", "size_bytes", "model", "has_partitions", "has_filesystem", "by_id", "by_path", "serial", "wwn", "rotational")
+# The report's "hardware": {"cpu": CPU_FIELDS, "memory_bytes", "dmi": DMI_FIELDS, "nics": [NIC_FIELDS]}; null where unknown.
+HARDWARE_FIELDS = ("cpu", "memory_bytes", "dmi", "nics")
+CPU_FIELDS = ("model", "cores", "threads")
+DMI_FIELDS = ("vendor", "product", "serial")
+NIC_FIELDS = ("name", "mac", "link", "speed_mbps", "driver")
 ANSWER_FIELD = "authorized_keys"
 
 # The run directory: the boot server's files, the installer build's, and one directory per host.
@@ -143,6 +148,13 @@ SYSTEMS_LOG_FILE = "systems-build.log"
 HOST_INSTALL_LOG = "install.log"
 HOST_EXTRA_FILES = "extra-files"
 HOST_KNOWN_HOSTS = "known_hosts"
+# The installer's host keys (its agent's report) under the host's name, and the ssh that nixos-anywhere runs with them.
+HOST_INSTALLER_KNOWN_HOSTS = "installer_known_hosts"
+HOST_INSTALLER_SSH = "installer-ssh"
+# The machine's hardware as its agent reported it (the nixie_hardware facts).
+HOST_HARDWARE = "hardware.json"
+# nixos-facter's report, where nixos-anywhere writes it for a host with generate_hardware_config (unless told elsewhere).
+HOST_FACTER = "facter.json"
 # What the provision role leaves in the run directory at the end of a run: the status table frozen, per host timeline.
 REPORT_JSON = "report.json"
 REPORT_HTML = "report.html"

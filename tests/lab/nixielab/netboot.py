@@ -77,7 +77,7 @@ class NetbootRun:
         return self.directory / "nixos-anywhere.jsonl"
 
     def stand_in_records(self) -> list[dict]:
-        """What the stand-in nixos-anywhere recorded: one {"argv", "start", "pid"} per call."""
+        """What the stand-in nixos-anywhere recorded: one {"argv", "start", "pid", "ssh"} per call."""
         if not self.stand_in_log.exists():
             return []
         return [json.loads(line) for line in self.stand_in_log.read_text().splitlines()]
@@ -96,6 +96,10 @@ class NetbootRun:
     def stand_in_hosts(self) -> list[str]:
         """The host of each stand-in call, from its --target-host root@<host alias>, in call order."""
         return [record["argv"][record["argv"].index("--target-host") + 1].split("@", 1)[1] for record in self.stand_in_records()]
+
+    def pinning_ssh(self, host: str) -> str:
+        """The ssh that nixos-anywhere must find first on its PATH for `host`: the one that pins the installer's host keys."""
+        return str(self.run_dir / host / contract.HOST_INSTALLER_SSH / "ssh")
 
     def stand_in_command(self, host: str, address: str, attribute: str | None = None) -> list[str]:
         """The arguments Nixie must hand nixos-anywhere for `host` at `address`: the run's build, the host alias."""

@@ -121,6 +121,8 @@ _BEARER = re.compile(r"^Bearer ([A-Za-z0-9_-]{16,256})$")
 _DISK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 # udev's /dev/disk/by-id and by-path names: no "/", and nothing a shell or a path would read specially.
 _DISK_LINK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+@,=-]{0,254}$")
+# Ethernet's 6 bytes, InfiniBand's 20, or anything between, as sysfs writes them.
+_HARDWARE_ADDRESS = re.compile(r"^[0-9A-Fa-f]{2}(?::[0-9A-Fa-f]{2}){0,31}$")
 _OS_RELEASE_KEY = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # A suffix range of zero bytes asks for nothing: RFC 9110 14.1.1 makes it unsatisfiable (aiohttp sends the whole file).
@@ -183,7 +185,62 @@ def _disk(field, disk):
                 raise ReportError("%s.%s[%d]: must be a /dev/disk/%s link name such as ata-QEMU_HARDDISK_QM00001"
                                   % (field, links_field, index, links_field.replace("_", "-")))
         links[links_field] = list(names)
-    return dict(name=name, size_bytes=size, model=model.strip(), **flags, **links)
+    # An agent of an earlier release reports none of these: unknown, as for a disk that does not tell.
+    identity = {key: _optional_text("%s.%s" % (field, key), disk.get(key), 256) for key in ("serial", "wwn")}
+    rotational = _optional_bool("%s.rotational" % field, disk.get("rotational"))
+    return dict(name=name, size_bytes=size, model=model.strip(), **flags, **links, **identity, rotational=rotational)
+
+
+def _optional_text(field, value, limit):
+    return None if value is None else _text(field, value, limit).strip() or None
+
+
+def _optional_bool(field, value):
+    if value is not None and not isinstance(value, bool):
+        raise ReportError("%s: must be true, false or null" % field)
+    return value
+
+
+def _optional_count(field, value):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise ReportError("%s: must be a non-negative integer or null" % field)
+    return value
+
+
+def _object(field, value, fields):
+    if not isinstance(value, dict):
+        raise ReportError("%s: must be an object with %s" % (field, ", ".join(fields)))
+    return value
+
+
+def _hardware(value):
+    """The report's hardware, each value null where the machine's /sys and /proc did not tell; None from an older agent."""
+    if value is None:
+        return None
+    _object("hardware", value, contract.HARDWARE_FIELDS)
+    cpu = _object("hardware.cpu", value.get("cpu"), contract.CPU_FIELDS)
+    dmi = _object("hardware.dmi", value.get("dmi"), contract.DMI_FIELDS)
+    nics = []
+    for index, nic in enumerate(_list("hardware.nics", value.get("nics"), 64)):
+        field = "hardware.nics[%d]" % index
+        _object(field, nic, contract.NIC_FIELDS)
+        name = nic.get("name")
+        if not isinstance(name, str) or not _DISK_NAME.match(name):
+            raise ReportError("%s.name: must be a network interface name such as eth0" % field)
+        mac = _optional_text("%s.mac" % field, nic.get("mac"), 64)
+        if mac is not None and not _HARDWARE_ADDRESS.match(mac):
+            raise ReportError("%s.mac: must be a hardware address such as 52:54:00:12:34:56" % field)
+        nics.append({"name": name, "mac": mac and mac.lower(), "link": _optional_bool("%s.link" % field, nic.get("link")),
+                     "speed_mbps": _optional_count("%s.speed_mbps" % field, nic.get("speed_mbps")),
+                     "driver": _optional_text("%s.driver" % field, nic.get("driver"), 64)})
+    return {
+        "cpu": {"model": _optional_text("hardware.cpu.model", cpu.get("model"), 256),
+                "cores": _optional_count("hardware.cpu.cores", cpu.get("cores")),
+                "threads": _optional_count("hardware.cpu.threads", cpu.get("threads"))},
+        "memory_bytes": _optional_count("hardware.memory_bytes", value.get("memory_bytes")),
+        "dmi": {key: _optional_text("hardware.dmi.%s" % key, dmi.get(key), 256) for key in contract.DMI_FIELDS},
+        "nics": nics,
+    }
 
 
 def parse_json(raw: bytes) -> Any:
@@ -224,7 +281,8 @@ def parse_report(body: Any) -> Dict[str, Any]:
         if not _OS_RELEASE_KEY.match(key):
             raise ReportError("os_release: %r is not an os-release variable name" % key[:64])
         _text("os_release.%s" % key, value, 1024)
-    return {"macs": macs, "ip": ip, "ssh_host_keys": keys, "disks": disks, "os_release": dict(os_release)}
+    return {"macs": macs, "ip": ip, "ssh_host_keys": keys, "disks": disks, "os_release": dict(os_release),
+            "hardware": _hardware(body.get("hardware"))}
 
 
 def parse_progress(body: Any) -> Dict[str, Any]:
