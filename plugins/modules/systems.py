@@ -14,7 +14,7 @@ description:
     C(config.system.build.diskoScript) and disk layout (C(config.disko.devices.disk.<name>.device)).
   - Builds the toplevels and disko scripts of the hosts in O(build) in one C(nix build --keep-going), with Nix's own
     parallelism, so that nixos-anywhere installs them with C(--store-paths) and evaluates nothing itself.
-  - A host whose configuration does not evaluate, lacks an attribute, or does not build, is listed in RV(failed) with
+  - A host whose configuration does not evaluate, lacks an attribute, or does not build, is listed in RV(errors) with
     Nix's error; the others are unaffected, and the task does not fail for it. After a failed evaluation of all hosts,
     each is evaluated on its own, to tell which failed.
   - Run it once for the run (V(run_once)), on the controller.
@@ -48,7 +48,7 @@ options:
       - RV(systems) of an earlier call; given, nothing is evaluated again and O(build) builds from its derivations.
     type: dict
   build:
-    description: The hosts whose systems to build now (hosts in RV(failed) are left out).
+    description: The hosts whose systems to build now (hosts in RV(errors) are left out).
     type: list
     elements: str
     default: []

@@ -62,8 +62,8 @@ def test_machines_behind_a_relay_install_and_a_relay_that_skips_nixie_fails_its_
         _pxe_client_loop(stranger)
         started = time.monotonic()
         run.environment["ANSIBLE_STRATEGY"] = "free"
-        first = netboot.provision(lab, run, limit="nixie-01,nixie-02", extra_vars={"nixie_batch_size": 2, "nixie_agent_timeout": AGENT_TIMEOUT,
-                                                                                       "nixie_ipxe_dir": str(netboot.CURRENT_IPXE)})
+        first = netboot.provision(lab, run, limit="nixie-01,nixie-02",
+                                  extra_vars={"nixie_batch_size": 2, "nixie_agent_timeout": AGENT_TIMEOUT, "nixie_ipxe_dir": str(netboot.CURRENT_IPXE)})
         del run.environment["ANSIBLE_STRATEGY"]
     print(first.stdout[-5000:])
     recap = netboot.recap(first.stdout)
