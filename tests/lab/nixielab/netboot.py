@@ -13,6 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.events import read_events
 
 from .bmcd import PASSWORD_ENV
