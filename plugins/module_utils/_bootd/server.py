@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import gc
 import hashlib
 import ipaddress
 import json
@@ -247,6 +248,9 @@ async def _serve(config, ready):
                 proxy = await start_proxydhcp(config["interface"], booter, events.record)
         except PortBindError as exc:
             raise ServerError(_explain_bind_failure("udp", exc.port, exc)) from None
+        # What start-up made (modules, aiohttp, the host table) lives as long as the server: out of the collector's
+        # sight, a full collection during a rack's DISCOVER burst stops the loop for ~1 ms instead of ~60 (measured, P4).
+        gc.freeze()
         ready(published)
         await stopping.wait()
     finally:

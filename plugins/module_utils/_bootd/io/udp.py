@@ -9,15 +9,23 @@ Replies never wait. asyncio's ``sendto`` keeps, without bound, whatever the sock
 port's socket sends every client's replies: a reply that waits (on ARP for an address nobody has) delays all
 of them. So a Sender writes to the socket itself, and a reply that cannot leave at once is dropped and counted;
 the client asks again, as DHCP clients do.
+
+A reply's copies (``Reply.send_again_after``) guard against its loss, and come after every request already
+waiting: a rack powering on queues thousands of DISCOVERs, and each copy sent ahead of them delays a client that
+has no answer at all. A copy that waited COPY_MAX_WAIT is dropped: its client has asked again, or moved on.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import errno
+import fcntl
 import logging
 import socket
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+import termios
+import time
+from typing import Callable, Deque, Dict, Iterable, List, Optional, Tuple
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Outcome, Reply
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.limits import LogBudget
@@ -29,6 +37,11 @@ OnEvent = Callable[..., None]
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 
 _LOG = logging.getLogger(__name__)
+
+# iPXE drops a proxy offer 2 s after its first DISCOVER, EDK2 after its 4 s wait; a copy later than this is sent to
+# a client that asked again by then, and was answered again.
+COPY_MAX_WAIT = 1.0
+_NO_BYTES = b"\0\0\0\0"
 
 _HINTS = {
     errno.EACCES: "ports below 1024 need root or CAP_NET_BIND_SERVICE",
@@ -115,6 +128,11 @@ class Sender:
         self._log.log((self.label, "port %d:" % port, "send error"), logging.WARNING, "%s port %d: send failed: %s", self.label, port, exc)
 
 
+def _request_waiting(sock: socket.socket) -> bool:
+    # SIOCINQ (FIONREAD) on a UDP socket: the size of the next queued datagram, zero when none is.
+    return fcntl.ioctl(sock.fileno(), termios.FIONREAD, _NO_BYTES) != _NO_BYTES
+
+
 class _Endpoint(asyncio.DatagramProtocol):
     """One UDP port: each datagram goes to ``handle(data, addr, port)``; its reply is sent, then reported."""
 
@@ -125,6 +143,9 @@ class _Endpoint(asyncio.DatagramProtocol):
         self._on_event = on_event
         self._sender = sender
         self._transport = None
+        # Copies due but not sent yet: (when they go stale, reply, mac), oldest first.
+        self._copies: Deque[Tuple[float, Reply, str]] = collections.deque()
+        self._copies_scheduled = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport
@@ -142,8 +163,25 @@ class _Endpoint(asyncio.DatagramProtocol):
         self._on_event(outcome.mac, outcome.step, **outcome.fields)
 
     def _send_again(self, reply: Reply, mac: str) -> None:
-        if not self._transport.is_closing():
-            self._sender.send(self._sock, self._port, reply, mac)
+        self._copies.append((time.monotonic() + COPY_MAX_WAIT, reply, mac))
+        if not self._copies_scheduled:
+            self._send_copies()
+
+    def _send_copies(self) -> None:
+        self._copies_scheduled = False
+        if self._transport.is_closing():
+            self._copies.clear()
+            return
+        now = time.monotonic()
+        while self._copies:
+            if _request_waiting(self._sock):
+                # After the loop has read the next request; the copies keep their order.
+                self._copies_scheduled = True
+                asyncio.get_running_loop().call_soon(self._send_copies)
+                return
+            stale_at, reply, mac = self._copies.popleft()
+            if now < stale_at:
+                self._sender.send(self._sock, self._port, reply, mac)
 
     def error_received(self, exc: Exception) -> None:
         self._sender.error_received(self._port, exc)
