@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from .processes import LabError, ProcessTracker, in_netns, run_checked, start_time, stop_pid, wait_gone
+from .processes import LabError, ProcessTracker, in_netns, run_checked, start_time, stop_pid, text_so_far, wait_gone
 
 FIRMWARES = ("bios", "uefi")
 BOOT_ORDERS = ("network-first", "disk-first")
@@ -252,10 +252,7 @@ class Machine:  # pylint: disable=too-many-instance-attributes  # one field per 
 
     # Console
     def serial_text(self) -> str:
-        try:
-            return self.serial_path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
+        return text_so_far(self.serial_path)
 
     def wait_for_serial(self, pattern: str, timeout: float) -> re.Match:
         """Wait until the serial console (of this power-on) matches the regular expression `pattern`."""

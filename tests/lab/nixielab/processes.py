@@ -207,13 +207,17 @@ def stop_namespace_processes(namespace: str) -> list[int]:
     return stopped
 
 
+def text_so_far(path: Path) -> str:
+    """What a process has written to ``path`` so far: "" before it created the file, undecodable bytes replaced."""
+    try:
+        return Path(path).read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
 def json_lines(path: Path) -> list[dict]:
     """The entries of a daemon's JSON-lines log so far, oldest first: none before it exists, and no line still being written."""
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        return []
-    return [json.loads(line) for line in lines if line.endswith("}")]
+    return [json.loads(line) for line in text_so_far(path).splitlines() if line.endswith("}")]
 
 
 def wait_for_entry(entries: Callable[[], list[dict]], predicate: Callable[[dict], bool], timeout: float, alive: Callable[[], None],

@@ -18,7 +18,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from .processes import LabError, ProcessTracker, in_netns, run_checked
+from .processes import LabError, ProcessTracker, in_netns, run_checked, text_so_far
 
 MACHINE_SUBNET4 = ipaddress.IPv4Network("10.213.1.0/24")
 ROUTER_UP_IP4 = ipaddress.IPv4Interface("10.213.0.254/24")
@@ -109,7 +109,4 @@ class RoutedSegment:
         self.stop_relay()
 
     def relay_log(self) -> str:
-        try:
-            return self.relay_log_path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
+        return text_so_far(self.relay_log_path)

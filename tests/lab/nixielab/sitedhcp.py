@@ -14,7 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from .processes import LabError, ProcessTracker, in_netns
+from .processes import LabError, ProcessTracker, in_netns, text_so_far
 
 LEASE_TIME = "1h"
 # Router advertisements every 10 s with router lifetime 0: hosts configure addresses from the prefix
@@ -111,13 +111,7 @@ class SiteDhcp:
         return address
 
     def _lease_lines(self) -> list[list[str]]:
-        try:
-            return [line.split() for line in self.lease_path.read_text(encoding="utf-8").splitlines()]
-        except FileNotFoundError:
-            return []
+        return [line.split() for line in text_so_far(self.lease_path).splitlines()]
 
     def _log_text(self) -> str:
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
+        return text_so_far(self.log_path)
