@@ -65,11 +65,10 @@ def test_two_controllers_each_serve_their_own_machine_and_an_unreachable_one_fai
     inventory.mkdir()
     (inventory / "nixie.yml").write_text(run.inventory.read_text().replace("path: hosts.json", "path: ../hosts.json"))
     (inventory / "controllers.yml").write_text(json.dumps(controllers))
-    run.inventory = inventory
 
     started = time.monotonic()
     run.environment["ANSIBLE_STRATEGY"] = "free"
-    done = netboot.provision(lab, run, extra_vars={"nixie_batch_size": 3, "nixie_agent_timeout": AGENT_TIMEOUT})
+    done = netboot.provision(lab, dataclasses.replace(run, inventory=inventory), extra_vars={"nixie_batch_size": 3, "nixie_agent_timeout": AGENT_TIMEOUT})
     seconds = time.monotonic() - started
     print(done.stdout[-6000:])
     print("two controllers, one machine each: %.0f s" % seconds)
