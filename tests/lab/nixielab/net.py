@@ -275,7 +275,8 @@ class LabNetwork:  # pylint: disable=too-many-instance-attributes  # the lab's a
         # root's own ~/.ssh stays untouched: dropbear reads the lab's, bound over it in a mount namespace of its own.
         self.tracker.spawn("dropbear", in_netns(controller.netns, [
             "unshare", "--mount", "sh", "-c", 'mount --bind "$1" "$2" && exec dropbear -F -E -s -p "$3:22" -r "$4"',
-            "sh", str(ssh_dir), str(Path("~root/.ssh").expanduser()), str(controller.ip4), str(host_key)]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            "sh", str(ssh_dir), str(Path("~root/.ssh").expanduser()), str(controller.ip4), str(host_key)]),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_listening(controller.netns, 22, timeout=10)
         return controller
 
