@@ -27,6 +27,9 @@ description:
     (with Ansible Vault) or from the controller''s environment variable named by C(password_env).'
   - The whole file is checked before any host is added; every error names the file, the host and the field.
   - Any other inventory that sets the same variables works the same for the rest of the collection.
+  - C(nixie_controller), the inventory host that runs a host's boot server, power actions and status checks (default
+    V(localhost)), is not in the file; set it per segment with group variables or another inventory source beside
+    this one, with O(compose), or with O(keyed_groups) and C(group_vars) (see the provision role).
   - The configuration file name must end in C(nixie.yml) or C(nixie.yaml).
 extends_documentation_fragment:
   - constructed

@@ -7,7 +7,9 @@ before any earlier run built the installer."""
 import importlib.util
 import json
 import os
+import re
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,28 +29,67 @@ def _prepare():
     return module
 
 
-@pytest.mark.parametrize("playbook", ["nixie.provision.provision", "nixie.provision.netboot"])
-def test_check_mode_reports_each_host_and_exits_0(tmp_path, playbook):
+def _run_check(tmp_path, playbook, hosts, inventory_files=None):
+    """ansible-playbook `playbook` --check on `hosts` ({name: mac}) in a fresh lab network; (lab, flake, exit code, output)."""
     prepare = _prepare()
     flake = prepare.materialise(tmp_path / "flake", b"kernel", b"initrd")
-    (tmp_path / "hosts.json").write_text(json.dumps({name: {"mac_address": mac} for name, mac in HOSTS.items()}))
-    inventory = tmp_path / "nixie.yml"
-    inventory.write_text("plugin: nixie.provision.hosts\npath: hosts.json\nflake: %s\n" % flake)
+    inventory = tmp_path / "inventory"
+    inventory.mkdir()
+    # Beside the inventory directory, whose every file Ansible reads as an inventory.
+    (tmp_path / "hosts.json").write_text(json.dumps({name: {"mac_address": mac} for name, mac in hosts.items()}))
+    (inventory / "nixie.yml").write_text("plugin: nixie.provision.hosts\npath: ../hosts.json\nflake: %s\n" % flake)
+    for name, text in (inventory_files or {}).items():
+        (inventory / name).write_text(text)
     key = tmp_path / "id_ed25519"
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
-    run_dir = tmp_path / "run"
     with LabNetwork(site_dhcp=False) as lab:
         argv, env = playbook_command(lab, playbook, inventory, environment=prepare.offline_nix_env(tmp_path / "nix-conf"),
-                                     extra_vars={"nixie_interface": lab.ctl_if, "nixie_run_dir": str(run_dir),
+                                     extra_vars={"nixie_interface": lab.ctl_if, "nixie_run_dir": str(tmp_path / "run"),
                                                  "nixie_ssh_private_key": str(key), "nixie_status_timeout": 5})
         done = subprocess.run(argv + ["--check"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False)
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, output
-    assert "would build the installer /nix/store/" in output and "start the boot server on %s for nixie-01, nixie-02" % lab.ctl_if in output
+    return lab, flake, done.returncode, done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("playbook", ["nixie.provision.provision", "nixie.provision.netboot"])
+def test_check_mode_reports_each_host_and_exits_0(tmp_path, playbook):
+    lab, flake, returncode, output = _run_check(tmp_path, playbook, HOSTS)
+    assert returncode == 0, output
+    assert "would build the installer /nix/store/" in output and "start the boot server on %s for nixie-01, nixie-02\"" % lab.ctl_if in output
     for name, mac in HOSTS.items():
         assert "check mode: %s (%s) would be powered on (wol)" % (name, mac) in output, output
         if playbook == "nixie.provision.provision":
             assert "check mode: would install %s#%s on %s" % (flake, name, name) in output
             assert '"action": "netboot (check mode: nothing done)"' in output
     assert "failed=0" in output and "unreachable=0" in output
-    assert not (run_dir / "server.pid").exists() and not (run_dir / "events.jsonl").exists()
+    assert not (tmp_path / "run" / "server.pid").exists() and not (tmp_path / "run" / "events.jsonl").exists()
+
+
+def test_each_controller_serves_its_own_hosts_and_an_unreachable_one_fails_its_hosts_alone(tmp_path):
+    # ctl-b is reached (a local connection: another inventory host, as an SSH one would be); ctl-c listens nowhere. The
+    # flake has no nixie-04: its controller fails it before its evaluation would.
+    hosts = dict(HOSTS, **{"nixie-03": "52:54:00:c4:00:03", "nixie-04": "52:54:00:c4:00:04"})
+    controllers = """all:
+  hosts:
+    ctl-b: {ansible_connection: local, ansible_python_interpreter: %s}
+    ctl-c: {ansible_host: 127.0.0.1, ansible_port: 9, ansible_user: nobody}
+nixie:
+  hosts:
+    nixie-02: {nixie_controller: ctl-b}
+    nixie-03: {nixie_controller: ctl-b}
+    nixie-04: {nixie_controller: ctl-c}
+""" % sys.executable
+    lab, flake, returncode, output = _run_check(tmp_path, "nixie.provision.provision", hosts, {"controllers.yml": controllers})
+    assert returncode != 0, output
+    assert "controller ctl-c of nixie-04 cannot be reached: " in output, output
+    assert "start the boot server on %s for nixie-01\"" % lab.ctl_if in output, output
+    assert "start the boot server on %s for nixie-02, nixie-03 on ctl-b\"" % lab.ctl_if in output, output
+    for name in ("nixie-01", "nixie-02", "nixie-03"):
+        assert "check mode: would install %s#%s on %s" % (flake, name, name) in output
+    assert "check mode: would install %s#nixie-04" % flake not in output
+    recap, dummy = json.JSONDecoder().raw_decode(output, output.index('"controllers": ') + len('"controllers": '))
+    assert recap == {
+        "localhost": {"nixie-01": "unreachable"}, "ctl-b": {"nixie-02": "unreachable", "nixie-03": "unreachable"},
+        "ctl-c": {"nixie-04": "failed"}}, output
+    assert re.search(r"nixie-04 +: ok=\d+ +changed=0 +unreachable=0 +failed=1", output), output
+    for name in ("nixie-01", "nixie-02", "nixie-03"):
+        assert re.search(name + r" +: ok=\d+ +changed=\d+ +unreachable=0 +failed=0", output), output

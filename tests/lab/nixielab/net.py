@@ -21,12 +21,13 @@ import secrets
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from .bmcd import DRIVERS, BmcGlue
 from .machine import Machine
 from .powerd import PowerDaemon
-from .routed import MACHINE_RANGE4, RoutedSegment
+from .routed import MACHINE_RANGE4, SEGMENT_CONTROLLER_IP4, RoutedSegment
 from .processes import (NAMESPACE_PREFIX, STATE_ROOT, LabError, ProcessTracker, in_netns, python_environment, raise_on_termination_signals,
                         run_checked, stop_namespace_processes)
 from .sitedhcp import SiteDhcp
@@ -92,6 +93,24 @@ class LabClient:
             raise LabError("client %s: udhcpc got no lease: %s" % (self.name, (result.stderr + result.stdout).strip()))
         shown = run_checked(in_netns(self.netns, ["ip", "-4", "-o", "addr", "show", "dev", self.iface])).stdout.split()
         return ipaddress.IPv4Interface(shown[shown.index("inet") + 1]).ip
+
+
+@dataclasses.dataclass
+class SegmentController:
+    """A second controller's namespace on the routed machines' segment, with an sshd for root (add_segment_controller)."""
+
+    name: str
+    netns: str
+    ip4: ipaddress.IPv4Address
+    iface: str = "eth0"
+
+
+def _wait_listening(netns: str, port: int, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not run_checked(in_netns(netns, ["ss", "-Hltn", "sport = :%d" % port])).stdout.strip():
+        if time.monotonic() > deadline:
+            raise LabError("nothing listens on TCP port %d in %s after %g s" % (port, netns, timeout))
+        time.sleep(0.2)
 
 
 class LabNetwork:  # pylint: disable=too-many-instance-attributes  # the lab's addresses are its interface
@@ -233,6 +252,33 @@ class LabNetwork:  # pylint: disable=too-many-instance-attributes  # the lab's a
             self._add_namespace(self.routed.segment_ns)
             self.routed.build()
             self.routed.route_from(self.ctl_ns)
+
+    def add_segment_controller(self, name: str, authorized_key: Path) -> "SegmentController":
+        """A second controller on the routed machines' segment: namespace nxl-<tag>-<name> with `eth0` on the segment's
+        bridge and a dropbear sshd that lets in root with `authorized_key` alone, as a rack's own controller would be."""
+        if not self.routed:
+            raise LabError("a segment controller needs the routed lab (routed=True)")
+        controller = SegmentController(name=name, netns="%s%s-%s" % (NAMESPACE_PREFIX, self.tag, name), ip4=SEGMENT_CONTROLLER_IP4.ip)
+        port = "k-%s" % name
+        self._add_namespace(controller.netns)
+        run_checked(["ip", "-n", self.machine_ns, "link", "add", port, "type", "veth", "peer", "name", controller.iface, "netns", controller.netns])
+        run_checked(["ip", "-n", self.machine_ns, "link", "set", port, "master", self.machine_bridge, "up"])
+        run_checked(["ip", "-n", controller.netns, "addr", "add", str(SEGMENT_CONTROLLER_IP4), "dev", controller.iface])
+        run_checked(["ip", "-n", controller.netns, "link", "set", controller.iface, "up"])
+        run_checked(["ip", "-n", controller.netns, "route", "add", "default", "via", str(self.routed.gateway4)])
+        ssh_dir = self.run_dir / name / "ssh"
+        ssh_dir.mkdir(parents=True, mode=0o700)
+        (ssh_dir / "authorized_keys").write_text(Path(authorized_key).read_text())
+        (ssh_dir / "authorized_keys").chmod(0o600)
+        host_key = self.run_dir / name / "host_key"
+        run_checked(["dropbearkey", "-t", "ed25519", "-f", str(host_key)])
+        # root's own ~/.ssh stays untouched: dropbear reads the lab's, bound over it in a mount namespace of its own.
+        self.tracker.spawn("dropbear", in_netns(controller.netns, [
+            "unshare", "--mount", "sh", "-c", 'mount --bind "$1" "$2" && exec dropbear -F -E -s -p "$3:22" -r "$4"',
+            "sh", str(ssh_dir), str(Path("~root/.ssh").expanduser()), str(controller.ip4), str(host_key)]),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_listening(controller.netns, 22, timeout=10)
+        return controller
 
     # Running things
     def run_ctl(self, argv: list[str], **kwargs) -> subprocess.CompletedProcess:

@@ -24,6 +24,8 @@ MACHINE_SUBNET4 = ipaddress.IPv4Network("10.213.1.0/24")
 ROUTER_UP_IP4 = ipaddress.IPv4Interface("10.213.0.254/24")
 ROUTER_DOWN_IP4 = ipaddress.IPv4Interface("%s/24" % MACHINE_SUBNET4[1])
 SEGMENT_BRIDGE_IP4 = ipaddress.IPv4Interface("%s/24" % MACHINE_SUBNET4[2])
+# A second controller on the machines' segment (LabNetwork.add_segment_controller).
+SEGMENT_CONTROLLER_IP4 = ipaddress.IPv4Interface("%s/24" % MACHINE_SUBNET4[3])
 MACHINE_RANGE4 = (str(MACHINE_SUBNET4[100]), str(MACHINE_SUBNET4[199]))
 UP_IF, DOWN_IF = "up0", "down0"
 
