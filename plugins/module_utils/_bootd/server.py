@@ -79,11 +79,13 @@ def validate_config(config: Mapping[str, Any]) -> Tuple[List[Host], Dict[str, st
         raise ServerError("http_port: must be a TCP port from 1 to 65535, got %d" % port)
     installers = installers_from_config(config)
     for installer in installers.values():
+        # The run's own installer's fields are top-level options; the others are entries of `installers`.
+        prefix = "" if installer.system == (config.get("system") or DEFAULT_SYSTEM) else "installers[%s]." % installer.system
         if _CONTROL.search(installer.cmdline):
-            raise ServerError("cmdline (%s): must be one line without control characters, got %r" % (installer.system, installer.cmdline))
+            raise ServerError("%scmdline: must be one line without control characters, got %r" % (prefix, installer.cmdline))
         for key in ("kernel", "initrd"):
             if not os.path.isfile(getattr(installer, key)):
-                raise ServerError("%s (%s): no such file: %s" % (key, installer.system, getattr(installer, key)))
+                raise ServerError("%s%s: no such file: %s" % (prefix, key, getattr(installer, key)))
     _check_authorized_key(config["authorized_key"])
     for host in config["hosts"]:
         try:
