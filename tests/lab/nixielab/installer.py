@@ -72,6 +72,8 @@ class Installer:
     kernel_version: str
     cmdline: str = KERNEL_CMDLINE
     arch: str = "amd64"
+    # The root that holds this architecture's systemd-boot (usr/lib/systemd/boot/efi/), for installed-disk images.
+    userland: Path = Path("/")
 
     @property
     def system(self) -> str:
@@ -115,7 +117,7 @@ def build_installer(modules: tuple[str, ...] = MODULES, cache_root: Path = CACHE
             (built / "initrd.gz").write_bytes(cpio_archive(entries))
             _publish(built, target)
     return Installer(kernel=target / "vmlinuz", initrd=target / "initrd.gz", kernel_version=version,
-                     cmdline="console=%s" % CONSOLES[arch], arch=arch)
+                     cmdline="console=%s" % CONSOLES[arch], arch=arch, userland=userland)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,12 +236,13 @@ def kernel_tree(version: str, cache_root: Path = CACHE_ROOT, apt: Apt | None = N
 
 
 def foreign_userland(apt: Apt, arch: str, cache_root: Path = CACHE_ROOT) -> Path:
-    """Debian's busybox-static, dropbear-bin and dropbear's libraries for `arch`, extracted into one tree."""
+    """Debian's busybox-static, dropbear-bin and its libraries, and systemd-boot-efi for `arch`, extracted into one tree."""
     tree = cache_root / ("userland-%s" % arch)
     if tree.exists():
         return tree
     # dropbear-bin and what it depends on, transitively (libtomcrypt1 brings libgmp10, libc6 libgcc-s1).
-    packages, pending = {"busybox-static"}, ["dropbear-bin"]
+    # systemd-boot-efi: the EFI loader of the installed-disk image (installed.py).
+    packages, pending = {"busybox-static", "systemd-boot-efi"}, ["dropbear-bin"]
     while pending:
         package = pending.pop()
         packages.add(package)
