@@ -27,7 +27,8 @@ def test_an_arm64_machine_goes_from_off_to_installed_through_edk2_pxe(lab, arm64
     lab.start_power_daemon()
     run = netboot.with_stand_in(netboot.prepare(lab, arm64_installer, [machine], tmp_path), arm64_installer)
     started = time.monotonic()
-    result = netboot.provision(lab, run, extra_vars={"nixie_ipxe_dir": str(netboot.CURRENT_IPXE)})
+    # The fixture flake's installer is the arm64 test installer here: the run's own installer is an aarch64-linux one.
+    result = netboot.provision(lab, run, extra_vars={"nixie_ipxe_dir": str(netboot.CURRENT_IPXE), "nixie_installer_system": "aarch64-linux"})
     elapsed = time.monotonic() - started
     print(result.stdout[-6000:])
     print("arm64 provision took %.0f s" % elapsed)

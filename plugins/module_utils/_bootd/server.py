@@ -195,6 +195,7 @@ def _budgeted_loop_errors(log: LogBudget) -> Callable[[asyncio.AbstractEventLoop
 
 async def _serve(config, ready):
     hosts, binaries = validate_config(config)
+    installers = installers_from_config(config)
     ensure_file_limit()
     # tftpy logs every malformed or refused packet at ERROR; tftp.py records those as events already, and a
     # scanner on the boot network must not be able to fill server.log.
