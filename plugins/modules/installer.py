@@ -72,7 +72,7 @@ options:
     default: []
   installers:
     description:
-      - Installer flakes for other systems, by system, such as V({aarch64-linux: ./fleet#installer-aarch64}).
+      - "Installer flakes for other systems, by system, such as V({aarch64-linux: ./fleet#installer-aarch64})."
       - A system of O(systems) other than O(system) without an entry here is an error naming that system.
     type: dict
     default: {}

@@ -84,7 +84,7 @@ systems:
   description:
     - Per host, C(attribute), the store paths C(toplevel) and C(disko_script) (null when missing), C(drvs) (their
       derivations), C(disk_devices) (C({disk name -> device}) of its disko layout, or null), C(system) (its
-      C(nixpkgs.hostPlatform.system), such as V(aarch64-linux): the installer it netboots; null where unset) and C(error)
+      C(nixpkgs.hostPlatform.system), such as V(aarch64-linux), which names the installer it netboots; null where unset) and C(error)
       (null, or why it cannot be installed).
   returned: always
   type: dict

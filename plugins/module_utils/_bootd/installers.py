@@ -17,8 +17,8 @@ from ansible_collections.nixie.provision.plugins.module_utils._errors import Nix
 DEFAULT_SYSTEM = "x86_64-linux"
 
 
-class MissingInstaller(NixieError):
-    """A host's system has no installer in the run."""
+class InstallerError(NixieError):
+    """The run's installers do not fit its hosts: a host's system has none, or a system has two."""
 
 
 @dataclass(frozen=True)
@@ -38,7 +38,7 @@ def installers_from_config(config: Mapping[str, Any]) -> Dict[str, Installer]:
     found: Dict[str, Installer] = {}
     for entry in [dict(primary, system=config.get("system") or DEFAULT_SYSTEM), *config.get("installers", [])]:
         if entry["system"] in found:
-            raise MissingInstaller("installers: two installers for %s; give one per system" % entry["system"])
+            raise InstallerError("installers: two installers for %s; give one per system" % entry["system"])
         found[entry["system"]] = Installer(entry["kernel"], entry["initrd"], entry["cmdline"], entry["system"])
     return found
 
@@ -48,7 +48,7 @@ def check_host_systems(hosts: Iterable[Any], installers: Mapping[str, Installer]
     missing = ["%s (%s)" % (host.name, host.system) for host in hosts
                if host.system is not None and host.system not in installers]
     if missing:
-        raise MissingInstaller("hosts: no installer for the system of %s; installers were built for %s only: build one "
+        raise InstallerError("hosts: no installer for the system of %s; installers were built for %s only: build one "
                                "for each system the run's hosts need" % (", ".join(missing), ", ".join(sorted(installers))))
 
 

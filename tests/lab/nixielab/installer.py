@@ -28,7 +28,6 @@ import gzip
 import hashlib
 import os
 import re
-import shutil
 import stat
 import subprocess
 import tempfile
@@ -383,7 +382,7 @@ def _inside(root: Path, path: Path) -> Path:
         return path
     current = root
     parts = list(Path(path).relative_to("/").parts) if Path(path).is_absolute() else list(Path(path).parts)
-    for _ in range(64):
+    for dummy in range(64):  # a symlink loop ends here
         if not parts:
             return current
         candidate = current / parts.pop(0)

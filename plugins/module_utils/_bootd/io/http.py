@@ -57,7 +57,6 @@ import secrets
 import threading
 import time
 import traceback
-from dataclasses import dataclass
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 from urllib.parse import urlsplit
 

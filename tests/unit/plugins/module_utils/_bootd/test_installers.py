@@ -4,7 +4,7 @@ whose system has no installer."""
 import pytest
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.installers import (
-    Installer, MissingInstaller, check_host_systems, installer_for, installers_from_config,
+    Installer, InstallerError, check_host_systems, installer_for, installers_from_config,
 )
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host
 
@@ -29,7 +29,7 @@ def test_the_default_installer_may_be_another_systems():
 
 
 def test_an_arm64_host_with_only_an_x86_installer_is_refused_naming_host_and_system():
-    with pytest.raises(MissingInstaller) as refused:
+    with pytest.raises(InstallerError) as refused:
         check_host_systems(HOSTS, installers_from_config(dict(X86)))
     message = str(refused.value)
     assert "ampere-01 (aarch64-linux)" in message and "web-0" not in message
@@ -37,5 +37,5 @@ def test_an_arm64_host_with_only_an_x86_installer_is_refused_naming_host_and_sys
 
 
 def test_two_installers_for_one_system_are_refused():
-    with pytest.raises(MissingInstaller, match="two installers for aarch64-linux"):
+    with pytest.raises(InstallerError, match="two installers for aarch64-linux"):
         installers_from_config(dict(ARM, installers=[ARM]))
