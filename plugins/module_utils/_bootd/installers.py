@@ -49,7 +49,7 @@ def check_host_systems(hosts: Iterable[Any], installers: Mapping[str, Installer]
                if host.system is not None and host.system not in installers]
     if missing:
         raise InstallerError("hosts: no installer for the system of %s; installers were built for %s only: build one "
-                               "for each system the run's hosts need" % (", ".join(missing), ", ".join(sorted(installers))))
+                             "for each system the run's hosts need" % (", ".join(missing), ", ".join(sorted(installers))))
 
 
 def installer_for(host: Any, installers: Mapping[str, Installer], default_system: str) -> Installer:
