@@ -9,6 +9,7 @@ root=$PWD
 
 apt_packages=(
   qemu-system-x86 qemu-utils ipxe-qemu ipxe ovmf seabios  # lab machines and their firmware
+  qemu-system-arm qemu-efi-aarch64                         # the lab's arm64 machine (virt, AAVMF)
   dnsmasq-base                                             # the lab's site DHCP server (no system service)
   isc-dhcp-relay                                           # the routed lab's relay (its service is kept from starting, below)
   busybox-static cpio kmod xz-utils zstd                   # the lab's test installer initramfs

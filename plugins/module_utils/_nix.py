@@ -258,15 +258,17 @@ class InstallerBuild:
     """Builds (or, in check mode, evaluates) the installer's netboot artifacts and reports what changed."""
 
     def __init__(self, nix: Nix, flake: str, run_dir: str, ipxe_dir: str | None = None, ipxe_installable: str | None = None,
-                 check_mode: bool = False) -> None:
+                 check_mode: bool = False, system: str | None = None) -> None:
+        """``system``: the Nix system of an installer besides the run's own, which gets log and state files of its own."""
         self.nix = nix
         self.reference, self.name = split_flake(flake)
         self.run_dir = run_dir
         self.ipxe_dir = ipxe_dir
         self.ipxe_installable = ipxe_installable
         self.check_mode = check_mode
-        self.log_path = run_file(run_dir, INSTALLER_LOG_FILE)
-        self.state_path = run_file(run_dir, INSTALLER_STATE_FILE)
+        suffix = "" if system is None else "-" + system
+        self.log_path = run_file(run_dir, INSTALLER_LOG_FILE.replace("installer", "installer" + suffix, 1))
+        self.state_path = run_file(run_dir, INSTALLER_STATE_FILE.replace("installer", "installer" + suffix, 1))
 
     @property
     def configuration(self) -> str:
@@ -368,6 +370,17 @@ class InstallerBuild:
         with open(temporary, "w") as handle:
             json.dump({"flake": self.configuration, "store_paths": store_paths}, handle, indent=2, sort_keys=True)
         os.replace(temporary, self.state_path)
+
+
+def other_installers(installers: dict[str, str], systems: Iterable[str | None], own_system: str) -> dict[str, str]:
+    """The installer flakes to build besides the run's own (of ``own_system``): one for each other system in ``systems``
+    (the run's hosts' systems, None for a host that names none), from ``installers`` (system to flake)."""
+    needed = sorted(set(system for system in systems if system and system != own_system))
+    missing = [system for system in needed if system not in installers]
+    if missing:
+        raise NixError("installers: the run's hosts need an installer for %s; give its flake, such as "
+                       "installers: {%s: ./fleet#installer-%s}" % (", ".join(missing), missing[0], missing[0].split("-")[0]))
+    return dict((system, installers[system]) for system in needed)
 
 
 def check_ipxe_dir(directory: str, what: str) -> str:

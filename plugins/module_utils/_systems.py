@@ -32,16 +32,18 @@ let
   disks = attribute:
     let layout = root.${attribute}.config.disko.devices.disk or null; in
     if builtins.isAttrs layout then builtins.mapAttrs (name: disk: disk.device or null) layout else null;
-  host = attribute: { %s disks = disks attribute; };
+  system = attribute: root.${attribute}.config.nixpkgs.hostPlatform.system or null;
+  host = attribute: { %s disks = disks attribute; system = system attribute; };
 in
 builtins.mapAttrs (name: host) { %%s }"""
 
 
 def hosts_expression(attributes: Mapping[str, str]) -> str:
-    """An ``--apply`` function mapping each host to ``{toplevel, disko_script, disks}`` of ``nixosConfigurations.<attribute>``.
+    """An ``--apply`` function mapping each host to ``{toplevel, disko_script, disks, system}`` of ``nixosConfigurations.<attribute>``.
 
     ``toplevel`` and ``disko_script`` are what ``lookup`` returns; ``disks`` maps each disk of the layout to its
-    ``device`` (null where it has none), or is null for a configuration without a disko layout.
+    ``device`` (null where it has none), or is null for a configuration without a disko layout. ``system`` is the
+    configuration's ``nixpkgs.hostPlatform.system`` (the installer it needs), null where it sets none.
     """
     parts = " ".join("%s = lookup root [ attribute %s ] [ ];" % (key, " ".join(nix_string(name) for name in path)) for key, path in PARTS)
     entries = " ".join("%s = %s;" % (nix_string(host), nix_string(attribute)) for host, attribute in attributes.items())
@@ -50,7 +52,8 @@ def hosts_expression(attributes: Mapping[str, str]) -> str:
 
 def host_system(flake: str, host: str, attribute: str, found: Mapping[str, object]) -> Dict[str, object]:
     """One host's entry of :func:`evaluate` from its part of the evaluation's JSON."""
-    system = {"attribute": attribute, "toplevel": None, "disko_script": None, "drvs": [], "disk_devices": None, "error": None}
+    system = {"attribute": attribute, "toplevel": None, "disko_script": None, "drvs": [], "disk_devices": None, "error": None,
+              "system": found.get("system")}
     problems = []
     for key, path in PARTS:
         part = found[key]
@@ -83,7 +86,7 @@ def host_system(flake: str, host: str, attribute: str, found: Mapping[str, objec
 def evaluate(nix: Nix, flake: str, attributes: Mapping[str, str]) -> Dict[str, Dict[str, object]]:
     """``{host: system}`` for every host of ``attributes`` (``{host: nixosConfigurations attribute}``), in one ``nix eval``.
 
-    A system is ``{attribute, toplevel, disko_script, drvs, disk_devices, error}``; ``error`` (Nix's own, or what is
+    A system is ``{attribute, toplevel, disko_script, drvs, disk_devices, error, system}``; ``error`` (Nix's own, or what is
     missing) is set when the host cannot be installed from this flake.
     """
     check_flake_exists(flake)
@@ -95,7 +98,7 @@ def evaluate(nix: Nix, flake: str, attributes: Mapping[str, str]) -> Dict[str, D
         return dict((host, host_system(flake, host, attribute, found[host])) for host, attribute in attributes.items())
     if len(attributes) == 1:
         ((host, attribute),) = attributes.items()
-        return {host: {"attribute": attribute, "toplevel": None, "disko_script": None, "drvs": [], "disk_devices": None,
+        return {host: {"attribute": attribute, "toplevel": None, "disko_script": None, "drvs": [], "disk_devices": None, "system": None,
                        "error": "%s: evaluating %s#nixosConfigurations.%s failed:\n%s"
                                 % (host, flake, attribute_path([attribute]), nix_error_text(stderr))}}
     # Only now, after the one evaluation failed, does each host cost an evaluation of its own.

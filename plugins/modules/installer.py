@@ -59,6 +59,23 @@ options:
       - A directory holding the iPXE binaries the boot server hands to firmware (C(undionly.kpxe), C(ipxe.efi),
         C(snponly.efi)), such as V(/usr/lib/ipxe) from Debian's C(ipxe) package. Returned as RV(ipxe_dir).
     type: path
+  system:
+    description: The Nix system of the O(flake) installer (its C(nixpkgs.hostPlatform.system)).
+    type: str
+    default: x86_64-linux
+  systems:
+    description:
+      - The Nix systems of the run's hosts (the systems module's RV(nixie.provision.systems#module:systems[].system)).
+      - For each one other than O(system), the installer of O(installers) is built too and returned in RV(installers).
+    type: list
+    elements: str
+    default: []
+  installers:
+    description:
+      - "Installer flakes for other systems, by system, such as V({aarch64-linux: ./fleet#installer-aarch64})."
+      - A system of O(systems) other than O(system) without an entry here is an error naming that system.
+    type: dict
+    default: {}
   ipxe_installable:
     description:
       - A flake installable whose output directory holds the iPXE binaries, such as V(./examples#ipxe) (nixpkgs'
@@ -128,6 +145,24 @@ store_paths:
     kernel: /nix/store/4gmrnzvhmz9l9k0jhb2gxzn6hbprnqf9-linux-6.6.52
     netbootRamdisk: /nix/store/6dzx0dqqzd2q4x8dkz0l8w1xv7r4cq1p-initrd
     toplevel: /nix/store/p1gkk62lff0sw3bsy1ay4i3kl5l5bq61-nixos-system-installer-24.11
+system:
+  description: The Nix system of RV(kernel), RV(initrd) and RV(cmdline), O(system).
+  returned: always
+  type: str
+  sample: x86_64-linux
+installers:
+  description:
+    - One entry per other system that O(systems) needs, built like the installer of O(flake), with its own build log
+      (C(installer-<system>-build.log) in O(run_dir)); without RV(kernel), RV(initrd) and RV(cmdline) in check mode before a build.
+    - Pass it to the server module's O(nixie.provision.server#module:installers).
+  returned: always
+  type: list
+  elements: dict
+  sample:
+    - system: aarch64-linux
+      kernel: /nix/store/0w4d7c2lxl3lq0cg9r2i8d1nmz9yc8q3-linux-6.6.52/Image
+      initrd: /nix/store/1x7sd4ajv3y0dkl6n1x9q8l2b7c0mz5r-initrd/initrd
+      cmdline: init=/nix/store/9z3jz3p4xq1r2h7yb0a6m8n5c1d2e3f4-nixos-system-installer-24.11/init loglevel=4
 log:
   description: The build log (not written in check mode).
   returned: always
@@ -162,6 +197,9 @@ def main():
             nix=dict(type="str", default="nix"),
             extra_args=dict(type="list", elements="str", default=[]),
             timeout=dict(type="int", default=7200),
+            system=dict(type="str", default="x86_64-linux"),
+            systems=dict(type="list", elements="str", default=[]),
+            installers=dict(type="dict", default={}),
         ),
         mutually_exclusive=[("ipxe_dir", "ipxe_installable")],
         supports_check_mode=True,
@@ -175,7 +213,14 @@ def main():
             nix, params["flake"], params["run_dir"], ipxe_dir=params["ipxe_dir"], ipxe_installable=params["ipxe_installable"],
             check_mode=module.check_mode,
         )
+        others = _nix.other_installers(params["installers"], params["systems"], params["system"])
         result = build.run()
+        result["system"] = params["system"]
+        result["installers"] = []
+        for system, flake in others.items():
+            other = _nix.InstallerBuild(nix, flake, params["run_dir"], check_mode=module.check_mode, system=system).run()
+            result["changed"] = result["changed"] or other["changed"]
+            result["installers"].append(dict(((key, other[key]) for key in ("kernel", "initrd", "cmdline") if key in other), system=system))
     except _nix.NixError as exc:
         module.fail_json(msg=str(exc), **exc.details)
     module.exit_json(**result)

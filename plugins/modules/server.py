@@ -85,6 +85,12 @@ options:
         description: Whether the host is already installed; its iPXE script then boots the local disk.
         type: bool
         default: false
+      system:
+        description:
+          - The Nix system of the host (its configuration's C(nixpkgs.hostPlatform.system)), such as V(aarch64-linux).
+          - It boots the installer of that system (O(system) or one of O(installers)); a host whose system has no
+            installer is refused before the server starts. Omitted, it boots the installer of O(system).
+        type: str
   kernel:
     description: The installer's kernel. Required with O(state=started).
     type: path
@@ -97,6 +103,34 @@ options:
       - One line, without control characters (it goes into each host's iPXE script).
     type: str
     default: ''
+  system:
+    description: The Nix system that O(kernel), O(initrd) and O(cmdline) boot.
+    type: str
+    default: x86_64-linux
+  installers:
+    description:
+      - Installers for other systems, so that one run holds, say, x86 and arm64 hosts; each host boots its own system's.
+      - The installer module returns this list as RV(nixie.provision.installer#module:installers).
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      system:
+        description: The Nix system it boots, such as V(aarch64-linux).
+        type: str
+        required: true
+      kernel:
+        description: Its kernel.
+        type: path
+        required: true
+      initrd:
+        description: Its initrd.
+        type: path
+        required: true
+      cmdline:
+        description: Its kernel command line, one line.
+        type: str
+        default: ''
   ipxe_dir:
     description:
       - Directory holding the iPXE binaries C(undionly.kpxe) (BIOS), C(ipxe.efi) (UEFI x64), C(snponly.efi) and
@@ -240,10 +274,13 @@ class ServerManager:
             "interface": params["interface"],
             "address": params["address"] or interface_address(params["interface"], params["address_family"]),
             "http_port": params["http_port"],
-            "hosts": [{"name": h["name"], "mac": h["mac"], "installed": h["installed"]} for h in params["hosts"]],
+            "hosts": [{"name": h["name"], "mac": h["mac"], "installed": h["installed"], "system": h["system"]} for h in params["hosts"]],
             "kernel": os.path.abspath(params["kernel"]),
             "initrd": os.path.abspath(params["initrd"]),
             "cmdline": params["cmdline"],
+            "system": params["system"],
+            "installers": [dict(entry, kernel=os.path.abspath(entry["kernel"]), initrd=os.path.abspath(entry["initrd"]))
+                           for entry in params["installers"]],
             "ipxe_dir": params["ipxe_dir"],
             "authorized_key": params["authorized_key"].strip(),
         }
@@ -306,10 +343,18 @@ def main():
                 name=dict(type="str", required=True),
                 mac=dict(type="str", required=True),
                 installed=dict(type="bool", default=False),
+                system=dict(type="str"),
             )),
             kernel=dict(type="path"),
             initrd=dict(type="path"),
             cmdline=dict(type="str", default=""),
+            system=dict(type="str", default="x86_64-linux"),
+            installers=dict(type="list", elements="dict", default=[], options=dict(
+                system=dict(type="str", required=True),
+                kernel=dict(type="path", required=True),
+                initrd=dict(type="path", required=True),
+                cmdline=dict(type="str", default=""),
+            )),
             ipxe_dir=dict(type="path", default="/usr/lib/ipxe"),
             authorized_key=dict(type="str", no_log=False),
             startup_timeout=dict(type="int", default=30),

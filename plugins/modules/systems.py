@@ -83,8 +83,9 @@ RETURN = r"""
 systems:
   description:
     - Per host, C(attribute), the store paths C(toplevel) and C(disko_script) (null when missing), C(drvs) (their
-      derivations), C(disk_devices) (C({disk name -> device}) of its disko layout, or null) and C(error) (null, or why it
-      cannot be installed).
+      derivations), C(disk_devices) (C({disk name -> device}) of its disko layout, or null), C(system) (its
+      C(nixpkgs.hostPlatform.system), such as V(aarch64-linux), which names the installer it netboots; null where unset) and C(error)
+      (null, or why it cannot be installed).
   returned: always
   type: dict
   sample:
@@ -94,6 +95,7 @@ systems:
       disko_script: /nix/store/mnb4...-disko-format
       drvs: [/nix/store/1m8w...-nixos-system-nixie-01.drv, /nix/store/2g94...-disko-format.drv]
       disk_devices: {main: /dev/disk/by-id/nvme-Samsung_SSD_980_1TB_S64ANS0T}
+      system: x86_64-linux
       error: null
 errors:
   description:

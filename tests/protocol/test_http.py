@@ -167,6 +167,35 @@ def test_script_kernel_initrd_and_phone_home_in_process(files, tmp_path):
     assert events[3]["size"] == files["initrd"].stat().st_size
 
 
+def test_x86_and_arm64_hosts_of_one_run_each_get_their_own_systems_installer(files, tmp_path):
+    arm = {"kernel": tmp_path / "Image", "initrd": tmp_path / "initrd-arm64"}
+    arm["kernel"].write_bytes(os.urandom(2 * 1024 * 1024 + 5))
+    arm["initrd"].write_bytes(os.urandom(1024 * 1024 + 1))
+    arm_mac, arm_cmdline = "52:54:00:aa:00:03", "init=/nix/store/aarch64-installer/init console=ttyAMA0"
+    table = HostTable([Host("nixie-01", MAC), Host("nixie-03", arm_mac, system="aarch64-linux")])
+    table.note_boot_address(MAC, "127.0.0.1")
+    table.note_boot_address(arm_mac, "127.0.0.1")
+    state = BootState(table=table, installer=Installer(str(files["kernel"]), str(files["initrd"]), CMDLINE), ipxe_dir=str(files["ipxe"]),
+                      installers={"aarch64-linux": Installer(str(arm["kernel"]), str(arm["initrd"]), arm_cmdline, "aarch64-linux")},
+                      authorized_key=DEPLOYER_KEY, events=EventLog(str(files["run"]), table), base_urls=["http://127.0.0.1:8080"],
+                      controller_secret=SECRET)
+
+    async def scenario(client):
+        served = {}
+        for mac in (MAC, arm_mac):
+            script = await (await client.get("/boot/%s.ipxe" % mac.replace(":", "-"))).text()
+            values = script_values(script)
+            served[mac] = (script, await (await client.get(path_of(values["kernel"]))).read(),
+                           await (await client.get(path_of(values["initrd"]))).read())
+        return served
+
+    served = run_with_client(state, scenario)
+    assert CMDLINE in served[MAC][0] and arm_cmdline not in served[MAC][0]
+    assert served[MAC][1:] == (files["kernel"].read_bytes(), files["initrd"].read_bytes())
+    assert arm_cmdline in served[arm_mac][0] and CMDLINE not in served[arm_mac][0]
+    assert served[arm_mac][1:] == (arm["kernel"].read_bytes(), arm["initrd"].read_bytes())
+
+
 def test_a_client_past_its_request_budget_gets_429_and_the_controller_none(files):
     state = make_state(files)
 

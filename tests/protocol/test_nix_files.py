@@ -249,7 +249,8 @@ def test_fixture_flake_show_and_check(tmp_path):
     assert shown.returncode == 0, shown.stderr
     outputs = json.loads(shown.stdout)
     assert sorted(outputs["nixosConfigurations"]) == (["broken"] + ["fleet-%02d" % n for n in range(1, 21)] + [
-        "installer", "nixie-01", "nixie-02", "nixie-03", "nixie-by-id", "nixie-nvme", "nixie-throws", "nixie-unbuildable", "not-netboot"])
+        "installer", "nixie-01", "nixie-02", "nixie-03", "nixie-arm64", "nixie-by-id", "nixie-http-arm64", "nixie-nvme", "nixie-throws",
+        "nixie-unbuildable", "not-netboot"])
     assert outputs["packages"]["x86_64-linux"]["ipxe"]["type"] == "derivation"
     checked = subprocess.run(NIX + ["flake", "check", flake], capture_output=True, text=True, check=False)
     assert checked.returncode == 0, checked.stderr

@@ -185,6 +185,12 @@ def test_http_port_held_names_the_holder(net, boot_files):
     ({"authorized_key": ""}, "authorized_key: no SSH public key given"),
     ({"authorized_key": "# just a comment\n"}, "authorized_key: no SSH public key given"),
     ({"cmdline": "init=/nix/store/x/init\nchain http://evil/"}, "cmdline: must be one line without control characters"),
+    # An arm64 host in a run that built only the x86 installer: refused before anything could power it on.
+    ({"hosts": [{"name": "nixie-01", "mac": "52:54:00:12:00:01"},
+                {"name": "ampere-01", "mac": "52:54:00:12:00:03", "system": "aarch64-linux"}]},
+     "no installer for the system of ampere-01 (aarch64-linux); installers were built for x86_64-linux only"),
+    ({"installers": [{"system": "aarch64-linux", "kernel": "/nonexistent/Image", "initrd": "/nonexistent/initrd"}]},
+     "installers[aarch64-linux].kernel: no such file: /nonexistent/Image"),
 ])
 def test_bad_configuration_fails_before_starting(net, boot_files, change, message):
     result = run_module("nixie.provision.server", dict(boot_files, **change), netns=net.ctl_ns)

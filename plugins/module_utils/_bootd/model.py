@@ -28,12 +28,14 @@ class Host:
     """A machine Nixie may boot; ``mac`` is normalised to lower-case colon form.
 
     ``local_boot_failed``: installed, and its iPXE said it cannot boot the disk, so only its firmware's own boot order can.
+    ``system``: its flake configuration's ``nixpkgs.hostPlatform.system`` (x86_64-linux, aarch64-linux).
     """
 
     name: str
     mac: str
     installed: bool = False
     local_boot_failed: bool = False
+    system: Optional[str] = None  # the Nix system whose installer it boots; None: the run's default installer
 
     def __post_init__(self):
         object.__setattr__(self, "mac", unicast_mac(self.mac))

@@ -28,7 +28,8 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd.runfiles im
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.booter import Booter
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.proxy import ClientMemo
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.events import EventLog
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.http import HTTP_FILES, BootState, Installer, make_app, start_http
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.installers import DEFAULT_SYSTEM, check_host_systems, installers_from_config
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.http import HTTP_FILES, BootState, make_app, start_http
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host, ServerAddress
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.proxydhcp import start_proxydhcp
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.proxydhcp6 import start_proxydhcp6
@@ -77,22 +78,27 @@ def validate_config(config: Mapping[str, Any]) -> Tuple[List[Host], Dict[str, st
     port = config["http_port"]
     if not 0 < port < 65536:
         raise ServerError("http_port: must be a TCP port from 1 to 65535, got %d" % port)
-    if _CONTROL.search(config["cmdline"]):
-        raise ServerError("cmdline: must be one line without control characters, got %r" % config["cmdline"])
+    installers = installers_from_config(config)
+    for installer in installers.values():
+        # The run's own installer's fields are top-level options; the others are entries of `installers`.
+        prefix = "" if installer.system == (config.get("system") or DEFAULT_SYSTEM) else "installers[%s]." % installer.system
+        if _CONTROL.search(installer.cmdline):
+            raise ServerError("%scmdline: must be one line without control characters, got %r" % (prefix, installer.cmdline))
+        for key in ("kernel", "initrd"):
+            if not os.path.isfile(getattr(installer, key)):
+                raise ServerError("%s%s: no such file: %s" % (prefix, key, getattr(installer, key)))
     _check_authorized_key(config["authorized_key"])
     for host in config["hosts"]:
         try:
             host_name(host["name"])
         except ValueError as exc:
             raise ServerError("hosts: %s" % exc) from None
-    for key in ("kernel", "initrd"):
-        if not os.path.isfile(config[key]):
-            raise ServerError("%s: no such file: %s" % (key, config[key]))
     binaries = find_ipxe_binaries(config["ipxe_dir"])
     if not binaries:
         raise ServerError("ipxe_dir: %s holds none of %s (on Debian: apt install ipxe)"
                           % (config["ipxe_dir"], ", ".join(contract.IPXE_BINARIES)))
     hosts = [Host(**host) for host in config["hosts"]]
+    check_host_systems(hosts, installers)
     if not hosts:
         raise ServerError("hosts: the boot server needs at least one host to answer")
     HostTable(hosts)  # refuses two hosts with one MAC before the daemon forks
@@ -190,6 +196,7 @@ def _budgeted_loop_errors(log: LogBudget) -> Callable[[asyncio.AbstractEventLoop
 
 async def _serve(config, ready):
     hosts, binaries = validate_config(config)
+    installers = installers_from_config(config)
     ensure_file_limit()
     # tftpy logs every malformed or refused packet at ERROR; tftp.py records those as events already, and a
     # scanner on the boot network must not be able to fill server.log.
@@ -222,7 +229,7 @@ async def _serve(config, ready):
         "config_digest": config_digest(config),
     }
     state = BootState(
-        table=table, installer=Installer(config["kernel"], config["initrd"], config["cmdline"]), ipxe_dir=config["ipxe_dir"],
+        table=table, installer=installers[config.get("system") or DEFAULT_SYSTEM], installers=installers, ipxe_dir=config["ipxe_dir"],
         authorized_key=config["authorized_key"], events=events, base_urls=[address.http_base],
         controller_secret=create_controller_secret(run_dir), published=published, on_all_released=stopping.set,
     )

@@ -6,8 +6,8 @@ finds the installed host's state there and becomes that host (files/init). The i
 partition table, which both firmwares boot:
 
 - partition 1, FAT, active, type EF: the kernel, the initramfs, syslinux for SeaBIOS (syslinux's MBR boot
-  code loads the active partition's syslinux boot sector) and systemd-boot as EFI/BOOT/BOOTX64.EFI, the
-  removable-media path OVMF boots when no boot entry names a loader;
+  code loads the active partition's syslinux boot sector) and systemd-boot as EFI/BOOT/BOOTX64.EFI (BOOTAA64.EFI
+  for an arm64 installer), the removable-media path OVMF and AAVMF boot when no boot entry names a loader;
 - partition 2, raw, STATE_SIZE bytes of zeros: the stand-in writes the per-host tar there after the image.
 
 It is built from files, without mounting anything (mkfs.vfat, mtools, syslinux's mtools installer,
@@ -33,7 +33,9 @@ STATE_SIZE = MIB
 BOOT_SLACK = 2 * MIB  # room for the FAT's own tables and the loaders beside kernel and initramfs
 MBR_BOOT_CODE_SIZE = 440  # the boot code's share of the MBR, before the disk signature and partition table
 SYSLINUX_MBR = Path("/usr/lib/syslinux/mbr/mbr.bin")
-SYSTEMD_BOOT = Path("/usr/lib/systemd/boot/efi/systemd-bootx64.efi")
+# Each architecture's systemd-boot, under the installer's userland root, and the removable-media path its firmware boots.
+SYSTEMD_BOOT = {"amd64": (Path("usr/lib/systemd/boot/efi/systemd-bootx64.efi"), "BOOTX64.EFI"),
+                "arm64": (Path("usr/lib/systemd/boot/efi/systemd-bootaa64.efi"), "BOOTAA64.EFI")}
 LABEL = "NIXIELAB"
 STATE_TYPE = "da"  # "non-FS data": nothing mounts or probes it
 # On the boot entries' kernel command line: tells files/init it was booted from this disk, not from the network.
@@ -53,7 +55,7 @@ def build_installed_image(installer: Installer, cache_root: Path = CACHE_ROOT) -
     """Build (or take from the cache) the disk image that boots `installer`'s kernel and initramfs with its command line."""
     kernel, initrd = installer.kernel.read_bytes(), installer.initrd.read_bytes()
     digest = hashlib.sha256()
-    for part in (kernel, initrd, installer.cmdline.encode(), SYSLINUX_MBR.read_bytes(), SYSTEMD_BOOT.read_bytes(),
+    for part in (kernel, initrd, installer.cmdline.encode(), SYSLINUX_MBR.read_bytes(), _systemd_boot(installer)[0].read_bytes(),
                  _tool_version("syslinux"), Path(__file__).read_bytes()):
         digest.update(hashlib.sha256(part).digest())
     boot_size = _round_up(len(kernel) + len(initrd) + BOOT_SLACK, MIB)
@@ -84,7 +86,8 @@ def _boot_filesystem(installer: Installer, size: int, scratch: Path) -> Path:
         (files / path).parent.mkdir(parents=True, exist_ok=True)
         (files / path).write_text(content)
     (files / "EFI" / "BOOT").mkdir(parents=True)
-    shutil.copyfile(SYSTEMD_BOOT, files / "EFI" / "BOOT" / "BOOTX64.EFI")
+    loader, name = _systemd_boot(installer)
+    shutil.copyfile(loader, files / "EFI" / "BOOT" / name)
     shutil.copyfile(installer.kernel, files / "vmlinuz")
     shutil.copyfile(installer.initrd, files / "initrd.gz")
     # mcopy -s copies the tree into the image file; -i names the image, so nothing is mounted.
@@ -105,6 +108,12 @@ def _disk_image(path: Path, boot: Path, boot_size: int) -> None:
         image.seek(BOOT_START)
         with open(boot, "rb") as source:
             shutil.copyfileobj(source, image)
+
+
+def _systemd_boot(installer: Installer) -> tuple[Path, str]:
+    """The installer architecture's systemd-boot file, and the name its firmware looks for on removable media."""
+    loader, name = SYSTEMD_BOOT[installer.arch]
+    return installer.userland / loader, name
 
 
 def _round_up(value: int, unit: int) -> int:

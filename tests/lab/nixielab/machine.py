@@ -21,13 +21,20 @@ from pathlib import Path
 
 from .processes import LabError, ProcessTracker, in_netns, run_checked, start_time, stop_pid, text_so_far, wait_gone
 
-FIRMWARES = ("bios", "uefi")
+FIRMWARES = ("bios", "uefi", "uefi-arm64")
 BOOT_ORDERS = ("network-first", "disk-first")
 # e1000 and virtio carry QEMU's iPXE option ROM (ipxe-qemu); "virtio-native" drops the ROM so that
 # OVMF's own EDK2 PXE client runs instead, the lab's stand-in for a vendor PXE ROM.
 NICS = {"e1000": "e1000", "virtio": "virtio-net-pci", "virtio-native": "virtio-net-pci,romfile="}
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+# uefi-arm64: QEMU's arm64 `virt` machine with AAVMF, EDK2 for arm64 (qemu-efi-aarch64).
+AAVMF_CODE = Path("/usr/share/AAVMF/AAVMF_CODE.fd")
+AAVMF_VARS = Path("/usr/share/AAVMF/AAVMF_VARS.fd")
+UEFI_VARS = {"uefi": OVMF_VARS, "uefi-arm64": AAVMF_VARS}
+# Each firmware's QEMU, machine type and CPU; cortex-a72 because TCG emulates `max`'s pointer authentication slowly.
+PLATFORMS = {"bios": ("qemu-system-x86_64", "q35", None), "uefi": ("qemu-system-x86_64", "q35", None),
+             "uefi-arm64": ("qemu-system-aarch64", "virt", "cortex-a72")}
 MAC_PATTERN = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 NAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,30}$")
 PREFILL_LABEL = "nixielab-data"
@@ -81,6 +88,9 @@ class Machine:  # pylint: disable=too-many-instance-attributes  # one field per 
             raise LabError("machine %s: boot_order %r is not one of %s" % (self.name, self.boot_order, ", ".join(BOOT_ORDERS)))
         if self.nic not in NICS:
             raise LabError("machine %s: nic %r is not one of %s" % (self.name, self.nic, ", ".join(NICS)))
+        if self.firmware == "uefi-arm64" and self.nic != "virtio-native":
+            # QEMU's NIC option ROMs hold x86 iPXE drivers, which AAVMF cannot run.
+            raise LabError("machine %s: an arm64 machine network-boots with nic virtio-native (AAVMF's own client)" % self.name)
         if self.firmware == "bios" and self.nic == "virtio-native" and self.kernel is None:
             raise LabError("machine %s: SeaBIOS cannot network-boot without an option ROM; use nic e1000 or virtio" % self.name)
         if len(str(self.monitor_path)) > UNIX_PATH_MAX:
@@ -136,17 +146,18 @@ class Machine:  # pylint: disable=too-many-instance-attributes  # one field per 
                 run_checked(["qemu-img", "create", "-q", "-f", "qcow2", str(self.disk_path), self.disk_size])
         if self.data_disk and not self.data_disk_path.exists():
             self._create_prefilled_disk(self.data_disk_path, DATA_DISK_SIZE)
-        if self.firmware == "uefi" and not self.vars_path.exists():
-            shutil.copyfile(OVMF_VARS, self.vars_path)
+        if self.firmware in UEFI_VARS and not self.vars_path.exists():
+            shutil.copyfile(UEFI_VARS[self.firmware], self.vars_path)
 
     def qemu_argv(self, boot_order: str | None = None) -> list[str]:
         """QEMU's command line; `boot_order` replaces the machine's own for this power-on (a BMC's one-time boot)."""
         nic_index, disk_index = (1, 2) if (boot_order or self.boot_order) == "network-first" else (2, 1)
         nic = "%s,netdev=net0,mac=%s,bootindex=%d" % (NICS[self.nic], self.mac, nic_index)
+        qemu, machine_type, cpu = PLATFORMS[self.firmware]
         argv = [
-            "qemu-system-x86_64", "-name", "%s,process=nxl-%s" % (self.name, self.name),
+            qemu, "-name", "%s,process=nxl-%s" % (self.name, self.name),
             "-accel", "tcg",  # /dev/kvm is absent or unusable where the lab runs
-            "-machine", "q35", "-m", str(self.memory_mib), "-smp", "1",
+            "-machine", machine_type, *(["-cpu", cpu] if cpu else []), "-m", str(self.memory_mib), "-smp", "1",
             "-nodefaults", "-display", "none",  # no stray default NIC, CD-ROM or floppy to boot from
             "-chardev", "file,id=serial0,path=%s" % self.serial_path, "-serial", "chardev:serial0",
             "-monitor", "unix:%s,server=on,wait=off" % self.monitor_path,
@@ -161,8 +172,9 @@ class Machine:  # pylint: disable=too-many-instance-attributes  # one field per 
         if self.data_disk:
             argv += ["-drive", "if=none,id=disk1,format=qcow2,file=%s" % self.data_disk_path,
                      "-device", "virtio-blk-pci,drive=disk1,serial=%s" % DATA_DISK_SERIAL]
-        if self.firmware == "uefi":
-            argv += ["-drive", "if=pflash,format=raw,unit=0,readonly=on,file=%s" % OVMF_CODE,
+        if self.firmware in UEFI_VARS:
+            code = OVMF_CODE if self.firmware == "uefi" else AAVMF_CODE
+            argv += ["-drive", "if=pflash,format=raw,unit=0,readonly=on,file=%s" % code,
                      "-drive", "if=pflash,format=raw,unit=1,file=%s" % self.vars_path]
         for name, value in (self.fw_cfg or {}).items():
             argv += ["-fw_cfg", "name=%s,string=%s" % (name, value)]

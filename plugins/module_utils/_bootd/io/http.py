@@ -57,7 +57,6 @@ import secrets
 import threading
 import time
 import traceback
-from dataclasses import dataclass
 from typing import Any, Callable, Dict, Mapping, Optional, Sequence
 from urllib.parse import urlsplit
 
@@ -73,6 +72,7 @@ from ansible_collections.nixie.provision.plugins.module_utils._errors import req
 from ansible_collections.nixie.provision.plugins.module_utils._mac import normalize_mac
 from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import AUTOEXEC_NAME, SSH_KEY_TYPES, api_url, script_path
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.installers import Installer, installer_for
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.tcpinfo import bytes_acked
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.page import clock, render_document, render_fleet
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.progress import FleetProgress, totals
@@ -310,15 +310,6 @@ def parse_progress(body: Any) -> Dict[str, Any]:
             "driver": _text("driver", body.get("driver") or "", 32) or None}
 
 
-@dataclass(frozen=True)
-class Installer:
-    """The installer every host of the run boots: its kernel and initrd files and its kernel command line."""
-
-    kernel: str
-    initrd: str
-    cmdline: str
-
-
 class BootState:
     """What the HTTP side serves: the run's ``table`` (a HostTable), the ``installer``, the iPXE binaries of ``ipxe_dir``.
 
@@ -334,10 +325,13 @@ class BootState:
 
     def __init__(self, *, table: HostTable, installer: Installer, ipxe_dir: str, authorized_key: str, events: EventLog,
                  base_urls: Sequence[str], controller_secret: str, published: Optional[Mapping[str, Any]] = None,
-                 url_key: Optional[bytes] = None, on_all_released: Optional[Callable[[], None]] = None) -> None:
+                 url_key: Optional[bytes] = None, on_all_released: Optional[Callable[[], None]] = None,
+                 installers: Optional[Mapping[str, Installer]] = None) -> None:
         self.table = table
         self.on_all_released = on_all_released
         self.installer = installer
+        # Every system's installer (``installer`` is the default one, for hosts that name no system).
+        self.installers = {installer.system: installer, **(installers or {})}
         self.ipxe_binaries = find_ipxe_binaries(ipxe_dir)
         self.authorized_key = authorized_key
         self.events = events
@@ -423,6 +417,10 @@ class BootState:
     def file_signature(self, mac: str) -> str:
         return hmac.new(self.url_key, mac.encode("ascii"), hashlib.sha256).hexdigest()[:32]
 
+    def installer_of(self, host: Any) -> Installer:
+        """The installer ``host`` boots: its system's (validate_config made sure there is one)."""
+        return installer_for(host, self.installers, self.installer.system)
+
     def file_url(self, base: str, mac: str, kind: str) -> str:
         return base + contract.file_path(mac, self.file_signature(mac), kind)
 
@@ -484,7 +482,7 @@ class _Handlers:
         base = self._base_for(request)
         script = installer_script(base + script_path(mac),
                                   self.state.file_url(base, mac, contract.STEP_KERNEL), self.state.file_url(base, mac, contract.STEP_INITRD),
-                                  self.state.installer.cmdline, api_url(base), token)
+                                  self.state.installer_of(host).cmdline, api_url(base), token)
         self.state.events.record(mac, contract.STEP_SCRIPT, ip=self.client(request))
         return web.Response(text=script, content_type="text/plain")
 
@@ -503,12 +501,13 @@ class _Handlers:
 
     async def boot_file(self, request: "web.Request") -> "web.StreamResponse":
         kind = request.match_info["kind"]
-        path = {contract.STEP_KERNEL: self.state.installer.kernel, contract.STEP_INITRD: self.state.installer.initrd}.get(kind)
         mac_text, signature = request.match_info["mac"], request.match_info["signature"]
         mac = normalize_mac(mac_text) if _FILE_MAC.match(mac_text) else None
-        if path is None or mac not in self.state.table or not _SIGNATURE.match(signature) \
-                or not hmac.compare_digest(signature, self.state.file_signature(mac)):
+        if kind not in (contract.STEP_KERNEL, contract.STEP_INITRD) or mac not in self.state.table \
+                or not _SIGNATURE.match(signature) or not hmac.compare_digest(signature, self.state.file_signature(mac)):
             return self.refuse(request, 404, "unsigned or unknown file URL")
+        installer = self.state.installer_of(self.state.table.get(mac))
+        path = installer.kernel if kind == contract.STEP_KERNEL else installer.initrd
         try:
             size = os.path.getsize(path)
         except OSError:

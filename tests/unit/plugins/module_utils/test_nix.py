@@ -211,3 +211,16 @@ def test_ipxe_from_the_same_flake(flake, tmp_path):
 def test_ipxe_dir_without_ipxe_binaries(flake, tmp_path):
     with pytest.raises(_nix.NixError, match="ipxe_dir: %s has none of the iPXE binaries" % tmp_path):
         _nix.InstallerBuild(_nix.Nix(), flake + "#installer", str(tmp_path / "run"), ipxe_dir=str(tmp_path)).run()
+
+
+def test_other_installers_are_those_the_runs_hosts_need_besides_its_own():
+    flakes = {"aarch64-linux": "./fleet#installer-aarch64", "riscv64-linux": "./fleet#installer-riscv64"}
+    hosts = ["x86_64-linux", None, "aarch64-linux", "aarch64-linux"]
+    assert _nix.other_installers(flakes, hosts, "x86_64-linux") == {"aarch64-linux": "./fleet#installer-aarch64"}
+    assert _nix.other_installers(flakes, [None, "x86_64-linux"], "x86_64-linux") == {}
+
+
+def test_a_system_the_hosts_need_without_an_installer_flake_is_named():
+    with pytest.raises(_nix.NixError, match=r"need an installer for aarch64-linux; give its flake, such as "
+                                            r"installers: \{aarch64-linux: \./fleet#installer-aarch64\}"):
+        _nix.other_installers({}, ["x86_64-linux", "aarch64-linux"], "x86_64-linux")

@@ -25,6 +25,16 @@ def test_one_evaluation_answers_for_every_host(flake):  # noqa: F811
         assert systems[host]["error"] is None and systems[host]["attribute"] == attribute
     assert systems["nixie-01"]["disk_devices"] == {"main": "/dev/vda"}
     assert systems["db"]["disk_devices"] == {"main": "/dev/disk/by-id/virtio-nixie-system"}
+    assert systems["nixie-01"]["system"] == systems["db"]["system"] == "x86_64-linux"
+
+
+def test_the_same_evaluation_tells_each_hosts_system(flake):  # noqa: F811
+    nix = _nix.Nix()
+    recorder = Recorder(nix)
+    systems = _systems.evaluate(nix, flake, {"web": "nixie-01", "ampere": "nixie-arm64", "netboot": "installer"})
+    assert [call[0] for call in recorder.calls] == ["eval"]
+    assert {host: system["system"] for host, system in systems.items()} == {"web": "x86_64-linux", "ampere": "aarch64-linux",
+                                                                            "netboot": None}
 
 
 def test_a_host_that_does_not_evaluate_fails_alone_with_nix_error(flake):  # noqa: F811
