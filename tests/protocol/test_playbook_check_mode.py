@@ -66,8 +66,9 @@ def test_check_mode_reports_each_host_and_exits_0(tmp_path, playbook):
 
 def test_each_controller_serves_its_own_hosts_and_an_unreachable_one_fails_its_hosts_alone(tmp_path):
     # ctl-b is reached (a local connection: another inventory host, as an SSH one would be); ctl-c listens nowhere. The
-    # flake has no nixie-04: its controller fails it before its evaluation would.
-    hosts = dict(HOSTS, **{"nixie-03": "52:54:00:c4:00:03", "nixie-04": "52:54:00:c4:00:04"})
+    # flake has no nixie-04: its controller fails it before its evaluation would. nixie-arm64's system (aarch64-linux)
+    # has no installer in the run: it fails alone, and its controller's server is for the others.
+    hosts = dict(HOSTS, **{"nixie-03": "52:54:00:c4:00:03", "nixie-04": "52:54:00:c4:00:04", "nixie-arm64": "52:54:00:c4:00:05"})
     controllers = """all:
   hosts:
     ctl-b: {ansible_connection: local, ansible_python_interpreter: %s}
@@ -81,6 +82,8 @@ nixie:
     lab, flake, returncode, output = _run_check(tmp_path, "nixie.provision.provision", hosts, {"controllers.yml": controllers})
     assert returncode != 0, output
     assert "controller ctl-c of nixie-04 cannot be reached: " in output, output
+    assert ("no installer for the system of nixie-arm64 (aarch64-linux): the run has installers for x86_64-linux only; give one in "
+            "nixie_installers, such as") in output and "%s#installer-aarch64" % flake in output, output
     assert "start the boot server on %s for nixie-01\"" % lab.ctl_if in output, output
     assert "start the boot server on %s for nixie-02, nixie-03 on ctl-b\"" % lab.ctl_if in output, output
     for name in ("nixie-01", "nixie-02", "nixie-03"):
@@ -88,8 +91,9 @@ nixie:
     assert "check mode: would install %s#nixie-04" % flake not in output
     recap, dummy = json.JSONDecoder().raw_decode(output, output.index('"controllers": ') + len('"controllers": '))
     assert recap == {
-        "localhost": {"nixie-01": "unreachable"}, "ctl-b": {"nixie-02": "unreachable", "nixie-03": "unreachable"},
+        "localhost": {"nixie-01": "unreachable", "nixie-arm64": "failed"}, "ctl-b": {"nixie-02": "unreachable", "nixie-03": "unreachable"},
         "ctl-c": {"nixie-04": "failed"}}, output
-    assert re.search(r"nixie-04 +: ok=\d+ +changed=0 +unreachable=0 +failed=1", output), output
+    for name in ("nixie-04", "nixie-arm64"):
+        assert re.search(name + r" +: ok=\d+ +changed=0 +unreachable=0 +failed=1", output), output
     for name in ("nixie-01", "nixie-02", "nixie-03"):
         assert re.search(name + r" +: ok=\d+ +changed=\d+ +unreachable=0 +failed=0", output), output
