@@ -254,6 +254,11 @@ def toplevel_paths(nix: Nix, flake: str, hosts: Iterable[str]) -> dict[str, str]
     return dict((host, found[host]["out"]) for host in hosts)
 
 
+def _of_system(file_name: str, system: str | None) -> str:
+    # installer-build.log of the run's own installer, installer-aarch64-linux-build.log of another system's.
+    return file_name if system is None else file_name.replace("installer", "installer-" + system, 1)
+
+
 class InstallerBuild:
     """Builds (or, in check mode, evaluates) the installer's netboot artifacts and reports what changed."""
 
@@ -266,9 +271,8 @@ class InstallerBuild:
         self.ipxe_dir = ipxe_dir
         self.ipxe_installable = ipxe_installable
         self.check_mode = check_mode
-        suffix = "" if system is None else "-" + system
-        self.log_path = run_file(run_dir, INSTALLER_LOG_FILE.replace("installer", "installer" + suffix, 1))
-        self.state_path = run_file(run_dir, INSTALLER_STATE_FILE.replace("installer", "installer" + suffix, 1))
+        self.log_path = run_file(run_dir, _of_system(INSTALLER_LOG_FILE, system))
+        self.state_path = run_file(run_dir, _of_system(INSTALLER_STATE_FILE, system))
 
     @property
     def configuration(self) -> str:

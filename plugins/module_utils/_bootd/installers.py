@@ -31,12 +31,17 @@ class Installer:
     system: str = DEFAULT_SYSTEM
 
 
+def own_system(config: Mapping[str, Any]) -> str:
+    """The Nix system of the server configuration's own installer (its top-level ``kernel``/``initrd``/``cmdline``)."""
+    return config.get("system") or DEFAULT_SYSTEM
+
+
 def installers_from_config(config: Mapping[str, Any]) -> Dict[str, Installer]:
     """The server configuration's installers by system: its ``kernel``/``initrd``/``cmdline`` (of ``system``) and
     those of ``installers``, a list of mappings with the same keys."""
     primary = {key: config[key] for key in ("kernel", "initrd", "cmdline")}
     found: Dict[str, Installer] = {}
-    for entry in [dict(primary, system=config.get("system") or DEFAULT_SYSTEM), *config.get("installers", [])]:
+    for entry in [dict(primary, system=own_system(config)), *config.get("installers", [])]:
         if entry["system"] in found:
             raise InstallerError("installers: two installers for %s; give one per system" % entry["system"])
         found[entry["system"]] = Installer(entry["kernel"], entry["initrd"], entry["cmdline"], entry["system"])

@@ -28,7 +28,7 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd.runfiles im
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.booter import Booter
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.proxy import ClientMemo
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.events import EventLog
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.installers import DEFAULT_SYSTEM, check_host_systems, installers_from_config
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.installers import Installer, check_host_systems, installers_from_config, own_system
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.http import HTTP_FILES, BootState, make_app, start_http
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host, ServerAddress
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.proxydhcp import start_proxydhcp
@@ -73,15 +73,16 @@ def _check_authorized_key(text):
                               "give one key per line as a string" % line[:60])
 
 
-def validate_config(config: Mapping[str, Any]) -> Tuple[List[Host], Dict[str, str]]:
-    """Check what can be checked before forking; raise ServerError naming the problem."""
+def validate_config(config: Mapping[str, Any]) -> Tuple[List[Host], Dict[str, str], Dict[str, Installer]]:
+    """Check what can be checked before forking; raise ServerError naming the problem. Return the hosts, the iPXE
+    binaries and the installers by system."""
     port = config["http_port"]
     if not 0 < port < 65536:
         raise ServerError("http_port: must be a TCP port from 1 to 65535, got %d" % port)
     installers = installers_from_config(config)
     for installer in installers.values():
         # The run's own installer's fields are top-level options; the others are entries of `installers`.
-        prefix = "" if installer.system == (config.get("system") or DEFAULT_SYSTEM) else "installers[%s]." % installer.system
+        prefix = "" if installer.system == own_system(config) else "installers[%s]." % installer.system
         if _CONTROL.search(installer.cmdline):
             raise ServerError("%scmdline: must be one line without control characters, got %r" % (prefix, installer.cmdline))
         for key in ("kernel", "initrd"):
@@ -102,7 +103,7 @@ def validate_config(config: Mapping[str, Any]) -> Tuple[List[Host], Dict[str, st
     if not hosts:
         raise ServerError("hosts: the boot server needs at least one host to answer")
     HostTable(hosts)  # refuses two hosts with one MAC before the daemon forks
-    return hosts, binaries
+    return hosts, binaries, installers
 
 
 def is_ipv6(address: str) -> bool:
@@ -195,8 +196,7 @@ def _budgeted_loop_errors(log: LogBudget) -> Callable[[asyncio.AbstractEventLoop
 
 
 async def _serve(config, ready):
-    hosts, binaries = validate_config(config)
-    installers = installers_from_config(config)
+    hosts, binaries, installers = validate_config(config)
     ensure_file_limit()
     # tftpy logs every malformed or refused packet at ERROR; tftp.py records those as events already, and a
     # scanner on the boot network must not be able to fill server.log.
@@ -229,7 +229,7 @@ async def _serve(config, ready):
         "config_digest": config_digest(config),
     }
     state = BootState(
-        table=table, installer=installers[config.get("system") or DEFAULT_SYSTEM], installers=installers, ipxe_dir=config["ipxe_dir"],
+        table=table, installer=installers[own_system(config)], installers=installers, ipxe_dir=config["ipxe_dir"],
         authorized_key=config["authorized_key"], events=events, base_urls=[address.http_base],
         controller_secret=create_controller_secret(run_dir), published=published, on_all_released=stopping.set,
     )
