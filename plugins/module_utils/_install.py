@@ -20,13 +20,17 @@ import shutil
 import subprocess
 import threading
 import time
-from typing import Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Mapping, Optional, Sequence
 
-from ansible_collections.nixie.provision.plugins.module_utils._bootclient import BootServerClient
+from ansible_collections.nixie.provision.plugins.module_utils._bootclient import BootServerClient, connect
 from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import SSH_KEY_TYPES, key_identity
+from ansible_collections.nixie.provision.plugins.module_utils._disks import check_disks
 from ansible_collections.nixie.provision.plugins.module_utils._errors import NixieError
+from ansible_collections.nixie.provision.plugins.module_utils._hosts import host_name
+from ansible_collections.nixie.provision.plugins.module_utils._mac import normalize_mac
 from ansible_collections.nixie.provision.plugins.module_utils._process import CommandNotStarted, CommandTimeout, run_with_deadline
+from ansible_collections.nixie.provision.plugins.module_utils._rundir import make_run_dir
 
 LOG_TAIL_LINES = 20
 HOST_KEY_PATH = "etc/ssh/ssh_host_ed25519_key"
@@ -39,6 +43,32 @@ PHASE_POLL_SECONDS = 0.5
 # machine's filesystems, which disko has not made yet when nixos-anywhere runs it).
 HARDWARE_CONFIG_BACKENDS = ("nixos-facter",)
 _NOT_TEXT = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
+
+# nixie.provision.install's options (documented in plugins/modules/install.py), for its action plugin and its module.
+ARGUMENT_SPEC = dict(
+    name=dict(type="str", required=True),
+    mac=dict(type="str"),
+    server_url=dict(type="str"),
+    server_secret=dict(type="str", no_log=True),
+    flake=dict(type="str"),
+    flake_attr=dict(type="str"),
+    toplevel=dict(type="str"),
+    disko_script=dict(type="str"),
+    disk_devices=dict(type="dict"),
+    target=dict(type="str", required=True),
+    ssh_private_key=dict(type="path", required=True, no_log=False),
+    agent_report=dict(type="dict", required=True),
+    disks_may_be_wiped=dict(type="bool", default=False),
+    run_dir=dict(type="path", required=True),
+    substitute_on_destination=dict(type="bool", default=False),
+    extra_args=dict(type="list", elements="str", default=[]),
+    generate_hardware_config=dict(type="str"),
+    hardware_config_path=dict(type="path"),
+    nixos_anywhere=dict(type="str", default="nixos-anywhere"),
+    timeout=dict(type="int", default=3600),
+)
+REQUIRED_TOGETHER = [("toplevel", "disko_script")]
+REQUIRED_ONE_OF = [("flake", "toplevel")]
 
 
 class InstallError(NixieError):
@@ -324,3 +354,57 @@ def known_installed(client: Optional[BootServerClient], mac: Optional[str]) -> I
                 # The install's own failure is the one to report; a server that no longer answers boots nothing.
                 pass
         raise
+
+
+def install_host(params: Mapping[str, Any], check_mode: bool) -> Dict[str, Any]:
+    """nixie.provision.install's result for ``params`` (validated against ARGUMENT_SPEC), wherever it runs.
+
+    Checks the disks, then (unless in ``check_mode``) pins the host keys, tells the boot server and runs
+    nixos-anywhere. A failure is a result with ``failed`` and ``msg``, and the log's path.
+    """
+    try:
+        host_name(params["name"])
+    except ValueError as exc:
+        return dict(failed=True, msg="name: %s" % exc)
+    if params["timeout"] < 1:
+        return dict(failed=True, msg="timeout: must be at least 1 second, got %d" % params["timeout"])
+    try:
+        mac = normalize_mac(params["mac"]) if params["mac"] else None
+    except ValueError as exc:
+        return dict(failed=True, msg="mac: %s" % exc)
+    log = contract.host_file(params["run_dir"], params["name"], contract.HOST_INSTALL_LOG)
+    try:
+        return _install(params, mac, log, check_mode)
+    except NixieError as exc:
+        return dict(exc.details, failed=True, msg=str(exc), log=log)
+
+
+def _install(params: Mapping[str, Any], mac: Optional[str], log: str, check_mode: bool) -> Dict[str, Any]:
+    extra_files = contract.host_file(params["run_dir"], params["name"], contract.HOST_EXTRA_FILES)
+    report = params["agent_report"]
+    check_disks(params["name"], report.get("disks"), params["disks_may_be_wiped"], params["disk_devices"])
+    store_paths = (params["disko_script"], params["toplevel"]) if params["toplevel"] else None
+    # Built store paths win over the flake, except for a host whose hardware report nixos-anywhere writes first.
+    flake = params["flake"] and "%s#%s" % (params["flake"], params["flake_attr"] or params["name"])
+    generate = hardware_config(params["name"], params["generate_hardware_config"],
+                               params["hardware_config_path"] or contract.host_file(params["run_dir"], params["name"], contract.HOST_FACTER))
+    command = nixos_anywhere_command(
+        params["nixos_anywhere"], params["name"], params["target"], params["ssh_private_key"], extra_files,
+        params["substitute_on_destination"], params["extra_args"], store_paths=store_paths, flake=flake, generate_hardware_config=generate,
+    )
+    if check_mode:
+        return dict(changed=True, command=command, log=log)
+    make_run_dir(os.path.dirname(log))
+    host_key = ensure_host_key(extra_files, params["name"])
+    known_hosts = pin_host_key(contract.host_file(params["run_dir"], params["name"], contract.HOST_KNOWN_HOSTS), params["name"], host_key)
+    verify_host_key(params["target"], report.get("ssh_host_keys") or [])
+    installer_known_hosts = pin_host_keys(
+        contract.host_file(params["run_dir"], params["name"], contract.HOST_INSTALLER_KNOWN_HOSTS), params["name"], report["ssh_host_keys"])
+    ssh_directory = pinning_ssh(contract.host_file(params["run_dir"], params["name"], contract.HOST_INSTALLER_SSH), params["name"],
+                                installer_known_hosts)
+    client = connect(params["server_url"], params["run_dir"], params["server_secret"]) if mac else None
+    phases = PhaseReporter(client, mac)
+    with known_installed(client, mac) as told, phases.reporting():
+        seconds = run_logged(command, log, params["timeout"], on_phase=phases, env=pinned_environment(ssh_directory))
+    return dict(changed=True, command=command, log=log, host_key=host_key, known_hosts=known_hosts, boot_server_told=told,
+                seconds=round(seconds, 1))

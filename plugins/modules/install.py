@@ -1,3 +1,4 @@
+#!/usr/bin/python
 # Copyright: Nixie developers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
@@ -35,7 +36,9 @@ description:
     does not fail the install.
   - Runs under a deadline (nixos-anywhere waits in unbounded loops) and stops nixos-anywhere's whole process group
     when it expires. Its output goes to C(<run_dir>/<name>/install.log); a failure reports the log's path and last lines.
-  - Runs on the controller (it is an action plugin); it does not connect to the host.
+  - Runs on the host's controller, the task's delegated host (C(delegate_to)); in Ansible's own process when that is
+    this machine, as a module over the controller's connection otherwise; it does not connect to the host itself.
+    O(ssh_private_key), O(run_dir), O(toplevel) and O(disko_script) are then paths on the controller.
 requirements:
   - nixos-anywhere
   - ssh-keygen and ssh-keyscan (OpenSSH)
@@ -201,3 +204,20 @@ seconds:
   type: float
   sample: 74.2
 """
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.nixie.provision.plugins.module_utils import _install
+
+
+def main():
+    module = AnsibleModule(argument_spec=_install.ARGUMENT_SPEC, required_together=_install.REQUIRED_TOGETHER,
+                           required_one_of=_install.REQUIRED_ONE_OF, supports_check_mode=True)
+    result = _install.install_host(module.params, module.check_mode)
+    if result.get("failed"):
+        module.fail_json(**result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,3 +1,4 @@
+#!/usr/bin/python
 # Copyright: Nixie developers
 # GNU General Public License v3.0+ (see COPYING or https://www.gnu.org/licenses/gpl-3.0.txt)
 
@@ -26,7 +27,9 @@ description:
     relay most likely forwards its DHCP to the site's DHCP server only.
   - A host that two machines answered for (two phone-homes as its MAC from different addresses) fails alone at once,
     with a message that two machines answered as its MAC, refusing both; the boot server answers neither machine again.
-  - Runs on the controller (it is an action plugin); it does not connect to the host.
+  - Runs on the host's controller, the task's delegated host (C(delegate_to)), where the boot server runs; in Ansible's
+    own process when that is this machine, showing the host's boot steps as they change, and as a module over the
+    controller's connection otherwise (the steps are then not shown); it does not connect to the host itself.
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - nixie.provision.boot_server
@@ -43,6 +46,15 @@ options:
   mac:
     description: MAC address of the host's boot NIC. Defaults to the host variable C(nixie_mac).
     type: str
+  name:
+    description: The host's name, for its messages and its directory in O(run_dir). Defaults to C(inventory_hostname).
+    type: str
+  known_addresses:
+    description:
+      - The host's IPv4 addresses known beforehand, which tell whether it sits behind a router.
+      - Defaults to the host variables C(nixie_ip) and C(nixie_wol_broadcast), those that are set.
+    type: list
+    elements: str
   timeout:
     description: Seconds to wait for the phone-home.
     type: int
@@ -120,3 +132,24 @@ last_event:
   type: dict
   sample: {"step": "phone_home", "ts": 1764300000.1, "ip": "10.0.0.123"}
 """
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.nixie.provision.plugins.module_utils import _agent_wait
+
+
+def main():
+    module = AnsibleModule(argument_spec=_agent_wait.ARGUMENT_SPEC, required_one_of=[("server_url", "run_dir")])
+    if not module.params["mac"]:
+        module.fail_json(msg="mac: required when the module runs by itself (the action plugin takes it from nixie_mac)")
+    try:
+        result = _agent_wait.wait_for_agent(module.params, lambda line: None, module.warn)
+    except _agent_wait.AgentWaitError as exc:
+        module.fail_json(msg=str(exc))
+    if result.get("failed"):
+        module.fail_json(**result)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

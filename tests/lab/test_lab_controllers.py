@@ -20,10 +20,12 @@ from pathlib import Path
 
 import pytest
 from nixielab import netboot
+from nixielab.net import netns_id
 
 pytestmark = pytest.mark.lab
 
 AGENT_TIMEOUT = 600
+HTTP_PORT = 8080
 
 
 def _events(run_dir: Path) -> list[dict]:
@@ -32,8 +34,9 @@ def _events(run_dir: Path) -> list[dict]:
 
 
 def _python_with(environment: dict, path: Path) -> Path:
-    # The controller's interpreter over SSH: the same venv, with the offline Nix settings a login does not carry.
-    exports = " ".join("%s='%s'" % (name, environment[name]) for name in ("PATH", "NIX_CONF_DIR"))
+    # The controller's interpreter over SSH: the same venv, with the offline Nix settings and the stand-in's (first on
+    # PATH, with its log and image) that a login does not carry.
+    exports = " ".join("%s='%s'" % (name, environment[name]) for name in ("PATH", "NIX_CONF_DIR", "NIXIE_STANDIN_LOG", "NIXIE_STANDIN_IMAGE"))
     path.write_text("#!/bin/sh\nexport %s\nexec %s \"$@\"\n" % (exports, sys.executable))
     path.chmod(0o755)
     return path
@@ -47,6 +50,8 @@ def test_two_controllers_each_serve_their_own_machine_and_an_unreachable_one_fai
     run = netboot.with_stand_in(netboot.prepare(lab, installer, [near, far], tmp_path, hosts={
         "nixie-01": {"wol": {"broadcast": lab.routed.broadcast4}}, "nixie-03": {"mac_address": "52:54:00:5e:00:23"}}), installer)
     ctl2 = lab.add_segment_controller("ctl2", Path(str(run.key) + ".pub"))
+    # As a site's firewall may: ctl2's boot server is for its own segment, so only what runs on ctl2 reaches it.
+    lab.routed.refuse_tcp_to(str(ctl2.ip4), HTTP_PORT)
     run_dirs = {"nixie-01": tmp_path / "run", "nixie-02": tmp_path / "run-ctl2", "nixie-03": tmp_path / "run-ctl3"}
     # Per host now, since each controller has its own interface and run directory.
     del run.extra_vars["nixie_interface"], run.extra_vars["nixie_run_dir"]
@@ -93,8 +98,11 @@ def test_two_controllers_each_serve_their_own_machine_and_an_unreachable_one_fai
     records = run.stand_in_records()
     assert sorted(run.stand_in_hosts()) == ["nixie-01", "nixie-02"], records
     for record, host in zip(records, run.stand_in_hosts()):
-        # Each host's files are in its own controller's run directory.
+        # Each host's files are in its own controller's run directory, and its nixos-anywhere ran there.
         own = dataclasses.replace(run, extra_vars=dict(run.extra_vars, nixie_run_dir=str(run_dirs[host])))
         assert record["argv"][1:] == own.stand_in_command(host, leases[{"nixie-01": near, "nixie-02": far}[host].mac])
+        assert record["netns"] == netns_id({"nixie-01": lab.ctl_ns, "nixie-02": ctl2.netns}[host]), (host, record)
+    # The wait for nixie-02's agent, its status checks, its install and its release all talked to ctl2's server from ctl2.
+    assert lab.routed.refused_tcp() == 0
     for machine in (near, far):
         machine.wait_for_serial(r"NIXIELAB: installed " + run.toplevel(machine.name), timeout=5)

@@ -124,7 +124,10 @@ def test_lossy_network_and_a_killed_boot_server(lab, installer, tmp_path):
     # Where a lossy boot's time went: EDK2's TFTP of ipxe.efi took 149 s when each lost block waited out a 1 s timer.
     tftp = [event for event in run.events() if event["step"] == "tftp_done"]
     print("nixie-02 ipxe.efi over TFTP: %s" % ["%.1f s %s" % (event["seconds"], "ok" if event["ok"] else event["error"]) for event in tftp])
-    assert [event["seconds"] < 60 for event in tftp if event["ok"]] == [True], tftp
+    # Mostly once. Twice when iPXE's own DHCP heard no proxy offer in its 2 s (Nixie missed both its DISCOVERs: at 10 % loss,
+    # about one boot in a hundred): it then boots nothing and hands back to the firmware, whose next network boot starts over.
+    loaded = [event["seconds"] for event in tftp if event["ok"]]
+    assert 1 <= len(loaded) <= 2 and max(loaded) < 60, [(event["step"], event) for event in run.events() if event["mac"] == machines[1].mac]
     assert "failed=1" in netboot.recap(first_output)["nixie-02"] and "cannot poll the boot server" in first_output, first_output[-3000:]
     scripts = _steps(run, machines[1], "script")
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import ipaddress
+import os
 import re
 import secrets
 import shutil
@@ -103,6 +104,11 @@ class SegmentController:
     netns: str
     ip4: ipaddress.IPv4Address
     iface: str = "eth0"
+
+
+def netns_id(netns: str) -> str:
+    """Named network namespace `netns` as /proc/<pid>/ns/net names the one a process runs in (net:[<inode>])."""
+    return "net:[%d]" % os.stat("/run/netns/%s" % netns).st_ino
 
 
 def _wait_listening(netns: str, port: int, timeout: float) -> None:
@@ -266,16 +272,22 @@ class LabNetwork:  # pylint: disable=too-many-instance-attributes  # the lab's a
         run_checked(["ip", "-n", controller.netns, "addr", "add", str(SEGMENT_CONTROLLER_IP4), "dev", controller.iface])
         run_checked(["ip", "-n", controller.netns, "link", "set", controller.iface, "up"])
         run_checked(["ip", "-n", controller.netns, "route", "add", "default", "via", str(self.routed.gateway4)])
-        ssh_dir = self.run_dir / name / "ssh"
+        # root's home as dropbear's sessions see it: the lab's, with only the authorized key in it.
+        home = self.run_dir / name / "home"
+        ssh_dir = home / ".ssh"
         ssh_dir.mkdir(parents=True, mode=0o700)
         (ssh_dir / "authorized_keys").write_text(Path(authorized_key).read_text())
         (ssh_dir / "authorized_keys").chmod(0o600)
         host_key = self.run_dir / name / "host_key"
         run_checked(["dropbearkey", "-t", "ed25519", "-f", str(host_key)])
-        # root's own ~/.ssh stays untouched: dropbear reads the lab's, bound over it in a mount namespace of its own.
+        # root's own home stays untouched (it need not even have a ~/.ssh): in a mount namespace of its own, dropbear
+        # reads a passwd that gives root the lab's home.
+        passwd = self.run_dir / name / "passwd"
+        passwd.write_text("".join(re.sub(r"^(root:(?:[^:]*:){4})[^:]*", lambda match: match.group(1) + str(home), line)
+                                  for line in Path("/etc/passwd").read_text().splitlines(keepends=True)))
         self.tracker.spawn("dropbear", in_netns(controller.netns, [
-            "unshare", "--mount", "sh", "-c", 'mount --bind "$1" "$2" && exec dropbear -F -E -s -p "$3:22" -r "$4"',
-            "sh", str(ssh_dir), str(Path("~root/.ssh").expanduser()), str(controller.ip4), str(host_key)]),
+            "unshare", "--mount", "sh", "-c", 'mount --bind "$1" /etc/passwd && exec dropbear -F -E -s -p "$2:22" -r "$3"',
+            "sh", str(passwd), str(controller.ip4), str(host_key)]),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         _wait_listening(controller.netns, 22, timeout=10)
         return controller

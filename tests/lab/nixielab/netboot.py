@@ -78,7 +78,7 @@ class NetbootRun:
         return self.directory / "nixos-anywhere.jsonl"
 
     def stand_in_records(self) -> list[dict]:
-        """What the stand-in nixos-anywhere recorded: one {"argv", "start", "pid", "ssh"} per call."""
+        """What the stand-in nixos-anywhere recorded: one {"argv", "start", "pid", "ssh", "netns"} per call."""
         if not self.stand_in_log.exists():
             return []
         return [json.loads(line) for line in self.stand_in_log.read_text().splitlines()]

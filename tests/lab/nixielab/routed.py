@@ -14,6 +14,7 @@ the servers' replies before passing them on.
 from __future__ import annotations
 
 import ipaddress
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -28,6 +29,7 @@ SEGMENT_BRIDGE_IP4 = ipaddress.IPv4Interface("%s/24" % MACHINE_SUBNET4[2])
 SEGMENT_CONTROLLER_IP4 = ipaddress.IPv4Interface("%s/24" % MACHINE_SUBNET4[3])
 MACHINE_RANGE4 = (str(MACHINE_SUBNET4[100]), str(MACHINE_SUBNET4[199]))
 UP_IF, DOWN_IF = "up0", "down0"
+REFUSE_TABLE = "nixielab_refuse"
 
 
 class RoutedSegment:
@@ -106,6 +108,20 @@ class RoutedSegment:
             self._tracker.stop(self._relay)
             self._relay = None
             self.relay_servers = ()
+
+    def refuse_tcp_to(self, address: str, port: int) -> None:
+        """The router refuses (and counts) TCP to `address`:`port` from the controller's segment, as a site's firewall
+        keeps a rack's own boot server to its rack: only what runs on the rack reaches it (refused_tcp)."""
+        for argv in (["add", "table", "inet", REFUSE_TABLE],
+                     ["add", "chain", "inet", REFUSE_TABLE, "forward", "{ type filter hook forward priority 0; }"],
+                     ["add", "rule", "inet", REFUSE_TABLE, "forward", "iifname", UP_IF, "ip", "daddr", address, "tcp", "dport", str(port),
+                      "counter", "reject", "with", "tcp", "reset"]):
+            run_checked(in_netns(self.router_ns, ["nft", *argv]))
+
+    def refused_tcp(self) -> int:
+        """How many TCP packets refuse_tcp_to has refused so far."""
+        listing = subprocess.run(in_netns(self.router_ns, ["nft", "list", "table", "inet", REFUSE_TABLE]), capture_output=True, text=True, check=True)
+        return sum(int(count) for count in re.findall(r"counter packets (\d+)", listing.stdout))
 
     def stop(self) -> None:
         self.stop_relay()
