@@ -43,7 +43,7 @@ class AgentWaitError(NixieError):
     """The wait cannot go on: the server does not serve the host, does not answer, or the report cannot be saved."""
 
 
-def describe_event(event: Optional[Dict[str, Any]]) -> str:
+def _describe_event(event: Optional[Dict[str, Any]]) -> str:
     """One host's boot step as the wait shows it, such as ``script at 10:00:01 (ip=10.0.0.5)``."""
     if not event:
         return "nothing yet (no DHCP request seen from it)"
@@ -54,7 +54,7 @@ def describe_event(event: Optional[Dict[str, Any]]) -> str:
 
 def wait_for_agent(params: Dict[str, Any], show: Callable[[str], None], warn: Callable[[str], None]) -> Dict[str, Any]:
     """The task result of nixie.provision.wait_for_agent for ``params`` (validated against ARGUMENT_SPEC, with ``mac``
-    given), wherever it runs; see wait_for_phone_home. Raises AgentWaitError when the wait cannot start or go on."""
+    given), wherever it runs; see _wait_for_phone_home. Raises AgentWaitError when the wait cannot start or go on."""
     try:
         mac = normalize_mac(str(params["mac"]))
     except ValueError as exc:
@@ -65,16 +65,17 @@ def wait_for_agent(params: Dict[str, Any], show: Callable[[str], None], warn: Ca
     client = connect(params["server_url"], run_dir, params["server_secret"])
     if client is None:
         raise AgentWaitError("no boot server runs for %s; start it with nixie.provision.server first" % params["run_dir"])
-    return wait_for_phone_home(client, mac, params["name"] or mac, params["timeout"], run_dir, params["known_addresses"] or (), show, warn)
+    return _wait_for_phone_home(client, mac, params["name"] or mac, params["timeout"], run_dir, params["known_addresses"] or (), show, warn)
 
 
-def wait_for_phone_home(client: BootServerClient, mac: str, name: str, timeout: int, run_dir: Optional[str],
-                        known_addresses: Iterable[Optional[str]], show: Callable[[str], None], warn: Callable[[str], None]) -> Dict[str, Any]:
+def _wait_for_phone_home(client: BootServerClient, mac: str, name: str, timeout: int, run_dir: Optional[str],
+                         known_addresses: Iterable[Optional[str]], show: Callable[[str], None], warn: Callable[[str], None]) -> Dict[str, Any]:
     """The task result for host ``name`` (``mac``) once its agent phoned home, or once ``timeout`` s passed without.
 
-    ``show`` gets a line each time the host's boot step changes, ``warn`` what the wait could not find out. ``known_addresses`` (its static address, its
-    Wake-on-LAN broadcast) tell whether a host none of whose DHCP arrived sits behind a router. With ``run_dir``,
-    the host's hardware is saved there. Raises AgentWaitError when the wait cannot go on.
+    ``show`` gets a line each time the host's boot step changes, and ``warn`` what the wait could not find out.
+    ``known_addresses`` (its static address, its Wake-on-LAN broadcast) tell whether a host none of whose DHCP
+    arrived sits behind a router. With ``run_dir``, the host's hardware is saved there. Raises AgentWaitError when
+    the wait cannot go on.
     """
     started = time.monotonic()
     deadline = started + timeout
@@ -95,14 +96,14 @@ def wait_for_phone_home(client: BootServerClient, mac: str, name: str, timeout: 
             since = last["ts"]
             if last["step"] != shown:
                 shown = last["step"]
-                show("%s (%s): %s" % (name, mac, describe_event(last)))
+                show("%s (%s): %s" % (name, mac, _describe_event(last)))
         report = entry.get("report")
         if report:
             break
         if time.monotonic() >= deadline:
             message = None if last else _relay_message(client, mac, timeout, known_addresses, warn)
             return dict(failed=True, elapsed=round(time.monotonic() - started, 1), last_event=last,
-                        msg=message or "no phone-home from %s within %d s; last event: %s" % (mac, timeout, describe_event(last)))
+                        msg=message or "no phone-home from %s within %d s; last event: %s" % (mac, timeout, _describe_event(last)))
     hardware = hardware_facts(report)
     hardware_summary = summary(hardware)
     show("%s (%s): %s" % (name, mac, hardware_summary))

@@ -1,6 +1,7 @@
 """nixie.provision.install run as an Ansible module in the lab's controller namespace against a real SSH server
 (dropbear) in a client namespace, with a recording stand-in for nixos-anywhere on PATH: data safety, host key
-check, the exact command line, logs, failures and the deadline."""
+check, the exact command line, logs, failures and the deadline. The install and failure cases also run as the module
+process alone, as on a controller that is not this machine."""
 
 import json
 import os
@@ -10,7 +11,7 @@ import time
 
 import pytest
 from dhcp_packets import hear_lease
-from nixielab.ansiblerun import run_module
+from nixielab.ansiblerun import run_module, run_module_process
 from nixielab.net import LabNetwork
 
 from ansible_collections.nixie.provision.plugins.module_utils._install import pin_host_keys, pinning_ssh
@@ -62,6 +63,10 @@ def target(net, tmp_path_factory):
     return public_line
 
 
+# In Ansible's own process (the action plugin, for a controller that is this machine), or as the module process.
+RUNNERS = pytest.mark.parametrize("run", [run_module, run_module_process], ids=["action", "module"])
+
+
 @pytest.fixture
 def stand_in(tmp_path, monkeypatch):
     bin_dir = tmp_path / "bin"
@@ -82,8 +87,9 @@ def install_args(tmp_path, host_keys, disks=(BLANK_DISK,), **extra):
     return args
 
 
-def test_installs_with_the_exact_command_and_a_stable_injected_host_key(net, target, stand_in, tmp_path):
-    result = run_module("nixie.provision.install", install_args(tmp_path, [target], extra_args=["--build-on", "remote"]), netns=net.ctl_ns)
+@RUNNERS
+def test_installs_with_the_exact_command_and_a_stable_injected_host_key(net, target, stand_in, tmp_path, run):
+    result = run("nixie.provision.install", install_args(tmp_path, [target], extra_args=["--build-on", "remote"]), netns=net.ctl_ns)
     assert not result["failed"], result
     extra_files = str(tmp_path / "run" / "nixie-01" / "extra-files")
     expected = ["--flake", "/srv/fleet#nixie-01", "--target-host", "root@nixie-01", "--ssh-option", "HostName=" + TARGET, "-i", "/root/.ssh/deployer",
@@ -95,7 +101,7 @@ def test_installs_with_the_exact_command_and_a_stable_injected_host_key(net, tar
     key_file = tmp_path / "run" / "nixie-01" / "extra-files" / "etc" / "ssh" / "ssh_host_ed25519_key"
     assert oct(key_file.stat().st_mode & 0o777) == "0o600"
     assert result["host_key"] == (key_file.parent / "ssh_host_ed25519_key.pub").read_text().strip()
-    again = run_module("nixie.provision.install", install_args(tmp_path, [target], substitute_on_destination=True), netns=net.ctl_ns)
+    again = run("nixie.provision.install", install_args(tmp_path, [target], substitute_on_destination=True), netns=net.ctl_ns)
     assert again["host_key"] == result["host_key"], "a rerun must keep the key already handed out"
     assert "--no-substitute-on-destination" not in stand_in.read_text().splitlines()
 
@@ -282,9 +288,10 @@ def test_another_host_key_at_the_address_is_refused(net, target, stand_in, tmp_p
     assert not stand_in.exists()
 
 
-def test_failure_reports_the_log_and_its_tail(net, target, stand_in, tmp_path, monkeypatch):
+@RUNNERS
+def test_failure_reports_the_log_and_its_tail(net, target, stand_in, tmp_path, monkeypatch, run):
     monkeypatch.setenv("NIXIE_TEST_MODE", "fail")
-    result = run_module("nixie.provision.install", install_args(tmp_path, [target]), netns=net.ctl_ns)
+    result = run("nixie.provision.install", install_args(tmp_path, [target]), netns=net.ctl_ns)
     log = str(tmp_path / "run" / "nixie-01" / "install.log")
     assert result["failed"] and "nixos-anywhere failed (exit 3); log: %s" % log in result["msg"], result
     assert "disko failed: no space left" in result["msg"]

@@ -1,4 +1,5 @@
-"""Run the collection's modules the way Ansible users do: `ansible localhost -m ...`, optionally in a namespace."""
+"""Run the collection's modules the way Ansible users do: `ansible localhost -m ...`, optionally in a namespace; or as
+the module process alone, as a module runs on a controller that is not this machine."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import json
 import os
 import shutil
 import subprocess
+import sys
+import tempfile
 
 from .processes import in_netns
 
@@ -25,3 +28,19 @@ def run_module(module: str, args: dict, *, netns: str | None = None, check: bool
     # --one-line prints "localhost | STATUS => {result as JSON}", where a failure's STATUS is "FAILED!".
     status, result = done.stdout.split("=>", 1)
     return dict(json.loads(result), failed="FAILED!" in status)
+
+
+def run_module_process(module: str, args: dict, *, netns: str | None = None, timeout: float = 300) -> dict:
+    """Run collection module `module` (nixie.provision.<name>) as its own Python process with `args`, as Ansible runs it
+    on a delegated host that is not this machine (where an action plugin hands its work to the module), and return
+    its result, with `failed` always set."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json") as arguments:
+        json.dump({"ANSIBLE_MODULE_ARGS": args}, arguments)
+        arguments.flush()
+        argv = [sys.executable, "-m", "ansible_collections.nixie.provision.plugins.modules.%s" % module.rsplit(".", 1)[1], arguments.name]
+        done = subprocess.run(in_netns(netns, argv) if netns else argv, capture_output=True, text=True, timeout=timeout, check=False)
+    try:
+        result = json.loads(done.stdout)
+    except ValueError:
+        raise AssertionError("%s printed no result (exit %d): %s %s" % (module, done.returncode, done.stdout, done.stderr)) from None
+    return dict(result, failed=bool(result.get("failed")))
