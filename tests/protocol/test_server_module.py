@@ -129,6 +129,24 @@ def test_a_server_started_again_takes_the_phone_home_its_killed_predecessor_was_
         assert handle.read() not in json.dumps(status)
 
 
+def test_a_machine_whose_dhcp_request_was_lost_gets_its_script_and_a_stranger_does_not(net, boot_files):
+    started = run_module("nixie.provision.server", boot_files, netns=net.ctl_ns)
+    assert not started["failed"], started
+    # No DHCP exchange of either reached the server, as on a lossy network where the one REQUEST naming the address
+    # was dropped: the kernel's neighbour table, which the TCP handshake itself needs, ties an address to its MAC.
+    script_url = "%s/boot/52-54-00-12-00-01.ipxe" % started["http_url"]
+    answers = {}
+    for name, mac, address in (("own", "52:54:00:12:00:01", "10.213.0.51"), ("other", "52:54:00:12:00:99", "10.213.0.52")):
+        client = net.add_client(name, mac)
+        client.run(["ip", "addr", "add", address + "/24", "dev", "eth0"], check=True)
+        done = client.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "10", script_url], capture_output=True, text=True)
+        answers[name] = done.stdout
+    assert answers == {"own": "200", "other": "403"}, answers
+    events = [json.loads(line) for line in open(os.path.join(boot_files["run_dir"], "events.jsonl"), encoding="utf-8")]
+    assert [(event["step"], event["ip"]) for event in events if event["step"] in ("script", "refused")] == [
+        ("script", "10.213.0.51"), ("refused", "10.213.0.52")], events
+
+
 def test_check_mode_starts_nothing(net, boot_files):
     result = run_module("nixie.provision.server", boot_files, netns=net.ctl_ns, check=True)
     assert result["changed"] is True and result["running"] is False

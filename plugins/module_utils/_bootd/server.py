@@ -30,6 +30,7 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.prox
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.events import EventLog
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.installers import Installer, check_host_systems, installers_from_config, own_system
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.http import HTTP_FILES, BootState, make_app, start_http
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.neighbours import neighbour_mac
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host, ServerAddress
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.proxydhcp import start_proxydhcp
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.proxydhcp6 import start_proxydhcp6
@@ -117,20 +118,6 @@ def _dhcp_ports(config):
     return (contract.DHCP_SERVER_PORT, contract.PXE_PORT, contract.TFTP_PORT)
 
 
-def _tftp_client_mac(ip, arp_table="/proc/net/arp"):
-    """TFTP knows clients only by address; the kernel's ARP cache, filled by the DHCP exchange, knows the MAC."""
-    try:
-        with open(arp_table, encoding="utf-8") as handle:
-            next(handle)
-            for line in handle:
-                fields = line.split()
-                if fields[0] == ip and fields[3] != "00:00:00:00:00:00":
-                    return fields[3]
-    except (OSError, StopIteration, IndexError):
-        pass
-    return None
-
-
 def _refuse_shared_udp_ports(config):
     """Fail when another process already serves DHCP, PXE or TFTP here.
 
@@ -203,7 +190,7 @@ async def _serve(config, ready):
     logging.getLogger("tftpy").setLevel(logging.CRITICAL)
     run_dir = config["run_dir"]
     address = ServerAddress(config["address"], config["http_port"])
-    table = HostTable(hosts, _tokens(run_dir, hosts))
+    table = HostTable(hosts, _tokens(run_dir, hosts), neighbour_mac=neighbour_mac)
     events = EventLog(run_dir, table)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -216,7 +203,8 @@ async def _serve(config, ready):
 
     def on_tftp_event(step, client_ip, **fields):
         # Called from the TFTP thread; the event log is thread-safe.
-        mac = memo.mac(client_ip) if ":" in client_ip else _tftp_client_mac(client_ip) or table.mac_at(client_ip)
+        # The ARP cache, filled by the DHCP exchange, knows an on-link client's MAC; behind a relay only the exchange does.
+        mac = memo.mac(client_ip) if ":" in client_ip else neighbour_mac(client_ip) or table.mac_at(client_ip)
         events.record(mac, step, ip=client_ip, **fields)
 
     published = {

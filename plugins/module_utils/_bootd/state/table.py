@@ -7,8 +7,11 @@ methods, under one lock. The agent tokens live here too (``tokens.TokenStore``):
 token, and the table is what answers "which hosts hold a token nobody claimed".
 
 It also keeps the addresses each host's DHCP exchange used (``note_boot_address``, from the boot proxy), so
-that a token is minted only for a script request from one of them (``script_token``): a machine elsewhere
-on the segment that asks for a listed MAC's script gets no token. Two machines claiming one MAC fail the
+that a token is minted only for a script request from one of them, or from an address the kernel's neighbour table
+puts at the host's MAC (``script_token``): a machine elsewhere on the segment that asks for a listed MAC's script
+gets no token. The neighbour table is what holds on a lossy network, where the one DHCP REQUEST that names the
+address may never reach the server; it is no easier to fool than the DHCP exchange, since both are the segment's
+own frames. Two machines claiming one MAC fail the
 host for good (``claim``): neither is answered, and the controller is told rather than switched over.
 """
 
@@ -17,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import threading
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.model import Host
@@ -69,8 +72,11 @@ class _Row:
 class HostTable:
     """The hosts the server answers, by normalised MAC; thread-safe."""
 
-    def __init__(self, hosts: Iterable[Host], tokens: Optional[TokenStore] = None) -> None:
+    def __init__(self, hosts: Iterable[Host], tokens: Optional[TokenStore] = None,
+                 neighbour_mac: Callable[[str], Optional[str]] = lambda address: None) -> None:
+        """``neighbour_mac`` gives the MAC that the server's neighbour table has for an address (None if none)."""
         self.tokens = tokens or TokenStore()
+        self._neighbour_mac = neighbour_mac
         self._lock = threading.Lock()
         self._rows: Dict[str, _Row] = {}
         for host in hosts:
@@ -116,11 +122,13 @@ class HostTable:
         Raises NotItsMachine unless the host is installed and ``address`` took part in its DHCP exchange, so that
         no other machine can silence a host that still has to be installed.
         """
+        # Read before the lock is taken: the neighbour table is a file, and the DHCP and TFTP threads wait on the lock.
+        at_its_mac = self._at_mac(address, mac)
         with self._lock:
             row = self._rows[mac]
             if not row.host.installed:
                 raise NotItsMachine("%s is not installed: its network boot goes on" % row.host.name, mac=mac)
-            if not self._ties(row, address):
+            if not (at_its_mac or self._ties(row, address)):
                 raise NotItsMachine("%s took no part in the DHCP exchange of %s" % (address, mac), mac=mac)
             row.host = dataclasses.replace(row.host, local_boot_failed=True)
             return row.host
@@ -180,17 +188,23 @@ class HostTable:
         parsed = ipaddress.ip_address(address)
         return parsed.version == 6 and parsed.packed[8:] == eui64_interface_id(row.host.mac)
 
+    def _at_mac(self, address, mac):
+        """Whether the neighbour table puts IPv4 ``address`` at ``mac``."""
+        return self._neighbour_mac(_plain(address)) == mac
+
     def script_token(self, mac: str, address: str) -> str:
         """A fresh token for the script ``address`` asks for on behalf of ``mac``; raise TokenRefused saying why not.
 
-        Only an address that the host's DHCP exchange used (or its EUI-64 SLAAC address) gets one: anyone
-        may ask for any listed MAC's script, and the token is what makes the answer worth stealing.
+        Only an address that the host's DHCP exchange used (or its EUI-64 SLAAC address, or one the neighbour table
+        puts at its MAC) gets one: anyone may ask for any listed MAC's script, and the token is what makes the answer
+        worth stealing.
         """
+        at_its_mac = self._at_mac(address, mac)
         with self._lock:
             row = self._rows[mac]
             if row.conflict is not None:
                 raise TokenRefused(row.conflict, mac)
-            if not self._ties(row, address):
+            if not (at_its_mac or self._ties(row, address)):
                 raise TokenRefused("%s took no part in the DHCP exchange of %s" % (address, mac), mac)
         return self.tokens.mint(mac, address)
 

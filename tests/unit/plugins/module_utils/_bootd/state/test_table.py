@@ -86,6 +86,23 @@ def test_a_token_only_for_an_address_of_the_hosts_dhcp_exchange(table):
     assert list(table.tokens.outstanding()[MAC]) == [LEASE]
 
 
+def test_an_address_the_neighbour_table_puts_at_the_hosts_mac_is_tied_to_it_without_a_dhcp_exchange():
+    # A lossy network lost the REQUEST that named LEASE; the kernel resolved LEASE to MAC to answer the client.
+    neighbours = {LEASE: MAC, STRANGER: OTHER}
+    table = HostTable([Host("nixie-01", MAC), Host("nixie-02", OTHER), Host("nixie-03", INSTALLED, installed=True)],
+                      neighbour_mac=neighbours.get)
+    table.script_token(MAC, LEASE)
+    # Another machine's address, and one the table does not know, get nothing.
+    with pytest.raises(TokenRefused, match="took no part in the DHCP exchange"):
+        table.script_token(MAC, STRANGER)
+    with pytest.raises(TokenRefused):
+        table.script_token(MAC, "10.0.0.99")
+    with pytest.raises(NotItsMachine):
+        table.note_local_boot_failed(INSTALLED, LEASE)
+    neighbours["10.0.0.7"] = INSTALLED
+    assert table.note_local_boot_failed(INSTALLED, "10.0.0.7").local_boot_failed
+
+
 def test_only_an_installed_hosts_own_machine_can_report_that_its_ipxe_cannot_boot_its_disk(table):
     table.note_boot_address(INSTALLED, LEASE)
     table.note_boot_address(MAC, STRANGER)
