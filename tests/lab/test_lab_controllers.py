@@ -22,10 +22,11 @@ import pytest
 from nixielab import netboot
 from nixielab.net import netns_id
 
+from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract
+
 pytestmark = pytest.mark.lab
 
 AGENT_TIMEOUT = 600
-HTTP_PORT = 8080
 
 
 def _events(run_dir: Path) -> list[dict]:
@@ -51,7 +52,7 @@ def test_two_controllers_each_serve_their_own_machine_and_an_unreachable_one_fai
         "nixie-01": {"wol": {"broadcast": lab.routed.broadcast4}}, "nixie-03": {"mac_address": "52:54:00:5e:00:23"}}), installer)
     ctl2 = lab.add_segment_controller("ctl2", Path(str(run.key) + ".pub"))
     # As a site's firewall may: ctl2's boot server is for its own segment, so only what runs on ctl2 reaches it.
-    lab.routed.refuse_tcp_to(str(ctl2.ip4), HTTP_PORT)
+    lab.routed.refuse_tcp_to(str(ctl2.ip4), contract.DEFAULT_HTTP_PORT)
     run_dirs = {"nixie-01": tmp_path / "run", "nixie-02": tmp_path / "run-ctl2", "nixie-03": tmp_path / "run-ctl3"}
     # Per host now, since each controller has its own interface and run directory.
     del run.extra_vars["nixie_interface"], run.extra_vars["nixie_run_dir"]

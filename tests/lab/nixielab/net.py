@@ -29,7 +29,7 @@ from .bmcd import DRIVERS, BmcGlue
 from .machine import Machine
 from .powerd import PowerDaemon
 from .routed import MACHINE_RANGE4, SEGMENT_CONTROLLER_IP4, RoutedSegment
-from .processes import (NAMESPACE_PREFIX, STATE_ROOT, LabError, ProcessTracker, in_netns, python_environment, raise_on_termination_signals,
+from .processes import (NAMESPACE_PREFIX, STATE_ROOT, LabError, ProcessTracker, in_netns, nft_counted_packets, python_environment, raise_on_termination_signals,
                         run_checked, stop_namespace_processes)
 from .sitedhcp import SiteDhcp
 
@@ -329,8 +329,7 @@ class LabNetwork:  # pylint: disable=too-many-instance-attributes  # the lab's a
 
     def dropped_frames(self, table: str) -> int:
         """How many frames the rules of ``table`` (drop_frames) have dropped so far."""
-        counters = self.run_lab(["nft", "list", "table", "bridge", table], capture_output=True, text=True, check=True).stdout
-        return sum(int(count) for count in re.findall(r"counter packets (\d+)", counters))
+        return nft_counted_packets(self.lab_ns, "bridge", table)
 
     # Things on the bridge
     def add_tap(self, name: str) -> str:

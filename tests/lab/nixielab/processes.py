@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -37,6 +38,12 @@ def in_netns(netns: str, argv: list[str]) -> list[str]:
     process is the command's own PID and can be tracked and signalled directly.
     """
     return ["ip", "netns", "exec", netns, *argv]
+
+
+def nft_counted_packets(netns: str, family: str, table: str) -> int:
+    """The packets the counters of nftables table `family` `table` in `netns` have counted so far, all rules together."""
+    listing = run_checked(in_netns(netns, ["nft", "list", "table", family, table])).stdout
+    return sum(int(count) for count in re.findall(r"counter packets (\d+)", listing))
 
 
 def python_environment() -> dict[str, str]:

@@ -14,12 +14,11 @@ the servers' replies before passing them on.
 from __future__ import annotations
 
 import ipaddress
-import re
 import subprocess
 import time
 from pathlib import Path
 
-from .processes import LabError, ProcessTracker, in_netns, run_checked, text_so_far
+from .processes import LabError, ProcessTracker, in_netns, nft_counted_packets, run_checked, text_so_far
 
 MACHINE_SUBNET4 = ipaddress.IPv4Network("10.213.1.0/24")
 ROUTER_UP_IP4 = ipaddress.IPv4Interface("10.213.0.254/24")
@@ -120,8 +119,7 @@ class RoutedSegment:
 
     def refused_tcp(self) -> int:
         """How many TCP packets refuse_tcp_to has refused so far."""
-        listing = subprocess.run(in_netns(self.router_ns, ["nft", "list", "table", "inet", REFUSE_TABLE]), capture_output=True, text=True, check=True)
-        return sum(int(count) for count in re.findall(r"counter packets (\d+)", listing.stdout))
+        return nft_counted_packets(self.router_ns, "inet", REFUSE_TABLE)
 
     def stop(self) -> None:
         self.stop_relay()
