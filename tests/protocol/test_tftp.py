@@ -44,8 +44,8 @@ def tftp_dir(tmp_path):
     return directory
 
 
-def start_server(tftp_dir):
-    """A TftpServer on 127.0.0.1 whose events are collected in its ``events`` list."""
+def start_server(tftp_dir, **options):
+    """A TftpServer on 127.0.0.1 (``options`` as TftpServer takes them) whose events are collected in its ``events`` list."""
     events = []
     lock = threading.Lock()
 
@@ -53,7 +53,7 @@ def start_server(tftp_dir):
         with lock:
             events.append(dict(fields, step=step, ip=client_ip))
 
-    running = TftpServer(find_ipxe_binaries(str(tftp_dir)), host="127.0.0.1", port=0, on_event=on_event, timeout=1)
+    running = TftpServer(find_ipxe_binaries(str(tftp_dir)), host="127.0.0.1", port=0, on_event=on_event, **dict({"timeout": 1}, **options))
     running.start()
     running.events = events
     return running
@@ -482,9 +482,10 @@ def _collect(sock, seconds, into):
     return thread
 
 
-def test_first_packet_is_sent_a_few_times_only_until_the_client_acknowledges(server):
+def test_first_packet_is_sent_a_few_times_only_until_the_client_acknowledges(tftp_dir):
     """A request whose source never acknowledges (it may be spoofed) draws TFTP_FIRST_ACK_RETRIES copies of its first
-    packet, DATA 1 or the OACK, and is dropped; once a client has acknowledged, the full retries apply."""
+    packet, DATA 1 or the OACK, and is dropped after first_ack_wait; once a client has acknowledged, the full retries apply."""
+    server = start_server(tftp_dir, first_ack_wait=3)
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent_data, \
             socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent_oack, \
             socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as answering:
@@ -501,6 +502,7 @@ def test_first_packet_is_sent_a_few_times_only_until_the_client_acknowledges(ser
                    _collect(answering, 5, received["answering"])]
         for thread in threads:
             thread.join()
+    server.stop()
     assert len(received["data"]) == TFTP_FIRST_ACK_RETRIES and len(set(received["data"])) == 1
     assert struct.unpack_from("!HH", received["data"][0]) == (DATA, 1)
     assert len(received["oack"]) == TFTP_FIRST_ACK_RETRIES and set(received["oack"]) == {struct.pack("!H", OACK) + b"tsize\0001048576\0"}
@@ -508,7 +510,38 @@ def test_first_packet_is_sent_a_few_times_only_until_the_client_acknowledges(ser
     assert len(received["answering"]) > TFTP_FIRST_ACK_RETRIES
     assert {struct.unpack_from("!HH", packet) for packet in received["answering"]} == {(DATA, 2)}
     errors = sorted(event["error"] for event in server.events if event["step"] == "tftp_done")
-    assert errors == ["first packet never acknowledged"] * 2
+    assert errors == ["first packet never acknowledged"] * 2 + ["server stopped"]
+
+
+def test_a_client_whose_first_ack_was_lost_is_served_when_it_acknowledges_seconds_later(server, tftp_dir):
+    """EDK2 answers the OACK once and, when that ACK is lost, sends it again only after its own 4 s timeout: the transfer
+    must still be there, silent after its copies. A repeated request meanwhile gets one copy of the OACK, not more."""
+    oack = struct.pack("!H", OACK) + b"blksize\0001468\0"
+    request = rrq("ipxe.efi", options=[(b"blksize", b"1468")])
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+        client.settimeout(2)
+        client.sendto(request, server.address)
+        first, transfer = client.recvfrom(70000)
+        copies = [first] + [packet for packet, _when in received_within(client, 2.5)]
+        assert copies == [oack] * TFTP_FIRST_ACK_RETRIES
+        client.sendto(request, server.address)
+        assert [packet for packet, _when in received_within(client, 1.5)] == [oack]
+        assert not [event for event in server.events if event["step"] == "tftp_done"]
+        # About 4 s after the request, as EDK2's own retransmission comes.
+        client.sendto(struct.pack("!HH", ACK, 0), transfer)
+        data = b""
+        client.settimeout(2)
+        while True:
+            packet, sender = client.recvfrom(70000)
+            opcode, block = struct.unpack_from("!HH", packet)
+            assert sender == transfer and opcode == DATA and block == (len(data) // 1468 + 1) & 0xFFFF
+            data += packet[4:]
+            client.sendto(struct.pack("!HH", ACK, block), transfer)
+            if len(packet) - 4 < 1468:
+                break
+    assert data == (tftp_dir / "ipxe.efi").read_bytes()
+    time.sleep(0.2)
+    assert [(event["ok"], event["error"]) for event in server.events if event["step"] == "tftp_done"] == [(True, None)]
 
 
 class _FailingEpoll:

@@ -52,11 +52,16 @@ TFTP_TRANSFERS = 64
 # Firmware fetches one file at a time, but may ask again from a new port while its earlier transfer still waits
 # out our retries; four leave room for that and keep one address (which may be lying) to a sixteenth of the slots.
 TFTP_TRANSFERS_PER_CLIENT = 4
-# Timeouts a transfer may stay unanswered through before its client has acknowledged anything (the OACK or
-# DATA 1), instead of the full retries. The request's source may be spoofed, making every copy of the first packet
-# traffic towards a victim: three copies (two resends, ~1.4 s) ride out a loss or two for a real client, which
-# answers in one round trip, while a spoofed request draws three packets and holds its slot ~1.4 s, not ~12.
+# Copies of a transfer's first packet (the OACK or DATA 1) sent before its client has acknowledged anything, instead
+# of the full retries. The request's source may be spoofed, making every copy traffic towards a victim: three copies
+# (two resends, ~0.6 s) ride out a loss or two for a real client, which answers in one round trip, while a spoofed
+# request draws three packets.
 TFTP_FIRST_ACK_RETRIES = 3
+# Seconds an unacknowledged transfer then stays open, silent, before it is dropped. A client whose ACK was lost sends
+# it again only after its own timeout (EDK2's PXE 4 s): a transfer closed sooner leaves that ACK to a closed port, and
+# EDK2 then waits out its retries and gives up on network boot (lab, 10 % loss: 66 s, then the next boot entry). Ten
+# seconds hear two of EDK2's retransmissions; the per-client cap keeps one address to a few such slots.
+TFTP_FIRST_ACK_WAIT = 10.0
 
 # When an unacknowledged packet goes again: a client retransmits only after seconds (EDK2's MTFTP 4 s, iPXE 1 s), so
 # with 10 % of frames lost the server's timer sets the pace. A fixed 1 s cost EDK2 ~150 s for ipxe.efi (some 110 of
@@ -88,8 +93,9 @@ class TftpServer:
     (file, options), ``tftp_done`` (file, ok, bytes, seconds, error) or ``refused`` (file, reason).
     A packet unacknowledged for the transfer's retransmission time (``first_timeout`` seconds before a round trip has
     been measured, then from the measured round trips, never below ``min_timeout``) is sent again, then after twice
-    that, and so on up to ``timeout`` seconds; a client silent through ``retries`` of those resends is dropped, or through
-    ``first_ack_retries`` while it has acknowledged nothing yet. Firmware waits seconds before it retries
+    that, and so on up to ``timeout`` seconds; a client silent through ``retries`` of those resends is dropped. Until it has
+    acknowledged something, it gets ``first_ack_retries`` copies of the first packet, and another only when it repeats its
+    request; it is dropped once silent for ``first_ack_wait`` seconds from the request. Firmware waits seconds before it retries
     (EDK2 4 s), so on a lossy link the server's short timer, not the client's, sets the pace.
     At most ``max_transfers`` run at once, ``per_client`` of them for one client address; a request over
     a cap is dropped unanswered (the client asks again) and counted in ``dropped_requests`` by cap.
@@ -97,8 +103,8 @@ class TftpServer:
 
     def __init__(self, binaries: Mapping[str, str], host: str = "0.0.0.0", port: int = contract.TFTP_PORT, on_event: Optional[Callable[..., None]] = None,
                  timeout: float = 1.0, retries: int = 14, max_transfers: int = TFTP_TRANSFERS, per_client: int = TFTP_TRANSFERS_PER_CLIENT,
-                 first_ack_retries: int = TFTP_FIRST_ACK_RETRIES, first_timeout: float = FIRST_RETRANSMIT,
-                 min_timeout: float = MIN_RETRANSMIT) -> None:
+                 first_ack_retries: int = TFTP_FIRST_ACK_RETRIES, first_ack_wait: float = TFTP_FIRST_ACK_WAIT,
+                 first_timeout: float = FIRST_RETRANSMIT, min_timeout: float = MIN_RETRANSMIT) -> None:
         require_library("tftpy", TFTPY_IMPORT_ERROR)
         self._binaries = dict(binaries)
         self._bind = (host, port)
@@ -108,6 +114,7 @@ class TftpServer:
         self._min_timeout = min_timeout
         self._retries = retries
         self._first_ack_retries = first_ack_retries
+        self._first_ack_wait = first_ack_wait
         self._max_transfers = max_transfers
         self._per_client = per_client
         self._factory = TftpPacketFactory()
@@ -230,8 +237,13 @@ class TftpServer:
         except OSError:
             return
         key = (client_ip, client_port)
-        if key in self._transfers:
-            return  # a retransmitted request of a running transfer
+        running = self._transfers.get(key)
+        if running is not None:
+            # A retransmitted request. While nothing is acknowledged the client has not had the first packet: one copy
+            # per request, so a spoofed source draws no more than it sends.
+            if not running.answered:
+                running.send(time.monotonic())
+            return
         try:
             request = self._factory.parse(buffer)
         except Exception:  # tftpy's codec raises struct, Unicode and tftpy errors on malformed input
@@ -320,11 +332,15 @@ class TftpServer:
 
     def _check_timeouts(self, now):
         for key, transfer in list(self._transfers.items()):
+            if not transfer.answered and transfer.retries >= self._first_ack_retries - 1:
+                if now - transfer.started >= self._first_ack_wait:
+                    self._finish(key, "first packet never acknowledged")
+                continue
             if now - transfer.last_sent <= min(transfer.retransmit_after(self._first_timeout, self._min_timeout) * 2 ** transfer.retries, self._timeout):
                 continue
             transfer.retries += 1
-            if transfer.retries >= (self._retries if transfer.answered else self._first_ack_retries):
-                self._finish(key, "timed out" if transfer.answered else "first packet never acknowledged")
+            if transfer.retries >= self._retries:
+                self._finish(key, "timed out")
             else:
                 transfer.send(now)
 
