@@ -21,6 +21,8 @@ import time
 import pytest
 from nixielab import netboot
 
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.tftp import LAST_BLOCK_UNACKNOWLEDGED
+
 pytestmark = pytest.mark.lab
 
 AGENT_TIMEOUT = 180
@@ -126,7 +128,8 @@ def test_lossy_network_and_a_killed_boot_server(lab, installer, tmp_path):
     print("nixie-02 ipxe.efi over TFTP: %s" % ["%.1f s %s" % (event["seconds"], "ok" if event["ok"] else event["error"]) for event in tftp])
     # Mostly once. Twice when iPXE's own DHCP heard no proxy offer in its 2 s (Nixie missed both its DISCOVERs: at 10 % loss,
     # about one boot in a hundred): it then boots nothing and hands back to the firmware, whose next network boot starts over.
-    loaded = [event["seconds"] for event in tftp if event["ok"]]
+    # A load whose last ACK was lost (one in ten) worked for EDK2, which has every block and has gone on to iPXE.
+    loaded = [event["seconds"] for event in tftp if event["ok"] or event["error"] == LAST_BLOCK_UNACKNOWLEDGED]
     assert 1 <= len(loaded) <= 2 and max(loaded) < 60, [(event["step"], event) for event in run.events() if event["mac"] == machines[1].mac]
     assert "failed=1" in netboot.recap(first_output)["nixie-02"] and "cannot poll the boot server" in first_output, first_output[-3000:]
     scripts = _steps(run, machines[1], "script")

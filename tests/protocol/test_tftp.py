@@ -22,7 +22,7 @@ from tftpy.TftpShared import TftpException
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.io import tftp
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.tftp import (
-    FIRST_RETRANSMIT, MIN_RETRANSMIT, TFTP_FIRST_ACK_RETRIES, TFTP_TRANSFERS_PER_CLIENT, TftpServer,
+    FIRST_RETRANSMIT, LAST_BLOCK_UNACKNOWLEDGED, MIN_RETRANSMIT, TFTP_FIRST_ACK_RETRIES, TFTP_TRANSFERS_PER_CLIENT, TftpServer,
 )
 from ansible_collections.nixie.provision.plugins.module_utils._ipxe_dir import find_ipxe_binaries
 from datagrams import received_within
@@ -542,6 +542,27 @@ def test_a_client_whose_first_ack_was_lost_is_served_when_it_acknowledges_second
     assert data == (tftp_dir / "ipxe.efi").read_bytes()
     time.sleep(0.2)
     assert [(event["ok"], event["error"]) for event in server.events if event["step"] == "tftp_done"] == [(True, None)]
+
+
+def test_a_transfer_whose_last_ack_is_lost_says_so_and_one_that_stalls_times_out(tftp_dir):
+    server = start_server(tftp_dir, retries=2)
+    whole = (tftp_dir / "undionly.kpxe").read_bytes()
+    try:
+        for stop_before in (len(whole) // 512 + 1, 3):
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as client:
+                client.settimeout(2)
+                client.sendto(rrq("undionly.kpxe"), server.address)
+                while True:
+                    packet, transfer = client.recvfrom(70000)
+                    block = struct.unpack_from("!HH", packet)[1]
+                    if block == stop_before:
+                        break
+                    client.sendto(struct.pack("!HH", ACK, block), transfer)
+                time.sleep(3)
+    finally:
+        server.stop()
+    done = [(event["error"], event["bytes"]) for event in server.events if event["step"] == "tftp_done"]
+    assert done == [(LAST_BLOCK_UNACKNOWLEDGED, len(whole)), ("timed out", 3 * 512)]
 
 
 class _FailingEpoll:
