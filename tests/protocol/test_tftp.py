@@ -53,7 +53,8 @@ def start_server(tftp_dir, **options):
         with lock:
             events.append(dict(fields, step=step, ip=client_ip))
 
-    running = TftpServer(find_ipxe_binaries(str(tftp_dir)), host="127.0.0.1", port=0, on_event=on_event, **dict({"timeout": 1}, **options))
+    options.setdefault("timeout", 1)
+    running = TftpServer(find_ipxe_binaries(str(tftp_dir)), host="127.0.0.1", port=0, on_event=on_event, **options)
     running.start()
     running.events = events
     return running
@@ -142,27 +143,33 @@ def download(address, packet, family=socket.AF_INET):
         sock.sendto(packet, address)
         answer, sender = sock.recvfrom(70000)
         sock.connect(sender)
-        oack, data, sizes = None, b"", []
+        oack = None
         if struct.unpack_from("!H", answer)[0] == OACK:
             fields = answer[2:].split(b"\0")[:-1]
             oack = dict(zip(fields[::2], fields[1::2]))
             sock.send(struct.pack("!HH", ACK, 0))
             answer = sock.recv(70000)
-        blksize = int(oack.get(b"blksize", 512)) if oack else 512
-        while True:
-            opcode, block = struct.unpack_from("!HH", answer)
-            if (opcode, block) == (DATA, len(sizes)):
-                # A copy the server sent while our ACK was on its way (a loaded machine's round trip can outlast its
-                # retransmission time): a client takes it for nothing, as RFC 1350 clients do.
-                answer = sock.recv(70000)
-                continue
-            assert (opcode, block) == (DATA, len(sizes) + 1), answer[:64]
-            data += answer[4:]
-            sizes.append(len(answer) - 4)
-            sock.send(struct.pack("!HH", ACK, block))
-            if len(answer) - 4 < blksize:
-                return oack, data, sizes
+        data, sizes = receive_file(sock, int(oack.get(b"blksize", 512)) if oack else 512, answer)
+        return oack, data, sizes
+
+
+def receive_file(sock, blksize, answer):
+    """Acknowledge DATA on the connected ``sock`` from ``answer`` (the first DATA) to the end: ``(the file, the payload sizes)``."""
+    data, sizes = b"", []
+    while True:
+        opcode, block = struct.unpack_from("!HH", answer)
+        if (opcode, block) == (DATA, len(sizes)):
+            # A copy the server sent while our ACK was on its way (a loaded machine's round trip can outlast its
+            # retransmission time): a client takes it for nothing, as RFC 1350 clients do.
             answer = sock.recv(70000)
+            continue
+        assert (opcode, block) == (DATA, len(sizes) + 1), answer[:64]
+        data += answer[4:]
+        sizes.append(len(answer) - 4)
+        sock.send(struct.pack("!HH", ACK, block))
+        if len(answer) - 4 < blksize:
+            return data, sizes
+        answer = sock.recv(70000)
 
 
 @pytest.mark.parametrize("asked", [b"65465", b"70000", b"99999999999999999999"])
@@ -486,23 +493,25 @@ def test_first_packet_is_sent_a_few_times_only_until_the_client_acknowledges(tft
     """A request whose source never acknowledges (it may be spoofed) draws TFTP_FIRST_ACK_RETRIES copies of its first
     packet, DATA 1 or the OACK, and is dropped after first_ack_wait; once a client has acknowledged, the full retries apply."""
     server = start_server(tftp_dir, first_ack_wait=3)
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent_data, \
-            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent_oack, \
-            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as answering:
-        answering.settimeout(2)
-        answering.sendto(rrq("ipxe.efi"), server.address)
-        packet, transfer = answering.recvfrom(70000)
-        assert struct.unpack_from("!HH", packet) == (DATA, 1)
-        answering.connect(transfer)
-        silent_data.sendto(rrq("ipxe.efi"), server.address)
-        silent_oack.sendto(rrq("ipxe.efi", options=[(b"tsize", b"0")]), server.address)
-        answering.send(struct.pack("!HH", ACK, 1))
-        received = {"data": [], "oack": [], "answering": []}
-        threads = [_collect(silent_data, 5, received["data"]), _collect(silent_oack, 5, received["oack"]),
-                   _collect(answering, 5, received["answering"])]
-        for thread in threads:
-            thread.join()
-    server.stop()
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent_data, \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent_oack, \
+                socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as answering:
+            answering.settimeout(2)
+            answering.sendto(rrq("ipxe.efi"), server.address)
+            packet, transfer = answering.recvfrom(70000)
+            assert struct.unpack_from("!HH", packet) == (DATA, 1)
+            answering.connect(transfer)
+            silent_data.sendto(rrq("ipxe.efi"), server.address)
+            silent_oack.sendto(rrq("ipxe.efi", options=[(b"tsize", b"0")]), server.address)
+            answering.send(struct.pack("!HH", ACK, 1))
+            received = {"data": [], "oack": [], "answering": []}
+            threads = [_collect(silent_data, 5, received["data"]), _collect(silent_oack, 5, received["oack"]),
+                       _collect(answering, 5, received["answering"])]
+            for thread in threads:
+                thread.join()
+    finally:
+        server.stop()
     assert len(received["data"]) == TFTP_FIRST_ACK_RETRIES and len(set(received["data"])) == 1
     assert struct.unpack_from("!HH", received["data"][0]) == (DATA, 1)
     assert len(received["oack"]) == TFTP_FIRST_ACK_RETRIES and set(received["oack"]) == {struct.pack("!H", OACK) + b"tsize\0001048576\0"}
@@ -528,19 +537,11 @@ def test_a_client_whose_first_ack_was_lost_is_served_when_it_acknowledges_second
         assert [packet for packet, _when in received_within(client, 1.5)] == [oack]
         assert not [event for event in server.events if event["step"] == "tftp_done"]
         # About 4 s after the request, as EDK2's own retransmission comes.
-        client.sendto(struct.pack("!HH", ACK, 0), transfer)
-        data = b""
-        client.settimeout(2)
-        while True:
-            packet, sender = client.recvfrom(70000)
-            opcode, block = struct.unpack_from("!HH", packet)
-            assert sender == transfer and opcode == DATA and block == (len(data) // 1468 + 1) & 0xFFFF
-            data += packet[4:]
-            client.sendto(struct.pack("!HH", ACK, block), transfer)
-            if len(packet) - 4 < 1468:
-                break
+        client.connect(transfer)
+        client.send(struct.pack("!HH", ACK, 0))
+        data, _sizes = receive_file(client, 1468, client.recv(70000))
     assert data == (tftp_dir / "ipxe.efi").read_bytes()
-    time.sleep(0.2)
+    assert _wait_for(lambda: [event for event in server.events if event["step"] == "tftp_done"])
     assert [(event["ok"], event["error"]) for event in server.events if event["step"] == "tftp_done"] == [(True, None)]
 
 

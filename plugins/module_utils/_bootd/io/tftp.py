@@ -239,19 +239,19 @@ class TftpServer:
         except OSError:
             return
         key = (client_ip, client_port)
-        running = self._transfers.get(key)
-        if running is not None:
-            # A retransmitted request. While nothing is acknowledged the client has not had the first packet: one copy
-            # per request, so a spoofed source draws no more than it sends.
-            if not running.answered:
-                running.send(time.monotonic())
-            return
         try:
             request = self._factory.parse(buffer)
         except Exception:  # tftpy's codec raises struct, Unicode and tftpy errors on malformed input
             self.malformed_packets += 1
             return
         if not isinstance(request, TftpPacketInitial):
+            return
+        running = self._transfers.get(key)
+        if running is not None:
+            # A retransmitted request. While nothing is acknowledged the client has not had the first packet: one copy
+            # per request, so a spoofed source draws no more than it sends.
+            if not running.answered:
+                running.send(time.monotonic())
             return
         # Over a cap, no ERROR and no event: a real client asks again once a slot is free, and the source may be spoofed.
         if self._held.get(client_ip, 0) >= self._per_client:
