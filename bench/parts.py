@@ -391,11 +391,12 @@ def p5_fleet(profile, workdir, log):
                 log("P5 %d machines: nixie %s, reference %s" % (size, [run[:3] for run in results[size][0]], [run[:3] for run in results[size][1]]))
     medians = {}
     for size in profile.fleet_sizes:
-        failures = [failure for runs in results[size] for run in runs for failure in run[3]]
+        failures = {side: [failure for run in runs for failure in run[3]] for side, runs in zip(("Nixie", "reference"), results[size])}
         # Per side, the run of median total time (its CPU and RSS belong with it).
         nixie_run, reference_run = medians[size] = tuple(sorted(runs)[len(runs) // 2] for runs in results[size])
-        if failures:
-            raise RuntimeError("P5 %d machines: %d boots failed: %s" % (size, len(failures), "; ".join(failures[:5])))
+        if any(failures.values()):
+            raise RuntimeError("P5 %d machines: boots failed: %s" % (size, "; ".join(
+                "%s %d (%s)" % (side, len(failed), "; ".join(failed[:3])) for side, failed in failures.items() if failed)))
         label = "%d machines, %d MiB initrd" % (size, profile.fleet_initrd // MIB)
         runs = [[run[0] for run in side] for side in results[size]]
         rss = nixie_run[2] / reference_run[2]

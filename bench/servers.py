@@ -124,7 +124,10 @@ class ReferenceServer:
             "--pxe-service=tag:!ipxe,BC_EFI,iPXE,ipxe.efi", "--pxe-service=tag:!ipxe,X86-64_EFI,iPXE,ipxe.efi",
             "--pxe-service=tag:ipxe,x86PC,iPXE,%s/boot.ipxe" % BASE,
             "--pxe-service=tag:ipxe,BC_EFI,iPXE,%s/boot.ipxe" % BASE, "--pxe-service=tag:ipxe,X86-64_EFI,iPXE,%s/boot.ipxe" % BASE,
-            "--enable-tftp", "--tftp-root=%s" % (self.dir / "tftp"),
+            # dnsmasq's default of 50 transfers at once leaves P5's later machines unanswered, and the transfers
+            # their clients gave up on hold slots for dnsmasq's own timeout, so a whole later run of 125 got no TFTP
+            # at all (measured); a user booting a fleet raises it.
+            "--enable-tftp", "--tftp-root=%s" % (self.dir / "tftp"), "--tftp-max=1000",
         ]
 
     def __enter__(self):

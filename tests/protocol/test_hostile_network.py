@@ -32,7 +32,7 @@ from scapy.layers.dhcp import BOOTP
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract, daemon
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.http import HTTP_CONNECTIONS, HTTP_CONNECTIONS_PER_CLIENT, HTTP_IDLE_TIMEOUT
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.server import FILES_NEEDED
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.server import files_needed
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root for network namespaces and ports below 1024")
 
@@ -100,7 +100,7 @@ AFTER_CYCLE_BOUND = 5.0
 MAX_RSS_KB = 160 * 1024
 MAX_RSS_GROWTH_KB = 32 * 1024
 # Open files: 20 idle, 354-432 at the peak (320 held connections, up to 64 TFTP transfers, requests in flight). What
-# the caps let this attacker hold is about 470; the server budgets FILES_NEEDED (960) for any attacker. A leak of one
+# the caps let this attacker hold is about 470; the server budgets files_needed (964 for two hosts) for any attacker. A leak of one
 # descriptor per request or packet would cross this bound within seconds.
 MAX_OPEN_FILES = 600
 # Open files once the floods have stopped: back to within this of what the server held before, by the idle timeout.
@@ -286,7 +286,8 @@ def test_the_server_holds_through_a_minute_of_floods_and_the_takeover_fails(lab,
         "kernel": installer["kernel"], "initrd": installer["initrd"], "cmdline": "init=/nix/store/x/init console=ttyS0",
         "authorized_key": DEPLOYER_KEY, "interface": lab.ctl_if, "hosts": HOSTS, "run_dir": installer["run_dir"]}, netns=lab.ctl_ns)
     assert not started["failed"], started
-    assert FILES_NEEDED >= HTTP_CONNECTIONS and MAX_OPEN_FILES < FILES_NEEDED, "the bound must sit below the server's own budget"
+    budget = files_needed(len(HOSTS))
+    assert budget >= HTTP_CONNECTIONS and MAX_OPEN_FILES < budget, "the bound must sit below the server's own budget"
 
     with ServerSampler(started["pid"], installer["run_dir"]) as sampler:
         # Unloaded first: the baseline, and the address the real installer claims its MAC from.

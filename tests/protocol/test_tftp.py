@@ -196,6 +196,24 @@ def test_tsize_alone_keeps_the_default_block_size(server, tftp_dir):
     assert data == (tftp_dir / "undionly.kpxe").read_bytes() and set(sizes[:-1]) == {512}
 
 
+def test_a_binary_changed_on_disk_is_served_changed_and_every_block_size_gets_its_own_packets(server, tftp_dir):
+    """Packets are built once per binary and block size and shared by its transfers: a binary rewritten or replaced
+    must be served as it now is from the next request, and block sizes past those kept must still be served right."""
+    binary = tftp_dir / "undionly.kpxe"
+    sizes_asked = [b"1468", b"512", b"1024", b"700", b"1400", b"1468", b"8"]
+    for asked in sizes_asked:
+        oack, data, sizes = download(server.address, rrq("undionly.kpxe", options=[(b"blksize", asked)]))
+        assert oack == {b"blksize": asked} and data == binary.read_bytes() and set(sizes[:-1]) == {int(asked)}
+    assert len(server._served["undionly.kpxe"]._packets) == tftp._BLOCK_SIZES_KEPT
+    binary.write_bytes(os.urandom(70001))
+    assert download(server.address, rrq("undionly.kpxe", options=[(b"blksize", b"1468")]))[1] == binary.read_bytes()
+    replacement = tftp_dir / "undionly.new"
+    replacement.write_bytes(os.urandom(1468 * 3))
+    replacement.rename(binary)
+    oack, data, sizes = download(server.address, rrq("undionly.kpxe", options=[(b"blksize", b"1468")]))
+    assert data == binary.read_bytes() and sizes == [1468, 1468, 1468, 0]
+
+
 def test_ipv6(tftp_dir):
     six = TftpServer(find_ipxe_binaries(str(tftp_dir)), host="::1", port=0)
     six.start()

@@ -43,12 +43,21 @@ from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.table
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.limits import LogBudget
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.tokens import TokenStore, read_outstanding, write_outstanding
 
-# The files the server may hold at once: HTTP's connections and what they send, TFTP's transfers (a socket and a
-# file each, TFTP_TRANSFERS of them), and the rest (listening sockets, logs, the event loop, Python's own).
-TFTP_FILES = 2 * TFTP_TRANSFERS
+# The files the server may hold at once: HTTP's connections and what they send, TFTP's transfers (a socket each, and
+# the binary's file while a request reads it), and the rest (listening sockets, logs, the event loop, Python's own).
 OTHER_FILES = 64
-FILES_NEEDED = HTTP_FILES + TFTP_FILES + OTHER_FILES
 _LOG = logging.getLogger(__name__)
+
+
+def tftp_transfers(host_count: int) -> int:
+    """TFTP transfers at once for a run of ``host_count`` hosts: one each, so a fleet booting together never waits for
+    a slot, and TFTP_TRANSFERS more."""
+    return host_count + TFTP_TRANSFERS
+
+
+def files_needed(host_count: int) -> int:
+    """Open files the server may need at once for a run of ``host_count`` hosts."""
+    return HTTP_FILES + 2 * tftp_transfers(host_count) + OTHER_FILES
 
 
 class ServerError(NixieError):
@@ -155,7 +164,7 @@ def _tokens(run_dir, hosts):
     return tokens
 
 
-def ensure_file_limit(needed: int = FILES_NEEDED) -> int:
+def ensure_file_limit(needed: int) -> int:
     """Raise RLIMIT_NOFILE to ``needed`` if it is lower (the hard limit too, which root may); return the soft limit.
 
     Raises ServerError when it cannot: out of descriptors, accept() fails and a server thread with it, so the
@@ -168,7 +177,7 @@ def ensure_file_limit(needed: int = FILES_NEEDED) -> int:
         except (OSError, ValueError) as exc:
             raise ServerError("the boot server needs %d open files (HTTP %d, TFTP %d, other %d) and may open %d (hard limit %d): %s; "
                               "raise the limit (ulimit -n %d, or LimitNOFILE= for a service)"
-                              % (needed, HTTP_FILES, TFTP_FILES, OTHER_FILES, soft, hard, exc, needed)) from None
+                              % (needed, HTTP_FILES, needed - HTTP_FILES - OTHER_FILES, OTHER_FILES, soft, hard, exc, needed)) from None
     return max(soft, needed) if soft != resource.RLIM_INFINITY else soft
 
 
@@ -184,7 +193,7 @@ def _budgeted_loop_errors(log: LogBudget) -> Callable[[asyncio.AbstractEventLoop
 
 async def _serve(config, ready):
     hosts, binaries, installers = validate_config(config)
-    ensure_file_limit()
+    ensure_file_limit(files_needed(len(hosts)))
     # tftpy logs every malformed or refused packet at ERROR; tftp.py records those as events already, and a
     # scanner on the boot network must not be able to fill server.log.
     logging.getLogger("tftpy").setLevel(logging.CRITICAL)
@@ -228,7 +237,8 @@ async def _serve(config, ready):
         except OSError as exc:
             raise ServerError("cannot listen on TCP port %d (%s): %s" % (
                 address.http_port, address.ip, _explain_bind_failure("tcp", address.http_port, exc))) from None
-        tftp = TftpServer(binaries, host=address.ip, port=contract.TFTP_PORT, on_event=on_tftp_event)
+        tftp = TftpServer(binaries, host=address.ip, port=contract.TFTP_PORT, on_event=on_tftp_event,
+                          max_transfers=tftp_transfers(len(hosts)))
         try:
             tftp.start()
         except OSError as exc:
