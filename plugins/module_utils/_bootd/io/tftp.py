@@ -13,9 +13,9 @@ it accepts packets for a transfer from any source address. Nor are its per-trans
 they know only IPv4, agree to block sizes no datagram can carry (up to 65536), and with a file read per
 block, debug logging per packet and a select() over every socket after every packet they served a 1 MiB
 ipxe.efi at 0.5 of dnsmasq's rate to one client and 0.26 to 50 (bench/, P3). Here a binary is read once
-while it is unchanged on disk, and its DATA packets, built once for each block size asked, are shared by
-every transfer of it (the iPXE binaries are at most ~1 MB): an ACK is answered with one send of a ready
-packet on a connected socket, under epoll.
+while it is unchanged on disk, and each of its DATA packets, built the first time a transfer at that block
+size sends it, is shared by every later transfer (the iPXE binaries are at most ~1 MB): an ACK is mostly
+answered with one send of a ready packet on a connected socket, under epoll.
 Every packet is handled behind a boundary that drops the offending transfer only, transfers are
 capped per client and in all, a transfer whose client has not answered yet gets few retransmissions, and
 files come only from an allow-list of names: requests are never joined onto a directory.
@@ -83,9 +83,12 @@ _MAX_DATAGRAM = 65536
 # A client sends a transfer ACKs (4 bytes) and ERRORs (an RFC 1350 message fits a 512-byte block); what a longer
 # one says past this is not needed, and a 64 KiB buffer per ACK was CPU spent on nothing.
 _MAX_REPLY = 1024
-# Block sizes whose packets a binary keeps ready. Firmware asks for one or two (EDK2 1468, iPXE 1432, 512 without the
+# Block sizes whose packets a binary keeps. Firmware asks for one or two (EDK2 1468, iPXE 1432, 512 without the
 # option); each size costs up to the file's size again, and a client may ask for any size, so older ones are let go.
 _BLOCK_SIZES_KEPT = 4
+# Below this block size packets are not kept: a packet's ~40 bytes of object overhead would outweigh its data (at the
+# smallest size, 8, a 1 MiB binary would keep 7 MiB), and no firmware asks for one.
+_SHARED_MIN_BLKSIZE = 512
 # Clients retransmit their ACK after a second or more; one sooner crossed our block on the wire.
 _REACK_GUARD = 0.5
 
@@ -387,24 +390,24 @@ class _Transfer:
     (RFC 1123 4.2.3.1), every block then sent twice from there on.
     """
 
-    __slots__ = ("key", "name", "sock", "size", "packets", "agreement", "blksize", "block", "last_block", "last_packet",
+    __slots__ = ("key", "name", "sock", "data", "packets", "agreement", "blksize", "block", "last_block", "last_packet",
                  "last_sent", "started", "retries", "answered", "srtt", "rttvar")
 
     def __init__(self, key: Tuple[str, int], name: str, sock: socket.socket, served: "_ServedFile", agreement: Agreement) -> None:
         self.key = key
         self.name = name
         self.sock = sock
-        self.size = len(served.data)
+        self.data = served.data
         self.agreement = agreement
         self.blksize = agreement.blksize
         self.packets = served.packets(self.blksize)
-        self.last_block = len(self.packets) - 1
+        self.last_block = len(self.data) // self.blksize + 1
         if agreement.options:
             oack = TftpPacketOACK()
             oack.options = agreement.options
             self.block, self.last_packet = 0, oack.encode().buffer
         else:
-            self.block, self.last_packet = 1, self.packets[1]
+            self.block, self.last_packet = 1, self._data_packet(1)
         self.started = self.last_sent = time.monotonic()
         self.retries = 0
         # Whether the client has acknowledged a packet: until then its address may be spoofed.
@@ -413,7 +416,7 @@ class _Transfer:
 
     @property
     def bytes_sent(self) -> int:
-        return min(self.size, self.block * self.blksize)
+        return min(len(self.data), self.block * self.blksize)
 
     def acknowledged(self, block: int, now: float) -> bool:
         """Handle the client's ACK of ``block`` (16 bits) received at ``now``; True once the last block is acknowledged."""
@@ -428,7 +431,7 @@ class _Transfer:
         if self.block == self.last_block:
             return True
         self.block += 1
-        self.last_packet = self.packets[self.block]
+        self.last_packet = self._data_packet(self.block)
         self.retries = 0
         self.send(now)
         return False
@@ -454,6 +457,15 @@ class _Transfer:
         except OSError:
             pass  # a full buffer or an ICMP error is one lost packet: the timeout check sends it again
 
+    def _data_packet(self, block):
+        packet = self.packets[block] if self.packets is not None else None
+        if packet is None:
+            offset = (block - 1) * self.blksize
+            packet = _OPCODE_BLOCK.pack(_DATA, block & 0xFFFF) + self.data[offset:offset + self.blksize]
+            if self.packets is not None:
+                self.packets[block] = packet
+        return packet
+
 
 class _ServedFile:
     """One binary's bytes as read from disk (``identity`` tells when the file changed), with its DATA packets."""
@@ -465,20 +477,20 @@ class _ServedFile:
         self.data = data
         self._packets: Dict[int, List[bytes]] = {}
 
-    def packets(self, blksize: int) -> List[bytes]:
-        """DATA packets 1.. (index 0 unused) at ``blksize``, the last one short, possibly empty; built on the first request.
+    def packets(self, blksize: int) -> Optional[List[Optional[bytes]]]:
+        """The shared list of DATA packets 1.. (index 0 unused) at ``blksize``, each None until a transfer first sends
+        it; None below _SHARED_MIN_BLKSIZE, where each transfer builds its packets as it sends them.
 
-        Building them all up front costs one request ~1 ms for a 1 MiB binary; built lazily, every ACK of every transfer
-        would pay the check. A transfer holds on to its list, so one let go here stays whole while it is in use.
+        Filled as transfers go rather than up front, so a request whose source is spoofed, which draws one packet,
+        costs one packet's building, not the file's. A transfer holds on to its list, so one let go here still serves it.
         """
+        if blksize < _SHARED_MIN_BLKSIZE:
+            return None
         packets = self._packets.pop(blksize, None)
         if packets is None:
             if len(self._packets) >= _BLOCK_SIZES_KEPT:
                 del self._packets[next(iter(self._packets))]
-            data = self.data
-            packets = [b""]
-            packets += [_OPCODE_BLOCK.pack(_DATA, block & 0xFFFF) + data[offset:offset + blksize]
-                        for block, offset in enumerate(range(0, len(data) + 1, blksize), 1)]
+            packets = [None] * (len(self.data) // blksize + 2)
         # Re-inserted: the dict's order is then the order of last use, and the least recently used goes first.
         self._packets[blksize] = packets
         return packets
