@@ -197,8 +197,8 @@ def test_tsize_alone_keeps_the_default_block_size(server, tftp_dir):
 
 
 def test_a_binary_changed_on_disk_is_served_changed_and_every_block_size_gets_its_own_packets(server, tftp_dir):
-    """Packets are built once per binary and block size and shared by its transfers: a binary rewritten or replaced
-    must be served as it now is from the next request, and block sizes past those kept must still be served right."""
+    """A binary's packets are kept per block size and shared by its transfers: a binary rewritten or replaced must be
+    served as it now is from the next request, and block sizes past those kept, or too small to keep, served right."""
     binary = tftp_dir / "undionly.kpxe"
     sizes_asked = [b"1468", b"512", b"1024", b"700", b"1400", b"1468", b"8"]
     for asked in sizes_asked:

@@ -164,12 +164,14 @@ def _tokens(run_dir, hosts):
     return tokens
 
 
-def ensure_file_limit(needed: int) -> int:
-    """Raise RLIMIT_NOFILE to ``needed`` if it is lower (the hard limit too, which root may); return the soft limit.
+def ensure_file_limit(host_count: int) -> int:
+    """Raise RLIMIT_NOFILE to ``files_needed(host_count)`` if it is lower (the hard limit too, which root may); return
+    the soft limit.
 
     Raises ServerError when it cannot: out of descriptors, accept() fails and a server thread with it, so the
     server refuses to start rather than fail under load.
     """
+    needed = files_needed(host_count)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and soft < needed:
         try:
@@ -177,7 +179,7 @@ def ensure_file_limit(needed: int) -> int:
         except (OSError, ValueError) as exc:
             raise ServerError("the boot server needs %d open files (HTTP %d, TFTP %d, other %d) and may open %d (hard limit %d): %s; "
                               "raise the limit (ulimit -n %d, or LimitNOFILE= for a service)"
-                              % (needed, HTTP_FILES, needed - HTTP_FILES - OTHER_FILES, OTHER_FILES, soft, hard, exc, needed)) from None
+                              % (needed, HTTP_FILES, 2 * tftp_transfers(host_count), OTHER_FILES, soft, hard, exc, needed)) from None
     return max(soft, needed) if soft != resource.RLIM_INFINITY else soft
 
 
@@ -193,7 +195,7 @@ def _budgeted_loop_errors(log: LogBudget) -> Callable[[asyncio.AbstractEventLoop
 
 async def _serve(config, ready):
     hosts, binaries, installers = validate_config(config)
-    ensure_file_limit(files_needed(len(hosts)))
+    ensure_file_limit(len(hosts))
     # tftpy logs every malformed or refused packet at ERROR; tftp.py records those as events already, and a
     # scanner on the boot network must not be able to fill server.log.
     logging.getLogger("tftpy").setLevel(logging.CRITICAL)

@@ -475,7 +475,7 @@ class _ServedFile:
     def __init__(self, identity: Tuple[int, ...], data: bytes) -> None:
         self.identity = identity
         self.data = data
-        self._packets: Dict[int, List[bytes]] = {}
+        self._packets: Dict[int, List[Optional[bytes]]] = {}
 
     def packets(self, blksize: int) -> Optional[List[Optional[bytes]]]:
         """The shared list of DATA packets 1.. (index 0 unused) at ``blksize``, each None until a transfer first sends
