@@ -8,6 +8,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import threading
@@ -15,13 +17,14 @@ import time
 from pathlib import Path
 
 from nixielab import LabError, append_cpio, build_installer
+from nixielab.capture import Capture
 from nixielab.netboot import AGENT
 from nixielab.playbook import run_playbook
 from nixielab.processes import in_netns
 
 from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract
 
-from . import burst, files, netns, nixcost, sim
+from . import burst, files, netns, nixcost, sim, timeline
 from .lab import SERVER_IP, Meter, sides, source_addresses
 from .servers import BASE, NixieServer, ReferenceServer
 
@@ -212,6 +215,29 @@ def p1_boot(profile, workdir, log):
 LOSSY_BOOT_TIMEOUT = 600
 
 
+# Where P8 keeps what a failed or slow lossy boot left (capture, console, boot server events), past the run.
+LOSSY_EVIDENCE = BENCH_DIR / "output" / "p8"
+# Console lines worth printing from such a boot: the firmware's boot entries and iPXE's verdicts.
+_BOOT_CONSOLE_LINE = re.compile(r"PXE|HTTP|Boot|iPXE|Nothing|fail|error|rror", re.IGNORECASE)
+
+
+def _keep_lossy_boot(label, tap, machine, server, started, log):
+    """Keep a failed or slow lossy boot's tap capture, console and boot server events, and log its timeline."""
+    kept = LOSSY_EVIDENCE / label
+    shutil.rmtree(kept, ignore_errors=True)
+    kept.mkdir(parents=True)
+    shutil.copy(tap.path, kept / "tap.pcap")
+    console = machine.serial_text()
+    (kept / "serial.log").write_text(console, encoding="utf-8")
+    events = [event for event in server.events() if event["ts"] > started]
+    (kept / "events.json").write_text(json.dumps(events, indent=1), encoding="utf-8")
+    lines = timeline.boot_timeline(tap.packets(), machine.mac, started)
+    (kept / "timeline.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    log("P8 %s, kept in %s; what the machine sent and got:\n  %s\nits console:\n  %s" % (
+        label, kept, "\n  ".join(lines[:80]),
+        "\n  ".join(line for line in console.splitlines() if _BOOT_CONSOLE_LINE.search(line))[-4000:]))
+
+
 def p8_lossy_boot(profile, workdir, log):
     """Lab VM power-on -> phone-home through Nixie with one frame in ten dropped on the bridge, against the same boot
     through Nixie without loss (the "reference" column), SeaBIOS and OVMF, both VMs booting at the same time."""
@@ -226,10 +252,15 @@ def p8_lossy_boot(profile, workdir, log):
                     NixieServer(clean_side, Path(workdir) / "p8c", [mac], boot_files) as clean:
                 times = {"lossy": [], "clean": []}
                 for boot in range(profile.lossy_boots):
-                    started, late = _power_on_together(machines.values(), LOSSY_BOOT_TIMEOUT)
+                    tap = Capture(lossy_side.lab, "p8-%d" % boot, timeline.CAPTURE_FILTER, netns=machines["nixie"].netns, interface=machines["nixie"].tap)
+                    with tap:
+                        started, late = _power_on_together(machines.values(), LOSSY_BOOT_TIMEOUT)
                     for label, server in (("lossy", lossy), ("clean", clean)):
                         homes = [event["ts"] for event in server.events(contract.STEP_PHONE_HOME) if event["ts"] > started]
                         times[label].append(homes[0] - started if homes else None)
+                    lossy_time, clean_time = times["lossy"][-1], times["clean"][-1]
+                    if lossy_time is None or clean_time is None or lossy_time > 2 * clean_time:
+                        _keep_lossy_boot("%s-boot%d" % (firmware, boot + 1), tap, machines["nixie"], lossy, started, log)
                     log("P8 %s boot %d: lossy %s, clean %s (frames dropped so far: %d)%s" % (
                         firmware, boot + 1, *("no phone-home" if t is None else "%.1f s" % t for t in (times["lossy"][-1], times["clean"][-1])),
                         lossy_side.lab.dropped_frames("lossy"), "; not in the installer: %s" % late if late else ""))
