@@ -71,7 +71,7 @@ class Profile:
     lossy_boots: int
 
 
-FULL = Profile(repetitions=3, http_size=512 * MIB, http_clients=(1, 20), tftp_size=MIB, tftp_clients=(1, 50), dhcp_bursts=(500, 5000),
+FULL = Profile(repetitions=5, http_size=512 * MIB, http_clients=(1, 20), tftp_size=MIB, tftp_clients=(1, 50), dhcp_bursts=(500, 5000),
                fleet_sizes=(62, 125, 250), fleet_initrd=64 * MIB, orchestration_runs=3, vm_boots=3,
                nix_fleet_sizes=(1, 5, 20), lossy_boots=10)
 SMOKE = Profile(repetitions=1, http_size=4 * MIB, http_clients=(1, 4), tftp_size=MIB, tftp_clients=(1, 4), dhcp_bursts=(50,),
@@ -136,13 +136,13 @@ def _sequential_curl(client, url, count, extra=()):
 def _transfer_rows(part, what, nixie_runs, reference_runs, served, target, floor, cpu_ceiling=None):
     """Rows for a throughput measurement: runs are (seconds, cpu) pairs; ``served`` bytes per run. ``floor`` is the
     lowest throughput ratio that meets ``target``; ``cpu_ceiling``, when given, the highest CPU-per-GiB ratio."""
-    rate_n = statistics.median(served / seconds for seconds, _cpu in nixie_runs) / MIB
-    rate_r = statistics.median(served / seconds for seconds, _cpu in reference_runs) / MIB
-    cpu_n = statistics.median(cpu for _seconds, cpu in nixie_runs) / (served / GIB)
-    cpu_r = statistics.median(cpu for _seconds, cpu in reference_runs) / (served / GIB)
-    return [Row(part, "%s throughput" % what, rate_n, rate_r, "MiB/s", "higher", target, rate_n / rate_r >= floor),
+    rates = tuple([served / seconds / MIB for seconds, _cpu in runs] for runs in (nixie_runs, reference_runs))
+    cpus = tuple([cpu / (served / GIB) for _seconds, cpu in runs] for runs in (nixie_runs, reference_runs))
+    rate_n, rate_r = (statistics.median(values) for values in rates)
+    cpu_n, cpu_r = (statistics.median(values) for values in cpus)
+    return [Row(part, "%s throughput" % what, rate_n, rate_r, "MiB/s", "higher", target, rate_n / rate_r >= floor, spread=rates),
             Row(part, "%s server CPU" % what, cpu_n, cpu_r, "CPU s/GiB", "lower", "ratio <= %g" % cpu_ceiling if cpu_ceiling else "",
-                cpu_n / cpu_r <= cpu_ceiling if cpu_ceiling and cpu_r else None)]
+                cpu_n / cpu_r <= cpu_ceiling if cpu_ceiling and cpu_r else None, spread=cpus)]
 
 
 def _boot_files(workdir):
@@ -274,9 +274,9 @@ def p8_lossy_boot(profile, workdir, log):
                             "all", home == profile.lossy_boots))
             rows.append(Row("P8", "%s, 10 %% frame loss: p90 power-on -> phone-home (reference: no loss)" % name, lossy_p90, clean_p90,
                             "s", "lower", "ratio <= 2", lossy_p90 <= 2 * clean_p90))
+            counted = tuple([t if t is not None else LOSSY_BOOT_TIMEOUT for t in times[label]] for label in ("lossy", "clean"))
             rows.append(Row("P8", "%s, 10 %% frame loss: median power-on -> phone-home (reference: no loss)" % name,
-                            statistics.median(t if t is not None else LOSSY_BOOT_TIMEOUT for t in times["lossy"]),
-                            statistics.median(t if t is not None else LOSSY_BOOT_TIMEOUT for t in times["clean"]), "s"))
+                            statistics.median(counted[0]), statistics.median(counted[1]), "s", spread=counted))
     return rows
 
 
