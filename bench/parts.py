@@ -262,19 +262,18 @@ def p8_lossy_boot(profile, workdir, log):
                     if lossy_time is None or clean_time is None or lossy_time > 2 * clean_time:
                         _keep_lossy_boot("%s-boot%d" % (firmware, boot + 1), tap, machines["nixie"], lossy, started, log)
                     log("P8 %s boot %d: lossy %s, clean %s (frames dropped so far: %d)%s" % (
-                        firmware, boot + 1, *("no phone-home" if t is None else "%.1f s" % t for t in (times["lossy"][-1], times["clean"][-1])),
+                        firmware, boot + 1, *("no phone-home" if t is None else "%.1f s" % t for t in (lossy_time, clean_time)),
                         lossy_side.lab.dropped_frames("lossy"), "; not in the installer: %s" % late if late else ""))
                     for machine in machines.values():
                         machine.stop()
-            # A failed boot counts as the timeout in the p90: a boot that never arrives is as slow as any can be.
-            lossy_p90, clean_p90 = (_percentile([t if t is not None else LOSSY_BOOT_TIMEOUT for t in times[label]], 0.9)
-                                    for label in ("lossy", "clean"))
+            # A failed boot counts as the timeout: a boot that never arrives is as slow as any can be.
+            counted = tuple([t if t is not None else LOSSY_BOOT_TIMEOUT for t in times[label]] for label in ("lossy", "clean"))
+            lossy_p90, clean_p90 = (_percentile(values, 0.9) for values in counted)
             home = sum(t is not None for t in times["lossy"])
             rows.append(Row("P8", "%s, 10 %% frame loss: boots that phoned home" % name, home, profile.lossy_boots, "boots", "higher",
                             "all", home == profile.lossy_boots))
             rows.append(Row("P8", "%s, 10 %% frame loss: p90 power-on -> phone-home (reference: no loss)" % name, lossy_p90, clean_p90,
                             "s", "lower", "ratio <= 2", lossy_p90 <= 2 * clean_p90))
-            counted = tuple([t if t is not None else LOSSY_BOOT_TIMEOUT for t in times[label]] for label in ("lossy", "clean"))
             rows.append(Row("P8", "%s, 10 %% frame loss: median power-on -> phone-home (reference: no loss)" % name,
                             statistics.median(counted[0]), statistics.median(counted[1]), "s", spread=counted))
     return rows

@@ -32,26 +32,22 @@ class _Transfer:
 
     def __init__(self, first_seen):
         self.first_seen = self.last_seen = first_seen
-        self.blocks = set()
         self.data = self.acks = 0
-        self.acked = set()
-        self.repeated_acks = 0
+        self.blocks_received, self.blocks_acked = set(), set()
 
     def add(self, seen, opcode, block):
         self.last_seen = seen
         if opcode == TFTP_DATA:
             self.data += 1
-            self.blocks.add(block)
+            self.blocks_received.add(block)
         else:
             self.acks += 1
-            if block in self.acked:
-                self.repeated_acks += 1
-            self.acked.add(block)
+            self.blocks_acked.add(block)
 
     def line(self):
         return "%7.2f-%.2f s  TFTP transfer: %d blocks received, %d DATA (%d again), %d ACKs sent (%d again)" % (
-            self.first_seen, self.last_seen, len(self.blocks), self.data, self.data - len(self.blocks), self.acks,
-            self.repeated_acks)
+            self.first_seen, self.last_seen, len(self.blocks_received), self.data, self.data - len(self.blocks_received),
+            self.acks, self.acks - len(self.blocks_acked))
 
 
 def _dhcp4_line(packet, sent):
@@ -62,8 +58,9 @@ def _dhcp4_line(packet, sent):
         details.append("from %s" % options.get(OPTION_SERVER_ID, packet["IP"].src))
         if packet[BOOTP].yiaddr != "0.0.0.0":
             details.append("address %s" % packet[BOOTP].yiaddr)
-        if boot_file(packet):
-            details.append("file %s" % boot_file(packet).decode("ascii", "replace"))
+        file = boot_file(packet)
+        if file:
+            details.append("file %s" % file.decode("ascii", "replace"))
     return "DHCPv4 %s%s" % (kind, (" (%s)" % ", ".join(details)) if details else "")
 
 
