@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -44,6 +46,35 @@ class Side:
             client.run(["ip", "addr", "add", client.address + "/24", "dev", client.iface], check=True)
             self.clients.append(client)
         return self.clients[:count]
+
+
+def timed_run(argv, timeout):
+    """Seconds from starting ``argv`` to its exit; CalledProcessError if it failed, TimeoutExpired past ``timeout`` s.
+
+    Not subprocess.run: given a timeout, it polls for the exit at intervals growing to 50 ms, which rounds each time up
+    to a grid of 0.064 + k * 0.05 s, as much as the whole difference between two 0.25 s downloads. A blocking wait
+    returns at the exit, and a timer kills a child still running at the timeout.
+    """
+    started = time.monotonic()
+    process = subprocess.Popen(argv)
+    expired = threading.Event()
+
+    def kill():
+        expired.set()
+        process.kill()
+
+    killer = threading.Timer(timeout, kill)
+    killer.start()
+    try:
+        code = process.wait()
+    finally:
+        killer.cancel()
+    seconds = time.monotonic() - started
+    if expired.is_set():
+        raise subprocess.TimeoutExpired(argv, timeout)
+    if code:
+        raise subprocess.CalledProcessError(code, argv)
+    return seconds
 
 
 def source_addresses(client, count):
@@ -102,25 +133,36 @@ def usage(pids):
 
 
 class Meter:
-    """CPU seconds and peak RSS of a server's processes over a ``with`` block, sampled every 50 ms by ``sample``."""
+    """CPU seconds and peak RSS of a server's processes over a ``with`` block; with ``sample_every``, the RSS is also
+    sampled that often by a thread of its own, so the block can wait for its work to end rather than poll."""
 
-    def __init__(self, pids):
+    def __init__(self, pids, sample_every=None):
         self.pids = family(pids)
         self.cpu = 0.0
         self.peak_rss = 0
         self.seconds = 0.0
         self._cpu0 = self._t0 = 0.0
+        self._sample_every = sample_every
+        self._done = threading.Event()
+        self._sampler = None
 
     def __enter__(self):
         self._cpu0, self.peak_rss = usage(self.pids)
         self._t0 = time.monotonic()
+        if self._sample_every is not None:
+            self._sampler = threading.Thread(target=self._sample, daemon=True)
+            self._sampler.start()
         return self
 
-    def sample(self):
-        self.peak_rss = max(self.peak_rss, usage(self.pids)[1])
+    def _sample(self):
+        while not self._done.wait(self._sample_every):
+            self.peak_rss = max(self.peak_rss, usage(self.pids)[1])
 
     def __exit__(self, *exc_info):
         self.seconds = time.monotonic() - self._t0
+        self._done.set()
+        if self._sampler is not None:
+            self._sampler.join()
         cpu, rss = usage(self.pids)
         self.cpu = cpu - self._cpu0
         self.peak_rss = max(self.peak_rss, rss)

@@ -73,7 +73,7 @@ from ansible_collections.nixie.provision.plugins.module_utils._mac import normal
 from ansible_collections.nixie.provision.plugins.module_utils._bootd import contract
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.contract import AUTOEXEC_NAME, SSH_KEY_TYPES, api_url, script_path
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.installers import Installer, installer_for
-from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.tcpinfo import bytes_acked
+from ansible_collections.nixie.provision.plugins.module_utils._bootd.io.tcpinfo import bytes_acked, corked
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.page import clock, render_document, render_fleet
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.state.progress import FleetProgress, totals
 from ansible_collections.nixie.provision.plugins.module_utils._bootd.policy.ipxe import autoexec_script, installer_script, local_boot_script
@@ -825,11 +825,13 @@ class _MeteredFile(web.FileResponse if AIOHTTP_IMPORT_ERROR is None else object)
 
     async def prepare(self, request: "web.BaseRequest") -> Any:
         transport = request.transport
-        handle = self._state.start_sending(self._mac, self._kind, transport.get_extra_info("socket") if transport else None)
+        sock = transport.get_extra_info("socket") if transport else None
+        handle = self._state.start_sending(self._mac, self._kind, sock)
         started = time.monotonic()
         complete = False
         try:
-            writer = await super().prepare(request)
+            with corked(sock):
+                writer = await super().prepare(request)
             complete = True
             return writer
         finally:
