@@ -12,6 +12,7 @@ import re
 import shutil
 import statistics
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -317,7 +318,7 @@ def p3_tftp(profile, workdir, log):
                 # One client: 20 fetches in a row, so curl's start-up is not most of what is timed.
                 count = 20 if clients == 1 else clients
 
-                def measure(server, client, clients=clients, count=count):
+                def measure(server, client, url=url, clients=clients, count=count):
                     with Meter(server.pids) as meter:
                         if clients == 1:
                             seconds = _sequential_curl(client, url, count, blksize)
@@ -325,12 +326,49 @@ def p3_tftp(profile, workdir, log):
                             seconds = _parallel_curl(client, url, count, blksize)
                     return seconds, meter.cpu
 
-                nixie_runs, reference_runs = alternate(max(3, profile.repetitions * 2), lambda measure=measure: measure(nixie, nixie_client),
+                runs = max(3, profile.repetitions * 2)
+                nixie_runs, reference_runs = alternate(runs, lambda measure=measure: measure(nixie, nixie_client),
                                                        lambda measure=measure: measure(reference, reference_client))
                 log("P3 %d clients: nixie %s, reference %s" % (clients, nixie_runs, reference_runs))
                 label = "TFTP 1 MiB x 20 in a row" if clients == 1 else "TFTP 1 MiB x %d at once" % clients
                 rows += _transfer_rows("P3", label, nixie_runs, reference_runs, count * profile.tftp_size, "ratio >= 1", 1.0, 1.2)
+                if clients > 1:
+                    with _BareTftp(nixie_side, served_files) as bare:
+                        bare_runs, reference_runs = alternate(runs, lambda measure=measure: measure(bare, nixie_client, bare.url),
+                                                              lambda measure=measure: measure(reference, reference_client))
+                    log("P3 %d clients, bare Python loop: %s, reference %s" % (clients, bare_runs, reference_runs))
+                    cpus = tuple([cpu / (count * profile.tftp_size / GIB) for _seconds, cpu in runs] for runs in (bare_runs, reference_runs))
+                    rows.append(Row("P3", "%s: server CPU of a bare Python loop (bench/bare_tftp.py, the floor for Python)" % label,
+                                    statistics.median(cpus[0]), statistics.median(cpus[1]), "CPU s/GiB", "lower", spread=cpus))
     return rows
+
+
+class _BareTftp:
+    """bench/bare_tftp.py serving ``files``' ipxe.efi in ``side``'s controller namespace, on a port of its own."""
+
+    PORT = 6969
+
+    def __init__(self, side, served_files):
+        self.argv = in_netns(side.lab.ctl_ns, [sys.executable, str(Path(__file__).with_name("bare_tftp.py")), SERVER_IP, str(self.PORT),
+                                               str(Path(served_files.ipxe_dir, contract.IPXE_EFI))])
+        self.url = "tftp://%s:%d/%s" % (SERVER_IP, self.PORT, contract.IPXE_EFI)
+        self.process = None
+
+    @property
+    def pids(self):
+        return [self.process.pid]
+
+    def __enter__(self):
+        self.process = subprocess.Popen(self.argv, stdout=subprocess.PIPE, text=True)
+        if self.process.stdout.readline().strip() != "ready":
+            self.process.kill()
+            raise RuntimeError("P3: bench/bare_tftp.py did not start (exit %s)" % self.process.wait())
+        return self
+
+    def __exit__(self, *exc_info):
+        self.process.kill()
+        self.process.wait()
+        self.process.stdout.close()
 
 
 def p4_proxydhcp(profile, workdir, log):
